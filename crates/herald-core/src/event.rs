@@ -368,9 +368,26 @@ impl TryFrom<String> for EventData {
             .deserialize_map(ObjectOnly)
             .and_then(|()| deserializer.end())
             .map_err(|err| EventError::InvalidData {
-                reason: err.to_string(),
+                // A data error can only be the top-level value's type; serde's wording for it
+                // ("invalid type: sequence … at line 1 column 0") is noise to a publisher.
+                reason: if err.is_data() {
+                    format!("found {}", json_kind(&text))
+                } else {
+                    err.to_string()
+                },
             })?;
         Ok(Self(text))
+    }
+}
+
+/// What kind of JSON value `text`, known to be well-formed and not an object, starts with.
+fn json_kind(text: &str) -> &'static str {
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
     }
 }
 
@@ -620,17 +637,30 @@ mod tests {
         let verbatim = "{ \"b\": 1.50, \"a\": [true, null], \"b\": \"dup\" }";
         assert_eq!(EventData::parse(verbatim).unwrap().as_str(), verbatim);
 
-        let errors: Vec<String> = ["[1]", "\"x\"", "null", "{\"a\":1", "{} {}", " "]
-            .into_iter()
-            .map(|text| format!("{text:?}: {}", EventData::parse(text).unwrap_err()))
-            .collect();
+        let errors: Vec<String> = [
+            "[1]",
+            "\"x\"",
+            "null",
+            " true",
+            "-1.5",
+            "{\"a\":1",
+            "{} {}",
+            " ",
+            "{\"a\" 1}",
+        ]
+        .into_iter()
+        .map(|text| format!("{text:?}: {}", EventData::parse(text).unwrap_err()))
+        .collect();
         expect_test::expect![[r#"
-            "[1]": event data must be a JSON object: invalid type: sequence, expected a JSON object at line 1 column 0
-            "\"x\"": event data must be a JSON object: invalid type: string "x", expected a JSON object at line 1 column 3
-            "null": event data must be a JSON object: invalid type: null, expected a JSON object at line 1 column 4
+            "[1]": event data must be a JSON object: found an array
+            "\"x\"": event data must be a JSON object: found a string
+            "null": event data must be a JSON object: found null
+            " true": event data must be a JSON object: found a boolean
+            "-1.5": event data must be a JSON object: found a number
             "{\"a\":1": event data must be a JSON object: EOF while parsing an object at line 1 column 6
             "{} {}": event data must be a JSON object: trailing characters at line 1 column 4
-            " ": event data must be a JSON object: EOF while parsing a value at line 1 column 1"#]].assert_eq(&errors.join("\n"));
+            " ": event data must be a JSON object: EOF while parsing a value at line 1 column 1
+            "{\"a\" 1}": event data must be a JSON object: expected `:` at line 1 column 6"#]].assert_eq(&errors.join("\n"));
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
-use ulid::Ulid;
+
+/// Re-exported because [`AccountId::from_ulid`] and its siblings take one.
+pub use ulid::Ulid;
 
 /// Length of a ULID's text form.
 const ULID_LEN: usize = 26;
