@@ -1,0 +1,408 @@
+//! The worker's configuration: defaults overridden by `HERALD_*` environment variables, validated
+//! once into a typed [`WorkerConfig`].
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Serialized};
+use herald_core::{AddressPolicy, RetrySchedule};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::breaker::BreakerConfig;
+
+/// Requests in flight across all webhooks, by default.
+pub const DEFAULT_CONCURRENCY: usize = 256;
+/// Requests in flight to one webhook, by default.
+pub const DEFAULT_PER_WEBHOOK_IN_FLIGHT: usize = 16;
+/// The request timeout the design promises integrators, and its ceiling.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// Messages asked for per pull request.
+pub const DEFAULT_FETCH_BATCH: usize = 128;
+
+/// Loopback networks, which local development delivers to; evaluated at compile time, so the
+/// prefix lengths are checked there.
+const LOOPBACK: [IpNet; 2] = [
+    IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+    IpNet::new_assert(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+];
+
+/// The environment keys the worker reads, without the `HERALD_` prefix. Other `HERALD_*`
+/// variables belong to the registry (the two can share an environment in `herald dev`) and are
+/// ignored here.
+const KEYS: [&str; 15] = [
+    "nats_url",
+    "create_streams",
+    "stream_replicas",
+    "concurrency",
+    "per_webhook_in_flight",
+    "request_timeout",
+    "retry_schedule",
+    "address_allowlist",
+    "breaker_failures",
+    "breaker_cool_down",
+    "breaker_max_cool_down",
+    "shutdown_deadline",
+    "fetch_batch",
+    "router_concurrency",
+    "delay_ack_wait",
+];
+
+/// Why the configuration is unusable. Every message names the environment variable to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration key {key}: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("configuration: {0}")]
+    Load(String),
+}
+
+impl ConfigError {
+    fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: env_name(key),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn env_name(key: &str) -> String {
+    format!("HERALD_{}", key.to_ascii_uppercase())
+}
+
+/// As read, before validation: durations and lists are text so that validation can say which
+/// key holds a bad one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RawConfig {
+    nats_url: String,
+    create_streams: bool,
+    stream_replicas: usize,
+    concurrency: usize,
+    per_webhook_in_flight: usize,
+    request_timeout: String,
+    retry_schedule: String,
+    address_allowlist: String,
+    breaker_failures: u32,
+    breaker_cool_down: String,
+    breaker_max_cool_down: String,
+    shutdown_deadline: String,
+    fetch_batch: usize,
+    router_concurrency: usize,
+    delay_ack_wait: String,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            nats_url: "nats://127.0.0.1:4222".to_owned(),
+            create_streams: false,
+            stream_replicas: 1,
+            concurrency: DEFAULT_CONCURRENCY,
+            per_webhook_in_flight: DEFAULT_PER_WEBHOOK_IN_FLIGHT,
+            request_timeout: "15s".to_owned(),
+            retry_schedule: "5s,5m,30m,2h,5h,10h,10h".to_owned(),
+            address_allowlist: String::new(),
+            breaker_failures: 5,
+            breaker_cool_down: "30s".to_owned(),
+            breaker_max_cool_down: "10m".to_owned(),
+            shutdown_deadline: "10s".to_owned(),
+            fetch_batch: DEFAULT_FETCH_BATCH,
+            router_concurrency: 64,
+            delay_ack_wait: "30s".to_owned(),
+        }
+    }
+}
+
+/// Validated configuration of the worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub nats_url: String,
+    /// Create the streams and consumers Herald needs when missing (dev and tests); production
+    /// provisions them once and the worker only checks that they exist.
+    pub create_streams: bool,
+    pub stream_replicas: usize,
+    /// Requests in flight across all webhooks.
+    pub concurrency: usize,
+    /// Requests in flight to one webhook; more tasks for it wait briefly in the stream.
+    pub per_webhook_in_flight: usize,
+    /// Time allowed for the whole request, response head included.
+    pub request_timeout: Duration,
+    /// Delays between attempts; the retry tiers (delay lines) are its distinct delays.
+    pub retry_schedule: RetrySchedule,
+    /// Which addresses deliveries may reach.
+    pub address_policy: AddressPolicy,
+    pub breaker: BreakerConfig,
+    /// How long a shutdown waits for requests in flight before handing their tasks back.
+    pub shutdown_deadline: Duration,
+    /// Messages asked for per pull request.
+    pub fetch_batch: usize,
+    /// Events routed at once; each waits for its tasks' publish acknowledgements.
+    pub router_concurrency: usize,
+    /// Ack wait of the delay-line consumers, which send progress while holding a message.
+    pub delay_ack_wait: Duration,
+    /// Sent as `user-agent`.
+    pub user_agent: String,
+}
+
+/// `Herald/<version>`.
+pub fn user_agent() -> String {
+    format!("Herald/{}", env!("CARGO_PKG_VERSION"))
+}
+
+impl WorkerConfig {
+    /// Reads the `HERALD_*` environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let figment = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(Env::prefixed("HERALD_").only(&KEYS));
+        Self::from_figment(figment)
+    }
+
+    /// A configuration for tests and `herald dev`: streams are created, loopback is an allowed
+    /// destination, and everything else is default.
+    pub fn for_local(nats_url: &str) -> Self {
+        Self {
+            nats_url: nats_url.to_owned(),
+            create_streams: true,
+            stream_replicas: 1,
+            concurrency: DEFAULT_CONCURRENCY,
+            per_webhook_in_flight: DEFAULT_PER_WEBHOOK_IN_FLIGHT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            retry_schedule: RetrySchedule::default(),
+            address_policy: AddressPolicy::allowing(LOOPBACK.to_vec()),
+            breaker: BreakerConfig::default(),
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+            fetch_batch: DEFAULT_FETCH_BATCH,
+            router_concurrency: 64,
+            delay_ack_wait: Duration::from_secs(30),
+            user_agent: user_agent(),
+        }
+    }
+
+    /// Checks the invariants the worker relies on; [`from_env`](Self::from_env) already did.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.nats_url.trim().is_empty() {
+            return Err(ConfigError::invalid("nats_url", "must not be empty"));
+        }
+        if !(1..=5).contains(&self.stream_replicas) {
+            return Err(ConfigError::invalid(
+                "stream_replicas",
+                "must be between 1 and 5",
+            ));
+        }
+        for (key, value) in [
+            ("concurrency", self.concurrency),
+            ("per_webhook_in_flight", self.per_webhook_in_flight),
+            ("fetch_batch", self.fetch_batch),
+            ("router_concurrency", self.router_concurrency),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.request_timeout.is_zero() || self.request_timeout > MAX_REQUEST_TIMEOUT {
+            return Err(ConfigError::invalid(
+                "request_timeout",
+                format!(
+                    "must be greater than zero and at most {}",
+                    humantime::format_duration(MAX_REQUEST_TIMEOUT)
+                ),
+            ));
+        }
+        self.breaker.validate().map_err(|err| {
+            let key = match err {
+                crate::breaker::BreakerError::NoFailures => "breaker_failures",
+                crate::breaker::BreakerError::ZeroCoolDown => "breaker_cool_down",
+                crate::breaker::BreakerError::MaxBelowBase { .. } => "breaker_max_cool_down",
+            };
+            ConfigError::invalid(key, err.to_string())
+        })?;
+        if self.delay_ack_wait < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "delay_ack_wait",
+                "must be at least 1s",
+            ));
+        }
+        Ok(())
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(|err| {
+            match err.path.first().filter(|key| !key.is_empty()) {
+                Some(key) => ConfigError::invalid(key, err.kind.to_string()),
+                None => ConfigError::Load(err.to_string()),
+            }
+        })?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let delays = raw
+            .retry_schedule
+            .split(',')
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(|text| parse_duration("retry_schedule", text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let retry_schedule = RetrySchedule::new(delays)
+            .map_err(|err| ConfigError::invalid("retry_schedule", err.to_string()))?;
+        let allow = raw
+            .address_allowlist
+            .split(',')
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(|text| {
+                text.parse::<IpNet>().map_err(|_| {
+                    ConfigError::invalid(
+                        "address_allowlist",
+                        format!("{text:?} is not a network such as 10.0.0.0/8"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let request_timeout = parse_duration("request_timeout", &raw.request_timeout)?;
+        let config = Self {
+            nats_url: raw.nats_url,
+            create_streams: raw.create_streams,
+            stream_replicas: raw.stream_replicas,
+            concurrency: raw.concurrency,
+            per_webhook_in_flight: raw.per_webhook_in_flight,
+            request_timeout,
+            retry_schedule,
+            address_policy: AddressPolicy::allowing(allow),
+            breaker: BreakerConfig {
+                failures_to_open: raw.breaker_failures,
+                cool_down: parse_duration("breaker_cool_down", &raw.breaker_cool_down)?,
+                max_cool_down: parse_duration("breaker_max_cool_down", &raw.breaker_max_cool_down)?,
+                probe_timeout: request_timeout * 2,
+            },
+            shutdown_deadline: parse_duration("shutdown_deadline", &raw.shutdown_deadline)?,
+            fetch_batch: raw.fetch_batch,
+            router_concurrency: raw.router_concurrency,
+            delay_ack_wait: parse_duration("delay_ack_wait", &raw.delay_ack_wait)?,
+            user_agent: user_agent(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let duration = humantime::parse_duration(text.trim()).map_err(|err| {
+        ConfigError::invalid(
+            key,
+            format!("{text:?} is not a duration such as 5s ({err})"),
+        )
+    })?;
+    if duration.is_zero() {
+        return Err(ConfigError::invalid(key, "must be greater than zero"));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<WorkerConfig, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        for (key, value) in pairs {
+            // Parsed as the environment provider parses variables, so "8" is a number.
+            let value: figment::value::Value = value.parse().unwrap();
+            figment = figment.merge((*key, value));
+        }
+        WorkerConfig::from_figment(figment)
+    }
+
+    fn error_of(pairs: &[(&str, &str)]) -> String {
+        match load(pairs) {
+            Ok(_) => panic!("expected {pairs:?} to be rejected"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.concurrency, 256);
+        assert_eq!(config.per_webhook_in_flight, 16);
+        assert_eq!(config.request_timeout, Duration::from_secs(15));
+        assert_eq!(config.retry_schedule, RetrySchedule::default());
+        assert_eq!(config.breaker.failures_to_open, 5);
+        assert_eq!(config.breaker.cool_down, Duration::from_secs(30));
+        assert_eq!(config.breaker.max_cool_down, Duration::from_secs(600));
+        assert_eq!(config.shutdown_deadline, Duration::from_secs(10));
+        assert!(config.address_policy.allow.is_empty());
+        assert!(!config.create_streams);
+        assert!(config.user_agent.starts_with("Herald/"));
+    }
+
+    #[test]
+    fn values_are_typed() {
+        let config = load(&[
+            ("retry_schedule", "100ms, 200ms"),
+            ("address_allowlist", "127.0.0.0/8, ::1/128"),
+            ("request_timeout", "2s"),
+            ("concurrency", "8"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.retry_schedule.delays(),
+            [Duration::from_millis(100), Duration::from_millis(200)]
+        );
+        assert_eq!(config.address_policy.allow.len(), 2);
+        assert_eq!(config.request_timeout, Duration::from_secs(2));
+        assert_eq!(config.breaker.probe_timeout, Duration::from_secs(4));
+        assert_eq!(config.concurrency, 8);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let errors: Vec<String> = [
+            ("request_timeout", "31s"),
+            ("request_timeout", "soon"),
+            ("retry_schedule", ""),
+            ("retry_schedule", "5s,8d"),
+            ("address_allowlist", "127.0.0.1/8,banana"),
+            ("concurrency", "0"),
+            ("concurrency", "lots"),
+            ("breaker_max_cool_down", "1s"),
+            ("stream_replicas", "7"),
+        ]
+        .iter()
+        .map(|pair| error_of(&[*pair]))
+        .collect();
+        expect_test::expect![[r#"
+            configuration key HERALD_REQUEST_TIMEOUT: must be greater than zero and at most 30s
+            configuration key HERALD_REQUEST_TIMEOUT: "soon" is not a duration such as 5s (expected number at 0)
+            configuration key HERALD_RETRY_SCHEDULE: retry schedule must hold at least one delay
+            configuration key HERALD_RETRY_SCHEDULE: retry delay 1 is 691200s, longer than the maximum of 7 days
+            configuration key HERALD_ADDRESS_ALLOWLIST: "banana" is not a network such as 10.0.0.0/8
+            configuration key HERALD_CONCURRENCY: must be at least 1
+            configuration key HERALD_CONCURRENCY: invalid type: found string "lots", expected usize
+            configuration key HERALD_BREAKER_MAX_COOL_DOWN: maximum cool-down 1s is shorter than the cool-down 30s
+            configuration key HERALD_STREAM_REPLICAS: must be between 1 and 5"#]]
+        .assert_eq(&errors.join("\n"));
+    }
+
+    #[test]
+    fn local_config_allows_loopback() {
+        let config = WorkerConfig::for_local("nats://127.0.0.1:4222");
+        config.validate().unwrap();
+        assert!(
+            config
+                .address_policy
+                .check("127.0.0.1".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            config
+                .address_policy
+                .check("10.0.0.1".parse().unwrap())
+                .is_err()
+        );
+    }
+}

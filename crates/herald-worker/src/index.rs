@@ -1,0 +1,570 @@
+//! The subscription index: which webhooks receive an event, answered from memory.
+//!
+//! The index is fed by the `herald-webhooks` bucket (see [`crate::watch`]). Matching looks up the
+//! event's account, then its exact type, then each proper prefix of the type for wildcard
+//! subscriptions, so its cost depends on the depth of the type and the number of matches, never
+//! on how many webhooks do not match.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use chrono::{DateTime, Utc};
+use herald_core::{
+    AccountId, EventFilter, EventPattern, EventType, SigningSecret, WebhookId, WebhookUrl,
+};
+use herald_proto::webhooks::v1::WebhookSpec;
+
+/// Why a projected spec cannot be used. The registry validates every field before projecting,
+/// so these mean a bug or a hand-edited bucket; the webhook is then left out of the index.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexError {
+    #[error("webhook spec under key {key} has id {id:?}")]
+    KeyMismatch { key: String, id: String },
+    #[error("webhook spec {id:?}: field `{field}` is invalid: {reason}")]
+    Field {
+        id: String,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+/// A secret that signs deliveries, until `expires_at` when it is being rotated out.
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub secret: SigningSecret,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// One webhook as the worker needs it: who it belongs to, what it wants, where it goes and how
+/// deliveries are signed.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub id: WebhookId,
+    pub account: AccountId,
+    pub name: String,
+    pub enabled: bool,
+    pub filter: EventFilter,
+    pub url: WebhookUrl,
+    pub keys: Vec<SigningKey>,
+    pub version: u64,
+}
+
+impl Subscription {
+    /// Parses a projected spec. `key` is the bucket key it was stored under.
+    pub fn from_spec(key: &str, spec: &WebhookSpec) -> Result<Subscription, IndexError> {
+        let field = |field: &'static str, reason: String| IndexError::Field {
+            id: spec.id.clone(),
+            field,
+            reason,
+        };
+        if spec.id != key {
+            return Err(IndexError::KeyMismatch {
+                key: key.to_owned(),
+                id: spec.id.clone(),
+            });
+        }
+        let id = WebhookId::parse(&spec.id).map_err(|err| field("id", err.to_string()))?;
+        let account = AccountId::parse(&spec.account_id)
+            .map_err(|err| field("account_id", err.to_string()))?;
+        let filter = spec
+            .event_patterns
+            .iter()
+            .map(|text| EventPattern::parse(text))
+            .collect::<Result<EventFilter, _>>()
+            .map_err(|err| field("event_patterns", err.to_string()))?;
+        let url = WebhookUrl::parse(&spec.url).map_err(|err| field("url", err.to_string()))?;
+        let keys = spec
+            .signing_keys
+            .iter()
+            .map(|key| {
+                let secret = SigningSecret::parse(&key.secret)
+                    .map_err(|err| field("signing_keys", err.to_string()))?;
+                let expires_at = match &key.expires_at {
+                    None => None,
+                    Some(at) => Some(herald_proto::datetime(at).ok_or_else(|| {
+                        field("signing_keys", "expires_at is out of range".to_owned())
+                    })?),
+                };
+                Ok(SigningKey { secret, expires_at })
+            })
+            .collect::<Result<Vec<_>, IndexError>>()?;
+        Ok(Subscription {
+            id,
+            account,
+            name: spec.name.clone(),
+            enabled: spec.enabled,
+            filter,
+            url,
+            keys,
+            version: spec.version,
+        })
+    }
+
+    /// The secrets that sign a delivery made at `now`: every key not yet expired.
+    pub fn live_secrets(&self, now: DateTime<Utc>) -> Vec<&SigningSecret> {
+        self.keys
+            .iter()
+            .filter(|key| key.expires_at.is_none_or(|at| at > now))
+            .map(|key| &key.secret)
+            .collect()
+    }
+}
+
+/// What [`SubscriptionIndex::put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Inserted,
+    Replaced,
+    /// The index already holds a newer version; nothing changed.
+    Stale,
+}
+
+/// One account's enabled webhooks, by what they subscribe to.
+#[derive(Debug, Default)]
+struct AccountSubscriptions {
+    all_events: Vec<Arc<Subscription>>,
+    exact: HashMap<String, Vec<Arc<Subscription>>>,
+    /// Keyed by the part before `.*`.
+    prefix: HashMap<String, Vec<Arc<Subscription>>>,
+}
+
+impl AccountSubscriptions {
+    fn insert(&mut self, subscription: &Arc<Subscription>) {
+        if subscription.filter.is_all() {
+            self.all_events.push(subscription.clone());
+        }
+        for pattern in subscription.filter.patterns() {
+            let (map, key) = match (pattern.exact(), pattern.prefix()) {
+                (Some(exact), _) => (&mut self.exact, exact.as_str()),
+                (None, Some(prefix)) => (&mut self.prefix, prefix),
+                // A pattern is exact or a wildcard.
+                (None, None) => continue,
+            };
+            map.entry(key.to_owned())
+                .or_default()
+                .push(subscription.clone());
+        }
+    }
+
+    fn remove(&mut self, subscription: &Subscription) {
+        let id = &subscription.id;
+        self.all_events.retain(|held| held.id != *id);
+        for pattern in subscription.filter.patterns() {
+            let (map, key) = match (pattern.exact(), pattern.prefix()) {
+                (Some(exact), _) => (&mut self.exact, exact.as_str()),
+                (None, Some(prefix)) => (&mut self.prefix, prefix),
+                (None, None) => continue,
+            };
+            if let Some(list) = map.get_mut(key) {
+                list.retain(|held| held.id != *id);
+                if list.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all_events.is_empty() && self.exact.is_empty() && self.prefix.is_empty()
+    }
+
+    fn matching(&self, event_type: &EventType, out: &mut Vec<Arc<Subscription>>) {
+        out.extend(self.all_events.iter().cloned());
+        let text = event_type.as_str();
+        if let Some(list) = self.exact.get(text) {
+            out.extend(list.iter().cloned());
+        }
+        // `booking.*` matches `booking.refund.partial` through the proper prefixes `booking` and
+        // `booking.refund`; the whole type is not a prefix of itself.
+        for (at, _) in text.match_indices('.') {
+            if let Some(list) = self.prefix.get(&text[..at]) {
+                out.extend(list.iter().cloned());
+            }
+        }
+    }
+}
+
+/// Every webhook held, and the enabled ones by account and subscription.
+#[derive(Debug, Default)]
+pub struct SubscriptionIndex {
+    webhooks: HashMap<WebhookId, Arc<Subscription>>,
+    accounts: HashMap<AccountId, AccountSubscriptions>,
+}
+
+impl SubscriptionIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores `subscription` unless the index holds a newer version of it.
+    pub fn put(&mut self, subscription: Subscription) -> Put {
+        if let Some(held) = self.webhooks.get(&subscription.id)
+            && held.version > subscription.version
+        {
+            return Put::Stale;
+        }
+        let replaced = self.remove(&subscription.id);
+        let subscription = Arc::new(subscription);
+        if subscription.enabled {
+            self.accounts
+                .entry(subscription.account.clone())
+                .or_default()
+                .insert(&subscription);
+        }
+        self.webhooks.insert(subscription.id.clone(), subscription);
+        if replaced {
+            Put::Replaced
+        } else {
+            Put::Inserted
+        }
+    }
+
+    /// Forgets a webhook. Returns whether it was held.
+    pub fn remove(&mut self, id: &WebhookId) -> bool {
+        let Some(held) = self.webhooks.remove(id) else {
+            return false;
+        };
+        if let Some(account) = self.accounts.get_mut(&held.account) {
+            account.remove(&held);
+            if account.is_empty() {
+                self.accounts.remove(&held.account);
+            }
+        }
+        true
+    }
+
+    pub fn get(&self, id: &WebhookId) -> Option<Arc<Subscription>> {
+        self.webhooks.get(id).cloned()
+    }
+
+    /// The enabled webhooks of `account` that subscribe to `event_type`, each once, by id.
+    pub fn matching(&self, account: &AccountId, event_type: &EventType) -> Vec<Arc<Subscription>> {
+        let mut out = Vec::new();
+        if let Some(subscriptions) = self.accounts.get(account) {
+            subscriptions.matching(event_type, &mut out);
+        }
+        // A webhook with overlapping patterns (`booking.*` and `booking.created`) is listed
+        // under each of them.
+        if out.len() > 1 {
+            out.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            out.dedup_by(|a, b| a.id == b.id);
+        }
+        out
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &WebhookId> {
+        self.webhooks.keys()
+    }
+
+    pub fn len(&self) -> usize {
+        self.webhooks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.webhooks.is_empty()
+    }
+}
+
+/// The index shared by the bucket follower (the only writer), the router and the sender.
+///
+/// A plain `RwLock`: writes are rare (webhook changes) and short, reads are a few hash lookups,
+/// and no lock is ever held across an `.await`.
+#[derive(Debug, Clone, Default)]
+pub struct SharedIndex {
+    inner: Arc<RwLock<SubscriptionIndex>>,
+}
+
+impl SharedIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn read<T>(&self, f: impl FnOnce(&SubscriptionIndex) -> T) -> T {
+        // Index updates are single map operations that cannot panic halfway in a way that
+        // breaks matching, so a poisoned lock still guards a usable index.
+        f(&self.inner.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn write<T>(&self, f: impl FnOnce(&mut SubscriptionIndex) -> T) -> T {
+        f(&mut self.inner.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn matching(&self, account: &AccountId, event_type: &EventType) -> Vec<Arc<Subscription>> {
+        self.read(|index| index.matching(account, event_type))
+    }
+
+    pub fn get(&self, id: &WebhookId) -> Option<Arc<Subscription>> {
+        self.read(|index| index.get(id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.read(SubscriptionIndex::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read(SubscriptionIndex::is_empty)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
+mod tests {
+    use super::*;
+    use herald_core::id::Ulid;
+    use herald_proto::webhooks::v1::SigningKey as ProtoKey;
+    use proptest::prelude::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn account(n: u128) -> AccountId {
+        AccountId::from_ulid(Ulid(n))
+    }
+
+    fn webhook(n: u128) -> WebhookId {
+        WebhookId::from_ulid(Ulid(n))
+    }
+
+    fn spec(id: u128, account_n: u128, patterns: &[&str]) -> WebhookSpec {
+        WebhookSpec {
+            id: webhook(id).to_string(),
+            account_id: account(account_n).to_string(),
+            name: format!("hook {id}"),
+            enabled: true,
+            event_patterns: patterns.iter().map(|p| (*p).to_owned()).collect(),
+            url: "https://example.com/hook".to_owned(),
+            signing_keys: vec![ProtoKey {
+                secret: SECRET.to_owned(),
+                expires_at: None,
+            }],
+            version: 1,
+            updated_at: None,
+        }
+    }
+
+    fn sub(spec: &WebhookSpec) -> Subscription {
+        Subscription::from_spec(&spec.id, spec).unwrap()
+    }
+
+    fn event_type(text: &str) -> EventType {
+        EventType::parse(text).unwrap()
+    }
+
+    /// The ids of the webhooks of `account_n` matching `type_text`, in id order.
+    fn matched(index: &SubscriptionIndex, account_n: u128, type_text: &str) -> Vec<u128> {
+        index
+            .matching(&account(account_n), &event_type(type_text))
+            .iter()
+            .map(|s| {
+                let ulid = Ulid::from_string(&s.id.as_str()[3..]).unwrap();
+                ulid.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_wildcard_and_all_events() {
+        let mut index = SubscriptionIndex::new();
+        index.put(sub(&spec(1, 1, &["booking.created"])));
+        index.put(sub(&spec(2, 1, &["booking.*"])));
+        index.put(sub(&spec(3, 1, &[])));
+        index.put(sub(&spec(4, 1, &["booking.refund.*", "payment.failed"])));
+        index.put(sub(&spec(5, 2, &["booking.created"])));
+        // Overlapping patterns still match once.
+        index.put(sub(&spec(6, 1, &["booking.*", "booking.refund.partial"])));
+
+        assert_eq!(matched(&index, 1, "booking.created"), [1, 2, 3, 6]);
+        assert_eq!(matched(&index, 1, "booking.refund.partial"), [2, 3, 4, 6]);
+        assert_eq!(matched(&index, 1, "booking"), [3]);
+        assert_eq!(matched(&index, 1, "payment.failed"), [3, 4]);
+        assert_eq!(matched(&index, 2, "booking.created"), [5]);
+        assert_eq!(matched(&index, 3, "booking.created"), Vec::<u128>::new());
+    }
+
+    #[test]
+    fn disabled_webhooks_are_held_but_never_match() {
+        let mut index = SubscriptionIndex::new();
+        let mut disabled = spec(1, 1, &[]);
+        disabled.enabled = false;
+        index.put(sub(&disabled));
+        assert!(matched(&index, 1, "booking.created").is_empty());
+        assert!(!index.get(&webhook(1)).unwrap().enabled);
+
+        // Enabling it (a newer version) makes it match.
+        let mut enabled = spec(1, 1, &[]);
+        enabled.version = 2;
+        assert_eq!(index.put(sub(&enabled)), Put::Replaced);
+        assert_eq!(matched(&index, 1, "booking.created"), [1]);
+    }
+
+    #[test]
+    fn older_versions_are_ignored() {
+        let mut index = SubscriptionIndex::new();
+        let mut newer = spec(1, 1, &["booking.created"]);
+        newer.version = 5;
+        assert_eq!(index.put(sub(&newer)), Put::Inserted);
+        let mut older = spec(1, 1, &["payment.failed"]);
+        older.version = 4;
+        assert_eq!(index.put(sub(&older)), Put::Stale);
+        assert_eq!(matched(&index, 1, "booking.created"), [1]);
+        assert!(matched(&index, 1, "payment.failed").is_empty());
+        // The same version again is a re-projection: accepted.
+        assert_eq!(index.put(sub(&newer)), Put::Replaced);
+    }
+
+    #[test]
+    fn removal_and_moves_leave_nothing_behind() {
+        let mut index = SubscriptionIndex::new();
+        index.put(sub(&spec(1, 1, &["booking.*", "payment.failed"])));
+        // Moving to another account and other patterns.
+        let mut moved = spec(1, 2, &["payment.succeeded"]);
+        moved.version = 2;
+        index.put(sub(&moved));
+        assert!(matched(&index, 1, "booking.created").is_empty());
+        assert_eq!(matched(&index, 2, "payment.succeeded"), [1]);
+        assert!(index.accounts.get(&account(1)).is_none());
+
+        assert!(index.remove(&webhook(1)));
+        assert!(!index.remove(&webhook(1)));
+        assert!(index.is_empty());
+        assert!(index.accounts.is_empty());
+    }
+
+    #[test]
+    fn spec_errors_name_the_field() {
+        let check = |spec: WebhookSpec, key: &str, expect: &str| {
+            let err = Subscription::from_spec(key, &spec).unwrap_err();
+            assert_eq!(err.to_string(), expect);
+        };
+        let good = spec(1, 1, &[]);
+        let key = good.id.clone();
+        check(
+            good.clone(),
+            "wh_other",
+            &format!("webhook spec under key wh_other has id {key:?}"),
+        );
+        check(
+            WebhookSpec {
+                url: "ftp://x".to_owned(),
+                ..good.clone()
+            },
+            &key,
+            &format!(
+                "webhook spec {key:?}: field `url` is invalid: URL scheme must be http or https, \
+                 found `ftp`"
+            ),
+        );
+        check(
+            WebhookSpec {
+                event_patterns: vec!["Booking".to_owned()],
+                ..good.clone()
+            },
+            &key,
+            &format!(
+                "webhook spec {key:?}: field `event_patterns` is invalid: invalid event pattern \
+                 `Booking`: may contain only a-z, 0-9, `_`, `-` and `.`, found 'B'"
+            ),
+        );
+        check(
+            WebhookSpec {
+                signing_keys: vec![ProtoKey {
+                    secret: "nope".to_owned(),
+                    expires_at: None,
+                }],
+                ..good
+            },
+            &key,
+            &format!(
+                "webhook spec {key:?}: field `signing_keys` is invalid: signing secret must \
+                 start with `whsec_`"
+            ),
+        );
+    }
+
+    #[test]
+    fn expired_keys_stop_signing() {
+        let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut rotating = spec(1, 1, &[]);
+        rotating.signing_keys.push(ProtoKey {
+            secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".to_owned(),
+            expires_at: Some(herald_proto::timestamp(now + chrono::Duration::hours(1))),
+        });
+        let subscription = sub(&rotating);
+        assert_eq!(subscription.live_secrets(now).len(), 2);
+        assert_eq!(
+            subscription
+                .live_secrets(now + chrono::Duration::hours(1))
+                .len(),
+            1
+        );
+    }
+
+    const TYPES: [&str; 8] = [
+        "booking",
+        "booking.created",
+        "booking.refund",
+        "booking.refund.partial",
+        "booking.refund.full",
+        "payment.failed",
+        "payment",
+        "bookings.created",
+    ];
+
+    fn arb_pattern() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(&TYPES[..]).prop_map(str::to_owned),
+            proptest::sample::select(&TYPES[..]).prop_map(|t| format!("{t}.*")),
+        ]
+    }
+
+    fn arb_spec() -> impl Strategy<Value = (u128, u128, Vec<String>, bool)> {
+        (
+            0u128..40,
+            0u128..3,
+            proptest::collection::vec(arb_pattern(), 0..4),
+            proptest::bool::weighted(0.8),
+        )
+    }
+
+    proptest! {
+        /// Index matching agrees with checking every webhook's filter, across puts, replacements
+        /// and removals.
+        #[test]
+        fn index_matches_like_brute_force(
+            specs in proptest::collection::vec(arb_spec(), 0..60),
+            removals in proptest::collection::vec(0u128..40, 0..10),
+        ) {
+            let mut index = SubscriptionIndex::new();
+            let mut version = 0;
+            for (id, account_n, patterns, enabled) in &specs {
+                version += 1;
+                let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+                let mut spec = spec(*id, *account_n, &refs);
+                spec.enabled = *enabled;
+                spec.version = version;
+                index.put(sub(&spec));
+            }
+            for id in &removals {
+                index.remove(&webhook(*id));
+            }
+            for account_n in 0u128..3 {
+                for type_text in TYPES {
+                    let event_type = event_type(type_text);
+                    let mut expected: Vec<WebhookId> = index
+                        .webhooks
+                        .values()
+                        .filter(|s| s.enabled && s.account == account(account_n))
+                        .filter(|s| s.filter.matches(&event_type))
+                        .map(|s| s.id.clone())
+                        .collect();
+                    expected.sort();
+                    let got: Vec<WebhookId> = index
+                        .matching(&account(account_n), &event_type)
+                        .iter()
+                        .map(|s| s.id.clone())
+                        .collect();
+                    prop_assert_eq!(got, expected, "{} for account {}", type_text, account_n);
+                }
+            }
+        }
+    }
+}
