@@ -1,0 +1,88 @@
+//! The REST API under `/v1`, one router per resource.
+
+pub mod accounts;
+pub mod api_keys;
+pub mod deliveries;
+pub mod event_types;
+pub mod extract;
+pub mod health;
+pub mod idempotency;
+pub mod webhooks;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Extensions;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The request body limit, for error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+pub fn body_limit(extensions: &Extensions) -> usize {
+    extensions.get::<BodyLimit>().map_or(0, |l| l.0)
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    let v1 = Router::new()
+        .merge(accounts::router())
+        .merge(webhooks::router())
+        .merge(event_types::router())
+        .merge(api_keys::router())
+        .merge(deliveries::router());
+    Router::new()
+        .nest("/v1", v1)
+        .merge(health::router())
+        .fallback(|| async { ApiError::NotFound("route") })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::Extension(BodyLimit(limit)))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+pub const DEFAULT_LIMIT: u64 = 50;
+pub const MAX_LIMIT: u64 = 250;
+
+/// Cursor pagination parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1–250 (default 50).
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+pub fn limit(requested: Option<u64>) -> Result<u64, ApiError> {
+    match requested {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::field(
+            "query:limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        )),
+    }
+}
+
+/// A page of results; pass `next_cursor` as `cursor` for the next one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListResponse<T> {
+    pub data: Vec<T>,
+    /// Absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Parses an id from the path; a malformed id cannot exist, so it is "not
+/// found" rather than a validation error.
+pub fn path_id<T, E>(
+    text: &str,
+    what: &'static str,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<T, ApiError> {
+    parse(text).map_err(|_| ApiError::NotFound(what))
+}

@@ -1,0 +1,278 @@
+//! The registry's side of delivery: ingesting the workers' outcomes into
+//! the log, and handing tasks to the workers for test events, redeliveries
+//! and replays.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use futures::StreamExt as _;
+use herald_core::{AccountId, DeliveryId, Event, EventData, EventId, EventType, WebhookId};
+use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, DeliveryTask, Trigger};
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Principal;
+use crate::projection::Projector;
+use crate::store::{DeliveryState, OutcomeRecord, Store, StoreError};
+
+/// Outcomes written per database transaction.
+const INGEST_BATCH: usize = 256;
+
+pub const DISABLED_BY_410: &str = "the endpoint answered 410 Gone";
+
+/// Converts a worker's outcome into a log record; None for one that is not
+/// usable (logged).
+pub fn outcome_record(outcome: &DeliveryOutcome) -> anyhow::Result<OutcomeRecord> {
+    let event = outcome
+        .event
+        .as_ref()
+        .context("outcome without its event")?;
+    let state = match DeliveryStatus::try_from(outcome.status) {
+        Ok(DeliveryStatus::Delivered) => DeliveryState::Delivered,
+        Ok(DeliveryStatus::Failed) => DeliveryState::Failed,
+        Ok(DeliveryStatus::Exhausted) => DeliveryState::Exhausted,
+        _ => anyhow::bail!("outcome with unknown status {}", outcome.status),
+    };
+    let payload = if event.data.is_empty() {
+        "{}".to_owned()
+    } else {
+        String::from_utf8(event.data.clone()).context("event data is not UTF-8")?
+    };
+    Ok(OutcomeRecord {
+        delivery_id: DeliveryId::parse(&outcome.delivery_id).context("bad delivery id")?,
+        webhook_id: WebhookId::parse(&outcome.webhook_id).context("bad webhook id")?,
+        account: AccountId::parse(&event.account_id).context("bad account id")?,
+        event_id: event.id.clone(),
+        event_type: event.r#type.clone(),
+        event_timestamp: event
+            .occurred_at
+            .as_ref()
+            .and_then(herald_proto::datetime)
+            .unwrap_or_else(chrono::Utc::now),
+        payload,
+        attempt: outcome.attempt,
+        state,
+        trigger: trigger_name(outcome.trigger).to_owned(),
+        http_status: u16::try_from(outcome.http_status).unwrap_or(0),
+        latency_ms: outcome.latency_ms,
+        error: outcome.error.clone(),
+        response_body: outcome.response_body.clone(),
+        attempted_at: outcome
+            .attempted_at
+            .as_ref()
+            .and_then(herald_proto::datetime)
+            .unwrap_or_else(chrono::Utc::now),
+        next_attempt_at: outcome
+            .next_attempt_at
+            .as_ref()
+            .and_then(herald_proto::datetime),
+    })
+}
+
+pub fn trigger_name(trigger: i32) -> &'static str {
+    match Trigger::try_from(trigger) {
+        Ok(Trigger::Event) => "event",
+        Ok(Trigger::Redelivery) => "redelivery",
+        Ok(Trigger::Replay) => "replay",
+        Ok(Trigger::Test) => "test",
+        _ => "unknown",
+    }
+}
+
+/// Consumes HERALD_OUTCOMES into the delivery log until cancelled. A batch
+/// is acked only once written; when the database is down the batch is NAKed
+/// and comes back, so the log catches up when it returns.
+pub async fn run_ingest(
+    js: jetstream::Context,
+    store: Store,
+    projector: Projector,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let consumer = tokio::select! {
+            () = shutdown.cancelled() => return,
+            consumer = herald_bus::Topology::outcomes_consumer(&js) => consumer,
+        };
+        let consumer = match consumer {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "outcome consumer unavailable; retrying"
+                );
+                if pause(&shutdown, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Err(error) = ingest_from(&consumer, &store, &projector, &shutdown).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "outcome ingest interrupted; resuming"
+            );
+            if pause(&shutdown, Duration::from_secs(1)).await {
+                return;
+            }
+        } else {
+            return;
+        }
+    }
+}
+
+/// Sleeps unless cancelled first; true when cancelled.
+async fn pause(shutdown: &CancellationToken, duration: Duration) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(duration) => false,
+    }
+}
+
+async fn ingest_from(
+    consumer: &jetstream::consumer::PullConsumer,
+    store: &Store,
+    projector: &Projector,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let batch = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            batch = consumer
+                .fetch()
+                .max_messages(INGEST_BATCH)
+                .expires(Duration::from_secs(1))
+                .messages() => batch.context("cannot fetch outcomes")?,
+        };
+        let messages: Vec<jetstream::Message> = batch
+            .filter_map(|m| async move {
+                m.map_err(|e| tracing::warn!(error = %e, "outcome message error"))
+                    .ok()
+            })
+            .collect()
+            .await;
+        if messages.is_empty() {
+            continue;
+        }
+        let mut records = Vec::with_capacity(messages.len());
+        let mut disable = Vec::new();
+        for message in &messages {
+            match DeliveryOutcome::decode(message.payload.as_ref())
+                .context("undecodable outcome")
+                .and_then(|o| outcome_record(&o).map(|r| (o, r)))
+            {
+                Ok((outcome, record)) => {
+                    if outcome.disable_webhook {
+                        disable.push((record.account.clone(), record.webhook_id.clone()));
+                    }
+                    records.push(record);
+                }
+                // Dropping is right: a malformed outcome will never become
+                // well-formed, and holding it would block the log.
+                Err(error) => tracing::error!(
+                    error = format!("{error:#}"),
+                    subject = %message.subject,
+                    "dropping an unusable outcome"
+                ),
+            }
+        }
+        match store.ingest_outcomes(&records).await {
+            Ok(report) => {
+                tracing::debug!(?report, "outcomes recorded");
+                for (account, webhook) in disable {
+                    disable_gone(store, projector, &account, &webhook).await;
+                }
+                for message in &messages {
+                    if let Err(error) = message.ack().await {
+                        tracing::warn!(%error, "cannot ack an outcome; it will be redelivered");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{:#}", anyhow::Error::from(error)),
+                    "cannot record outcomes; they will be redelivered"
+                );
+                for message in &messages {
+                    let nak = jetstream::AckKind::Nak(Some(Duration::from_secs(1)));
+                    if let Err(error) = message.ack_with(nak).await {
+                        tracing::warn!(%error, "cannot NAK an outcome; it will be redelivered");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn disable_gone(store: &Store, projector: &Projector, account: &AccountId, id: &WebhookId) {
+    let result = async {
+        let scope = store.authorize(&Principal::Admin, account).await?;
+        if store.disable_webhook(&scope, id, DISABLED_BY_410).await? {
+            tracing::info!(webhook = %id, "webhook disabled: its endpoint answered 410 Gone");
+            projector.project(store, &scope, id).await;
+        }
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    match result {
+        Ok(()) | Err(StoreError::NotFound(_)) => {}
+        Err(error) => tracing::warn!(
+            webhook = %id,
+            error = format!("{:#}", anyhow::Error::from(error)),
+            "cannot disable a webhook after 410 Gone"
+        ),
+    }
+}
+
+/// Builds the task that sends `event` to `webhook` once more.
+pub fn task(
+    delivery: &DeliveryId,
+    webhook: &WebhookId,
+    event: &Event,
+    attempt: u32,
+    trigger: Trigger,
+) -> DeliveryTask {
+    DeliveryTask {
+        delivery_id: delivery.to_string(),
+        webhook_id: webhook.to_string(),
+        event: Some(herald_proto::encode_event(event)),
+        attempt,
+        not_before: None,
+        trigger: trigger.into(),
+    }
+}
+
+/// Hands a task to the workers. Its message id (the delivery id and the
+/// attempt) makes a retried hand-off harmless.
+pub async fn hand_over(js: &jetstream::Context, task: &DeliveryTask) -> anyhow::Result<()> {
+    use herald_bus::names::{DELIVERIES_STREAM, delivery_msg_id, delivery_subject, header};
+    let webhook = WebhookId::parse(&task.webhook_id).context("task for a bad webhook id")?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        header::MSG_ID,
+        delivery_msg_id(&task.delivery_id, task.attempt).as_str(),
+    );
+    headers.insert(header::CONTENT_TYPE, herald_proto::CONTENT_TYPE_PROTOBUF);
+    let message = jetstream::message::PublishMessage::build()
+        .headers(headers)
+        .payload(task.encode_to_vec().into())
+        .expected_stream(DELIVERIES_STREAM);
+    js.send_publish(delivery_subject(&webhook), message)
+        .await
+        .context("cannot hand the task to the workers")?
+        .await
+        .context("the workers' stream did not acknowledge the task")?;
+    Ok(())
+}
+
+/// The event of a logged delivery, rebuilt for a redelivery.
+pub fn event_of(delivery: &crate::store::Delivery) -> anyhow::Result<Event> {
+    Ok(Event {
+        id: EventId::parse(&delivery.event_id).context("stored event id is invalid")?,
+        event_type: EventType::parse(&delivery.event_type)
+            .context("stored event type is invalid")?,
+        account: delivery.account.clone(),
+        timestamp: delivery.event_timestamp,
+        data: EventData::parse(&delivery.payload).context("stored payload is invalid")?,
+    })
+}

@@ -1,0 +1,131 @@
+//! herald-registry: webhook definitions, the REST API and the projection of
+//! webhooks into NATS for the workers.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod deliveries;
+pub mod error;
+pub mod openapi;
+pub mod projection;
+pub mod service;
+pub mod state;
+pub mod store;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use projection::Projector;
+use state::AppState;
+use store::Store;
+use store::cipher::Cipher;
+
+/// A registry that has connected to its database and NATS and is ready to
+/// serve.
+#[derive(Debug)]
+pub struct Registry {
+    state: AppState,
+}
+
+impl Registry {
+    /// Connects, migrates, provisions NATS and reconciles the projection once.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(
+            &config.database_url,
+            Cipher::new(config.encryption_key.as_ref()),
+        )
+        .await?;
+        let nats = herald_bus::connect(&config.nats_url, "herald-registry").await?;
+        let js = async_nats::jetstream::new(nats.clone());
+        let topology = herald_bus::ProvisionOptions {
+            create_events_stream: config.create_streams,
+            replicas: config.stream_replicas,
+            ..herald_bus::ProvisionOptions::default()
+        };
+        herald_bus::Topology::provision(&js, &topology)
+            .await
+            .context("cannot provision Herald's NATS streams")?;
+        let bucket = herald_bus::WebhookBucket::open(&js)
+            .await
+            .context("cannot open the webhook bucket")?;
+        let projector = Projector::new(bucket);
+        let report = projector
+            .reconcile(&store)
+            .await
+            .context("initial reconciliation failed")?;
+        tracing::info!(?report, "webhook projections reconciled");
+        let admin_key_hash = store::hash_key(config.admin_api_key.expose_secret()).into();
+        let state = AppState {
+            store,
+            projector,
+            config: Arc::new(config),
+            admin_key_hash,
+            nats,
+            js,
+        };
+        Ok(Self { state })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    pub fn projector(&self) -> &Projector {
+        &self.state.projector
+    }
+
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, reconciling in the
+    /// background.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let reconciler = tokio::spawn(self.state.projector.clone().run_reconciler(
+            self.state.store.clone(),
+            self.state.config.reconcile_interval,
+            self.state.config.idempotency_ttl,
+            shutdown.clone(),
+        ));
+        let ingest = tokio::spawn(deliveries::run_ingest(
+            self.state.js.clone(),
+            self.state.store.clone(),
+            self.state.projector.clone(),
+            shutdown.clone(),
+        ));
+        let address = listener.local_addr().context("listener has no address")?;
+        tracing::info!(%address, "herald-registry listening");
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("HTTP server failed")?;
+        shutdown.cancel();
+        for (name, task) in [("reconciler", reconciler), ("outcome ingest", ingest)] {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, task = name, "background task ended abnormally");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the registry on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    Registry::build(config)
+        .await?
+        .serve(listener, shutdown)
+        .await
+}

@@ -1,0 +1,180 @@
+//! Projects webhooks into the NATS KV bucket that workers read.
+//!
+//! The database is the source of truth. Each write projects its webhook
+//! straight away; the reconciler re-projects everything at start-up and
+//! periodically and removes keys whose webhook is gone, so a crash or a NATS
+//! outage between the two writes heals by itself.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use herald_bus::WebhookBucket;
+use herald_core::WebhookId;
+use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{AccountScope, SecretRecord, Store, StoreError, Webhook};
+
+/// Webhooks read from the database per reconciliation step.
+const RECONCILE_PAGE: u64 = 500;
+
+/// How long a request waits for its projection before leaving it to the
+/// reconciler: an API write must not hang on a NATS outage.
+const PROJECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct Projector {
+    bucket: WebhookBucket,
+}
+
+/// What one reconciliation changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub written: usize,
+    pub unchanged: usize,
+    pub removed: usize,
+}
+
+pub fn spec_of(webhook: &Webhook, secrets: &[SecretRecord]) -> WebhookSpec {
+    WebhookSpec {
+        id: webhook.id.to_string(),
+        account_id: webhook.account.to_string(),
+        name: webhook.name.clone(),
+        enabled: webhook.enabled,
+        event_patterns: webhook
+            .events
+            .patterns()
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+        url: webhook.url.to_string(),
+        signing_keys: secrets
+            .iter()
+            .map(|s| SigningKey {
+                secret: s.secret.expose_whsec(),
+                expires_at: s.expires_at.map(herald_proto::timestamp),
+            })
+            .collect(),
+        version: webhook.version,
+        updated_at: Some(herald_proto::timestamp(webhook.updated_at)),
+    }
+}
+
+impl Projector {
+    pub fn new(bucket: WebhookBucket) -> Self {
+        Self { bucket }
+    }
+
+    /// Projects one webhook after a write. A failure is logged, not returned:
+    /// the write has committed and the reconciler will repair the bucket.
+    pub async fn project(&self, store: &Store, scope: &AccountScope, id: &WebhookId) {
+        let write = async {
+            match store.projection_of(scope, id).await {
+                Ok((webhook, secrets)) => self
+                    .bucket
+                    .put(&spec_of(&webhook, &secrets))
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from),
+                Err(StoreError::NotFound(_)) => self
+                    .bucket
+                    .delete(id.as_str())
+                    .await
+                    .map_err(anyhow::Error::from),
+                Err(e) => Err(anyhow::Error::from(e)),
+            }
+        };
+        let result = tokio::time::timeout(PROJECT_TIMEOUT, write)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {PROJECT_TIMEOUT:?}")));
+        if let Err(error) = result {
+            tracing::warn!(
+                webhook = %id,
+                error = format!("{error:#}"),
+                "projection failed; the reconciler will repair it"
+            );
+        }
+    }
+
+    /// Removes a deleted webhook's projection; failures as in [`Self::project`].
+    pub async fn remove(&self, id: &WebhookId) {
+        let result = tokio::time::timeout(PROJECT_TIMEOUT, self.bucket.delete(id.as_str()))
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out after {PROJECT_TIMEOUT:?}"))
+            .and_then(|r| r.map_err(anyhow::Error::from));
+        if let Err(error) = result {
+            tracing::warn!(
+                webhook = %id,
+                error = format!("{error:#}"),
+                "removing a projection failed; the reconciler will repair it"
+            );
+        }
+    }
+
+    /// Makes the bucket equal to the database.
+    pub async fn reconcile(&self, store: &Store) -> anyhow::Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        let mut live = HashSet::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .projection_page(after.as_deref(), RECONCILE_PAGE)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.id.to_string());
+            for (webhook, secrets) in &page {
+                let spec = spec_of(webhook, secrets);
+                live.insert(spec.id.clone());
+                if self.bucket.get(&spec.id).await?.as_ref() == Some(&spec) {
+                    report.unchanged += 1;
+                } else {
+                    self.bucket.put(&spec).await?;
+                    report.written += 1;
+                }
+            }
+        }
+        for key in self.bucket.keys().await? {
+            if !live.contains(&key) {
+                self.bucket.delete(&key).await?;
+                report.removed += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Reconciles now and then every `interval` until cancelled.
+    pub async fn run_reconciler(
+        self,
+        store: Store,
+        interval: Duration,
+        idempotency_ttl: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            match self.reconcile(&store).await {
+                Ok(report) if report.written + report.removed > 0 => {
+                    tracing::info!(?report, "reconciled webhook projections");
+                }
+                Ok(report) => tracing::debug!(?report, "webhook projections up to date"),
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "reconciliation failed; will retry"
+                    );
+                }
+            }
+            if let Err(error) = store.purge_idempotency_keys(idempotency_ttl).await {
+                tracing::warn!(
+                    error = format!("{:#}", anyhow::Error::from(error)),
+                    "purging idempotency keys failed"
+                );
+            }
+        }
+    }
+}

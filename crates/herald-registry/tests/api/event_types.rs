@@ -1,0 +1,106 @@
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::common::{TestRegistry, expect, expect_field_error};
+
+#[tokio::test]
+async fn the_catalogue_is_seeded_and_admins_extend_and_deprecate_it() {
+    let registry = TestRegistry::start().await;
+    let account = registry.create_account("A").await;
+    let key = registry.create_key(&account).await;
+
+    let listed = expect(
+        registry
+            .request(Method::GET, "/v1/event-types", Some(&key))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let names: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for seeded in [
+        "booking.created",
+        "booking.updated",
+        "booking.cancelled",
+        "booking.failed",
+        "booking.refund.partial",
+        "booking.refund.full",
+        "payment.succeeded",
+        "payment.failed",
+        "herald.test",
+    ] {
+        assert!(names.contains(&seeded), "{seeded} missing from {names:?}");
+    }
+
+    let by_account = registry
+        .request(Method::POST, "/v1/event-types", Some(&key))
+        .json(&json!({ "name": "booking.checked_in" }))
+        .send()
+        .await
+        .unwrap();
+    expect(by_account, StatusCode::FORBIDDEN).await;
+    let bad = registry
+        .admin(Method::POST, "/v1/event-types")
+        .json(&json!({ "name": "Booking Checked In" }))
+        .send()
+        .await
+        .unwrap();
+    expect_field_error(bad, StatusCode::UNPROCESSABLE_ENTITY, "name").await;
+
+    let created = expect(
+        registry
+            .admin(Method::POST, "/v1/event-types")
+            .json(&json!({ "name": "booking.checked_in", "description": "Guest arrived." }))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(created["deprecated"], false);
+    let again = registry
+        .admin(Method::POST, "/v1/event-types")
+        .json(&json!({ "name": "booking.checked_in" }))
+        .send()
+        .await
+        .unwrap();
+    expect(again, StatusCode::CONFLICT).await;
+
+    registry
+        .create_webhook(&account, &key, json!({ "events": ["booking.checked_in"] }))
+        .await;
+
+    let deprecated = expect(
+        registry
+            .admin(Method::PATCH, "/v1/event-types/booking.checked_in")
+            .json(&json!({ "deprecated": true }))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(deprecated["deprecated"], true);
+    let response = registry
+        .request(Method::POST, &format!("/v1/accounts/{account}/webhooks"), Some(&key))
+        .json(&json!({ "name": "late", "url": "https://example.com", "events": ["booking.checked_in"] }))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_field_error(response, StatusCode::UNPROCESSABLE_ENTITY, "events[0]").await;
+    assert!(problem["detail"].as_str().unwrap().contains("deprecated"));
+
+    let missing = registry
+        .admin(Method::PATCH, "/v1/event-types/no.such")
+        .json(&json!({ "deprecated": true }))
+        .send()
+        .await
+        .unwrap();
+    expect(missing, StatusCode::NOT_FOUND).await;
+}
