@@ -1,0 +1,27 @@
+# Herald's entry points for humans. The README's two commands are plain cargo,
+# so they work without just; this file wraps them and everything else.
+
+# Run everything locally with demo data (the README's run command).
+dev:
+    cargo run -p herald -- dev --demo
+
+# The whole test suite on SQLite (the README's test command).
+test:
+    cargo test --workspace
+
+# The whole test suite on PostgreSQL (127.0.0.1:5432, database per test).
+test-postgres:
+    HERALD_TEST_DATABASE=postgres cargo test --workspace
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Regenerate the checked-in OpenAPI document.
+openapi:
+    cargo run -q -p herald -- openapi > openapi.json
+
+# What CI runs.
+ci:
+    bash .ci/run
