@@ -161,9 +161,16 @@ impl Drop for TestDatabase {
 }
 
 async fn connect_admin(admin_url: &str) -> anyhow::Result<DatabaseConnection> {
+    connect_admin_within(admin_url, CONNECT_TIMEOUT).await
+}
+
+async fn connect_admin_within(
+    admin_url: &str,
+    timeout: Duration,
+) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(admin_url.to_owned());
     options
-        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_timeout(timeout)
         .max_connections(1)
         .sqlx_logging(false);
     Database::connect(options).await.with_context(|| {
@@ -215,7 +222,8 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_server_says_how_to_start_postgres() -> anyhow::Result<()> {
         let port = crate::free_port()?;
-        let err = connect_admin(&format!("postgres://postgres:pw@127.0.0.1:{port}/test"))
+        let url = format!("postgres://postgres:pw@127.0.0.1:{port}/test");
+        let err = connect_admin_within(&url, Duration::from_millis(500))
             .await
             .err()
             .map(|err| err.to_string())

@@ -1,0 +1,39 @@
+//! Herald's NATS topology: streams, durable consumers, the webhook specs bucket, subjects and
+//! headers, connecting, and publishing events.
+//!
+//! This is the only crate that spells a stream, subject, consumer, bucket or header name; the
+//! others ask it. It targets nats-server 2.9 as well as current servers, which is why it avoids
+//! `create_key_value` and multi-subject consumer filters.
+
+pub mod connect;
+pub mod headers;
+pub mod kv;
+pub mod names;
+pub mod publish;
+pub mod tiers;
+pub mod topology;
+
+pub use connect::{ConnectError, ConnectRetry, connect, connect_with};
+pub use kv::{KvError, SpecChange, SpecWatch, WebhookBucket};
+pub use names::DeadSource;
+pub use publish::{PublishError, PublishReceipt, Publisher, dead_letter};
+pub use tiers::{RetryTier, RetryTiers, TierError};
+pub use topology::{
+    ConsumerLimits, Ensured, ProvisionOptions, ProvisionReport, Topology, TopologyError,
+    ensure_consumer, ensure_stream,
+};
+
+/// Any failure of this crate, for callers that handle them alike (e.g. at start-up).
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Tier(#[from] TierError),
+}

@@ -1,0 +1,160 @@
+//! Every stream, subject, consumer, bucket and header name Herald uses on NATS. No other crate
+//! spells them, so renaming one is a change to this file alone.
+
+use herald_core::{AccountId, EventType, WebhookId};
+
+/// The booking platform's events; owned by the platform in production.
+pub const EVENTS_STREAM: &str = "EVENTS";
+/// Subjects of [`EVENTS_STREAM`]: `events.<account_id>.<event_type>`.
+pub const EVENTS_SUBJECTS: &str = "events.>";
+
+/// Delivery tasks waiting to be sent, one subject per webhook.
+pub const DELIVERIES_STREAM: &str = "HERALD_DELIVERIES";
+pub const DELIVERIES_SUBJECTS: &str = "herald.deliveries.>";
+
+/// The result of every delivery attempt, for the registry's delivery log.
+pub const OUTCOMES_STREAM: &str = "HERALD_OUTCOMES";
+pub const OUTCOMES_SUBJECTS: &str = "herald.outcomes.>";
+
+/// Messages that could not be processed, kept for inspection, one subject per source.
+pub const DEAD_STREAM: &str = "HERALD_DEAD";
+pub const DEAD_SUBJECTS: &str = "herald.dead.>";
+
+/// Prefix of the retry delay-line streams (`HERALD_RETRY_5S`, …); see [`crate::RetryTier`].
+pub const RETRY_STREAM_PREFIX: &str = "HERALD_RETRY_";
+/// Prefix of the retry delay-line subjects (`herald.retry.5s`, …).
+pub const RETRY_SUBJECT_PREFIX: &str = "herald.retry.";
+/// Prefix of the retry delay-line consumers (`herald-retry-5s`, …).
+pub const RETRY_CONSUMER_PREFIX: &str = "herald-retry-";
+
+/// The KV bucket holding one `WebhookSpec` per webhook id.
+pub const WEBHOOKS_BUCKET: &str = "herald-webhooks";
+/// The stream behind [`WEBHOOKS_BUCKET`], named by the KV convention `KV_<bucket>`.
+pub const WEBHOOKS_BUCKET_STREAM: &str = "KV_herald-webhooks";
+/// Subjects of [`WEBHOOKS_BUCKET_STREAM`], by the KV convention `$KV.<bucket>.>`.
+pub const WEBHOOKS_BUCKET_SUBJECTS: &str = "$KV.herald-webhooks.>";
+
+/// Durable consumer of [`EVENTS_STREAM`] shared by all worker replicas.
+pub const ROUTER_CONSUMER: &str = "herald-router";
+/// Durable consumer of [`DELIVERIES_STREAM`] shared by all worker replicas.
+pub const SENDER_CONSUMER: &str = "herald-sender";
+/// Durable consumer of [`OUTCOMES_STREAM`] shared by all registry replicas.
+pub const OUTCOMES_CONSUMER: &str = "herald-outcomes";
+
+/// Header names.
+pub mod header {
+    /// JetStream de-duplication key.
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// `application/protobuf` or `application/json`.
+    pub const CONTENT_TYPE: &str = "Content-Type";
+    /// W3C trace context, carried from the publisher to the webhook request.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// Why a message was dead-lettered.
+    pub const DEAD_REASON: &str = "Herald-Dead-Reason";
+    /// The subject a dead-lettered message was originally published on.
+    pub const DEAD_SUBJECT: &str = "Herald-Dead-Subject";
+}
+
+/// `events.<account_id>.<event_type>`; event types contain dots, so they span several tokens.
+pub fn event_subject(account: &AccountId, event_type: &EventType) -> String {
+    format!("events.{}.{}", account.as_str(), event_type.as_str())
+}
+
+/// `herald.deliveries.<webhook_id>`.
+pub fn delivery_subject(webhook: &WebhookId) -> String {
+    format!("herald.deliveries.{}", webhook.as_str())
+}
+
+/// `herald.outcomes.<webhook_id>`.
+pub fn outcome_subject(webhook: &WebhookId) -> String {
+    format!("herald.outcomes.{}", webhook.as_str())
+}
+
+/// Where a dead-lettered message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadSource {
+    /// A published event the router could not decode.
+    Events,
+    /// A delivery task the sender could not decode.
+    Deliveries,
+    /// A task in a retry delay line that could not be decoded.
+    Retry,
+    /// An outcome the registry could not decode.
+    Outcomes,
+}
+
+impl DeadSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadSource::Events => "events",
+            DeadSource::Deliveries => "deliveries",
+            DeadSource::Retry => "retry",
+            DeadSource::Outcomes => "outcomes",
+        }
+    }
+}
+
+/// `herald.dead.<source>`.
+pub fn dead_subject(source: DeadSource) -> String {
+    format!("herald.dead.{}", source.as_str())
+}
+
+/// The `Nats-Msg-Id` of a delivery task.
+///
+/// The first attempt uses the delivery id itself, so re-running a fan-out is deduplicated by
+/// the stream; later attempts add the attempt number, because the same delivery comes back
+/// through the stream once per retry and must not be dropped as a duplicate of the first.
+pub fn delivery_msg_id(delivery_id: &str, attempt: u32) -> String {
+    if attempt <= 1 {
+        delivery_id.to_owned()
+    } else {
+        format!("{delivery_id}.{attempt}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Test inputs are literals known to be valid.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn subjects() {
+        let account = AccountId::parse("acct_01JDX7Z3J6Q8W7H7N1M9D5T0AB").unwrap();
+        let webhook = WebhookId::parse("wh_01JDX7Z3J6Q8W7H7N1M9D5T0AB").unwrap();
+        let event_type = EventType::parse("booking.refund.partial").unwrap();
+        assert_eq!(
+            event_subject(&account, &event_type),
+            "events.acct_01JDX7Z3J6Q8W7H7N1M9D5T0AB.booking.refund.partial"
+        );
+        assert_eq!(
+            delivery_subject(&webhook),
+            "herald.deliveries.wh_01JDX7Z3J6Q8W7H7N1M9D5T0AB"
+        );
+        assert_eq!(
+            outcome_subject(&webhook),
+            "herald.outcomes.wh_01JDX7Z3J6Q8W7H7N1M9D5T0AB"
+        );
+        assert_eq!(dead_subject(DeadSource::Events), "herald.dead.events");
+        assert_eq!(
+            dead_subject(DeadSource::Deliveries),
+            "herald.dead.deliveries"
+        );
+    }
+
+    #[test]
+    fn subjects_fall_inside_their_streams() {
+        let prefix = |pattern: &str| pattern.trim_end_matches('>').to_owned();
+        assert!(dead_subject(DeadSource::Retry).starts_with(&prefix(DEAD_SUBJECTS)));
+        assert!(WEBHOOKS_BUCKET_SUBJECTS.starts_with(&format!("$KV.{WEBHOOKS_BUCKET}.")));
+        assert_eq!(WEBHOOKS_BUCKET_STREAM, format!("KV_{WEBHOOKS_BUCKET}"));
+    }
+
+    #[test]
+    fn delivery_message_ids() {
+        assert_eq!(delivery_msg_id("dlv_1", 1), "dlv_1");
+        assert_eq!(delivery_msg_id("dlv_1", 0), "dlv_1");
+        assert_eq!(delivery_msg_id("dlv_1", 3), "dlv_1.3");
+    }
+}
