@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Serialized};
+use herald_bus::RetryTiers;
 use herald_core::{AddressPolicy, RetrySchedule};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -30,10 +31,14 @@ const LOOPBACK: [IpNet; 2] = [
     IpNet::new_assert(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
 ];
 
+/// Time a task's message must stay unacknowledged after its request ends: publishing the
+/// outcome and the retry.
+const SENDER_ACK_MARGIN: Duration = Duration::from_secs(1);
+
 /// The environment keys the worker reads, without the `HERALD_` prefix. Other `HERALD_*`
 /// variables belong to the registry (the two can share an environment in `herald dev`) and are
 /// ignored here.
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 17] = [
     "nats_url",
     "create_streams",
     "stream_replicas",
@@ -49,6 +54,8 @@ const KEYS: [&str; 15] = [
     "fetch_batch",
     "router_concurrency",
     "delay_ack_wait",
+    "router_ack_wait",
+    "sender_ack_wait",
 ];
 
 /// Why the configuration is unusable. Every message names the environment variable to fix.
@@ -92,6 +99,8 @@ struct RawConfig {
     fetch_batch: usize,
     router_concurrency: usize,
     delay_ack_wait: String,
+    router_ack_wait: String,
+    sender_ack_wait: String,
 }
 
 impl Default for RawConfig {
@@ -112,6 +121,8 @@ impl Default for RawConfig {
             fetch_batch: DEFAULT_FETCH_BATCH,
             router_concurrency: 64,
             delay_ack_wait: "30s".to_owned(),
+            router_ack_wait: "30s".to_owned(),
+            sender_ack_wait: "60s".to_owned(),
         }
     }
 }
@@ -143,6 +154,11 @@ pub struct WorkerConfig {
     pub router_concurrency: usize,
     /// Ack wait of the delay-line consumers, which send progress while holding a message.
     pub delay_ack_wait: Duration,
+    /// Ack wait of the router's consumer: how soon an event whose router died is routed again.
+    pub router_ack_wait: Duration,
+    /// Ack wait of the sender's consumer: how soon a task whose sender died is sent again. It
+    /// must leave room for the longest request and the publishes after it.
+    pub sender_ack_wait: Duration,
     /// Sent as `user-agent`.
     pub user_agent: String,
 }
@@ -177,6 +193,8 @@ impl WorkerConfig {
             fetch_batch: DEFAULT_FETCH_BATCH,
             router_concurrency: 64,
             delay_ack_wait: Duration::from_secs(30),
+            router_ack_wait: Duration::from_secs(30),
+            sender_ack_wait: Duration::from_secs(60),
             user_agent: user_agent(),
         }
     }
@@ -219,13 +237,32 @@ impl WorkerConfig {
             };
             ConfigError::invalid(key, err.to_string())
         })?;
-        if self.delay_ack_wait < Duration::from_secs(1) {
+        for (key, value) in [
+            ("delay_ack_wait", self.delay_ack_wait),
+            ("router_ack_wait", self.router_ack_wait),
+        ] {
+            if value < Duration::from_secs(1) {
+                return Err(ConfigError::invalid(key, "must be at least 1s"));
+            }
+        }
+        if self.sender_ack_wait <= self.request_timeout + SENDER_ACK_MARGIN {
             return Err(ConfigError::invalid(
-                "delay_ack_wait",
-                "must be at least 1s",
+                "sender_ack_wait",
+                format!(
+                    "must be longer than the request timeout ({}) plus {}",
+                    humantime::format_duration(self.request_timeout),
+                    humantime::format_duration(SENDER_ACK_MARGIN)
+                ),
             ));
         }
+        self.retry_tiers()?;
         Ok(())
+    }
+
+    /// The delay lines: one per distinct delay of the retry schedule.
+    pub fn retry_tiers(&self) -> Result<RetryTiers, ConfigError> {
+        RetryTiers::from_schedule(&self.retry_schedule)
+            .map_err(|err| ConfigError::invalid("retry_schedule", err.to_string()))
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
@@ -282,6 +319,8 @@ impl WorkerConfig {
             fetch_batch: raw.fetch_batch,
             router_concurrency: raw.router_concurrency,
             delay_ack_wait: parse_duration("delay_ack_wait", &raw.delay_ack_wait)?,
+            router_ack_wait: parse_duration("router_ack_wait", &raw.router_ack_wait)?,
+            sender_ack_wait: parse_duration("sender_ack_wait", &raw.sender_ack_wait)?,
             user_agent: user_agent(),
         };
         config.validate()?;
@@ -371,6 +410,8 @@ mod tests {
             ("concurrency", "lots"),
             ("breaker_max_cool_down", "1s"),
             ("stream_replicas", "7"),
+            ("retry_schedule", "5s,1500us"),
+            ("sender_ack_wait", "10s"),
         ]
         .iter()
         .map(|pair| error_of(&[*pair]))
@@ -384,7 +425,9 @@ mod tests {
             configuration key HERALD_CONCURRENCY: must be at least 1
             configuration key HERALD_CONCURRENCY: invalid type: found string "lots", expected usize
             configuration key HERALD_BREAKER_MAX_COOL_DOWN: maximum cool-down 1s is shorter than the cool-down 30s
-            configuration key HERALD_STREAM_REPLICAS: must be between 1 and 5"#]]
+            configuration key HERALD_STREAM_REPLICAS: must be between 1 and 5
+            configuration key HERALD_RETRY_SCHEDULE: a retry tier must wait a whole number of milliseconds greater than zero, not 1.5ms
+            configuration key HERALD_SENDER_ACK_WAIT: must be longer than the request timeout (15s) plus 1s"#]]
         .assert_eq(&errors.join("\n"));
     }
 

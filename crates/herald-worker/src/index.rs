@@ -421,7 +421,7 @@ mod tests {
         index.put(sub(&moved));
         assert!(matched(&index, 1, "booking.created").is_empty());
         assert_eq!(matched(&index, 2, "payment.succeeded"), [1]);
-        assert!(index.accounts.get(&account(1)).is_none());
+        assert!(!index.accounts.contains_key(&account(1)));
 
         assert!(index.remove(&webhook(1)));
         assert!(!index.remove(&webhook(1)));

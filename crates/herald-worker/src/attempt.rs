@@ -1,0 +1,431 @@
+//! One delivery attempt: the signed request exactly as integrators are promised it, what the
+//! answer means for the delivery, and the outcome recorded for the delivery log.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use herald_core::{Disposition, RetrySchedule, classify, jittered, parse_retry_after};
+use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use crate::http::{self, DeliveryClient, SendError};
+use crate::index::Subscription;
+use crate::task::Task;
+
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Why an attempt got no HTTP answer. `Display` is the outcome's curated error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttemptError {
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// Sending unsigned would teach receivers to accept unsigned requests.
+    #[error("the webhook has no signing secret that is still valid; nothing was sent")]
+    NoSigningSecret,
+}
+
+/// An attempt as made: when, how long until the answer, and the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempted {
+    pub at: DateTime<Utc>,
+    pub latency: Duration,
+    pub result: Result<http::Response, AttemptError>,
+}
+
+/// The request headers of one attempt: `webhook-id` is the delivery id (stable across retries,
+/// for receivers to deduplicate on), `webhook-signature` holds one signature per live secret.
+pub fn request_headers(
+    subscription: &Subscription,
+    task: &Task,
+    body: &[u8],
+    traceparent: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<HeaderMap, AttemptError> {
+    let secrets = subscription.live_secrets(now);
+    if secrets.is_empty() {
+        return Err(AttemptError::NoSigningSecret);
+    }
+    let id = task.delivery_id.as_str();
+    let timestamp = now.timestamp();
+    let signature = herald_core::signature_header(&secrets, id, timestamp, body);
+    let mut headers = HeaderMap::with_capacity(5);
+    // Ids are ASCII by construction and signatures are base64, so these conversions only fail
+    // on a broken invariant; such a header is left out rather than failing the delivery.
+    for (name, value) in [
+        (WEBHOOK_ID, HeaderValue::from_str(id)),
+        (
+            WEBHOOK_TIMESTAMP,
+            HeaderValue::from_str(&timestamp.to_string()),
+        ),
+        (WEBHOOK_SIGNATURE, HeaderValue::from_str(&signature)),
+    ] {
+        match value {
+            Ok(value) => {
+                headers.insert(name, value);
+            }
+            Err(err) => tracing::error!(header = %name, %err, "unrepresentable header value"),
+        }
+    }
+    headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+    if let Some(traceparent) = traceparent.and_then(|value| HeaderValue::from_str(value).ok()) {
+        headers.insert(TRACEPARENT, traceparent);
+    }
+    Ok(headers)
+}
+
+/// Signs and POSTs `task` to `subscription`.
+pub async fn send(
+    client: &DeliveryClient,
+    subscription: &Subscription,
+    task: &Task,
+    traceparent: Option<&str>,
+) -> Attempted {
+    let at = Utc::now();
+    let body = Bytes::from(task.event.webhook_body());
+    let headers = match request_headers(subscription, task, &body, traceparent, at) {
+        Ok(headers) => headers,
+        Err(err) => {
+            return Attempted {
+                at,
+                latency: Duration::ZERO,
+                result: Err(err),
+            };
+        }
+    };
+    let attempt = client.post(&subscription.url, headers, body).await;
+    Attempted {
+        at,
+        latency: attempt.latency,
+        result: attempt.result.map_err(AttemptError::Send),
+    }
+}
+
+/// What happens to the delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    /// Try again after this long.
+    Retry(Duration),
+    /// No further attempt; `disable` when the endpoint answered 410 Gone.
+    Exhausted {
+        disable: bool,
+    },
+}
+
+/// Decides what an attempt means. `rng` jitters scheduled delays.
+pub fn decide(
+    task: &Task,
+    attempted: &Attempted,
+    schedule: &RetrySchedule,
+    rng: &mut impl rand::Rng,
+) -> Verdict {
+    let (disposition, retry_after) = match &attempted.result {
+        Ok(response) => (classify(response.status), response.retry_after.as_deref()),
+        Err(_) => (Disposition::Retry, None),
+    };
+    match disposition {
+        Disposition::Delivered => return Verdict::Delivered,
+        Disposition::Disable => return Verdict::Exhausted { disable: true },
+        Disposition::Retry | Disposition::RetryHonouringRetryAfter => {}
+    }
+    let exhausted = Verdict::Exhausted { disable: false };
+    if !task.follows_schedule() {
+        return exhausted;
+    }
+    let Some(scheduled) = schedule.delay_after(task.attempt) else {
+        return exhausted;
+    };
+    let hinted = (disposition == Disposition::RetryHonouringRetryAfter)
+        .then(|| retry_after.and_then(|header| parse_retry_after(header, attempted.at)))
+        .flatten();
+    match hinted {
+        // Not jittered: jitter could bring the retry before the time the endpoint asked for.
+        Some(retry_after) => Verdict::Retry(schedule.clamp_retry_after(retry_after, task.attempt)),
+        None => Verdict::Retry(jittered(scheduled, rng)),
+    }
+}
+
+/// The curated error of a failed attempt: what an integrator needs to fix their endpoint.
+pub fn error_text(attempted: &Attempted) -> String {
+    match &attempted.result {
+        Ok(response) => match response.status {
+            200..=299 => String::new(),
+            status @ 300..=399 => format!("HTTP {status} (redirects are not followed)"),
+            410 => "HTTP 410 Gone: the endpoint asked for the webhook to be disabled".to_owned(),
+            status => format!("HTTP {status}"),
+        },
+        Err(err) => err.to_string(),
+    }
+}
+
+/// The outcome of an attempt, for the registry's delivery log.
+pub fn outcome(task: &Task, attempted: &Attempted, verdict: Verdict) -> DeliveryOutcome {
+    let (status, next_attempt_at, disable) = match verdict {
+        Verdict::Delivered => (DeliveryStatus::Delivered, None, false),
+        Verdict::Retry(delay) => (
+            DeliveryStatus::Failed,
+            Some(attempted.at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)),
+            false,
+        ),
+        Verdict::Exhausted { disable } => (DeliveryStatus::Exhausted, None, disable),
+    };
+    let (http_status, response_body) = match &attempted.result {
+        Ok(response) => (u32::from(response.status), response.body.clone()),
+        Err(_) => (0, String::new()),
+    };
+    DeliveryOutcome {
+        delivery_id: task.delivery_id.to_string(),
+        webhook_id: task.webhook.to_string(),
+        event: task.message.event.clone(),
+        attempt: task.attempt,
+        status: status as i32,
+        http_status,
+        latency_ms: u32::try_from(attempted.latency.as_millis()).unwrap_or(u32::MAX),
+        error: error_text(attempted),
+        response_body,
+        attempted_at: Some(herald_proto::timestamp(attempted.at)),
+        next_attempt_at: next_attempt_at.map(herald_proto::timestamp),
+        disable_webhook: disable,
+        trigger: task.message.trigger,
+    }
+}
+
+/// A fresh W3C trace context, for events published without one, so that every request of one
+/// event's deliveries can still be correlated.
+pub fn new_traceparent() -> String {
+    let trace_id: u128 = rand::random::<u128>().max(1);
+    let span_id: u64 = rand::random::<u64>().max(1);
+    format!("00-{trace_id:032x}-{span_id:016x}-01")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
+mod tests {
+    use super::*;
+    use herald_core::{AccountId, DeliveryId, Event, EventData, EventId, EventType, WebhookId};
+    use herald_proto::deliveries::v1::{DeliveryTask, Trigger};
+    use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn task(attempt: u32, trigger: Trigger) -> Task {
+        let event = Event {
+            id: EventId::parse("evt_1").unwrap(),
+            event_type: EventType::parse("booking.created").unwrap(),
+            account: AccountId::parse("acct_01BX5ZZKBKACTAV9WEVGEMMVRZ").unwrap(),
+            timestamp: "2026-11-27T10:00:00Z".parse().unwrap(),
+            data: EventData::parse(r#"{"n":1}"#).unwrap(),
+        };
+        let webhook = WebhookId::parse("wh_01BX5ZZKBKACTAV9WEVGEMMVRZ").unwrap();
+        Task::from_message(DeliveryTask {
+            delivery_id: DeliveryId::derive(&event.id, &webhook).to_string(),
+            webhook_id: webhook.to_string(),
+            event: Some(herald_proto::encode_event(&event)),
+            attempt,
+            not_before: None,
+            trigger: trigger as i32,
+        })
+        .unwrap()
+    }
+
+    fn subscription() -> Subscription {
+        let spec = WebhookSpec {
+            id: "wh_01BX5ZZKBKACTAV9WEVGEMMVRZ".to_owned(),
+            account_id: "acct_01BX5ZZKBKACTAV9WEVGEMMVRZ".to_owned(),
+            name: "hook".to_owned(),
+            enabled: true,
+            event_patterns: vec![],
+            url: "https://example.com/hook".to_owned(),
+            signing_keys: vec![SigningKey {
+                secret: SECRET.to_owned(),
+                expires_at: None,
+            }],
+            version: 1,
+            updated_at: None,
+        };
+        Subscription::from_spec(&spec.id, &spec).unwrap()
+    }
+
+    fn answered(status: u16, retry_after: Option<&str>) -> Attempted {
+        Attempted {
+            at: "2026-11-27T10:00:00Z".parse().unwrap(),
+            latency: Duration::from_millis(12),
+            result: Ok(http::Response {
+                status,
+                retry_after: retry_after.map(str::to_owned),
+                body: "nope".to_owned(),
+            }),
+        }
+    }
+
+    fn schedule() -> RetrySchedule {
+        RetrySchedule::new(vec![Duration::from_secs(10), Duration::from_secs(100)]).unwrap()
+    }
+
+    #[test]
+    fn headers_are_signed_with_the_delivery_id() {
+        let task = task(1, Trigger::Event);
+        let now: DateTime<Utc> = "2026-11-27T10:00:00Z".parse().unwrap();
+        let body = task.event.webhook_body();
+        let headers = request_headers(
+            &subscription(),
+            &task,
+            body.as_bytes(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            now,
+        )
+        .unwrap();
+        let shown: Vec<String> = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()))
+            .collect();
+        expect_test::expect![[r#"
+            webhook-id: dlv_4P4SR9SE95YKXG244CQR91R8WA
+            webhook-timestamp: 1795773600
+            webhook-signature: v1,yc4nwLdBJG6+pUIkgepGlcVNW2dAbxE0YHDuv598DYE=
+            content-type: application/json
+            traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"#]]
+        .assert_eq(&shown.join("\n"));
+        herald_core::verify(
+            &[herald_core::SigningSecret::parse(SECRET).unwrap()],
+            task.delivery_id.as_str(),
+            "1795773600",
+            headers[WEBHOOK_SIGNATURE].to_str().unwrap(),
+            body.as_bytes(),
+            now.timestamp(),
+            herald_core::DEFAULT_TOLERANCE,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn expired_secrets_do_not_sign() {
+        let mut subscription = subscription();
+        subscription.keys[0].expires_at = Some("2026-01-01T00:00:00Z".parse().unwrap());
+        let task = task(1, Trigger::Event);
+        let err = request_headers(&subscription, &task, b"{}", None, Utc::now()).unwrap_err();
+        assert_eq!(err, AttemptError::NoSigningSecret);
+    }
+
+    #[test]
+    fn verdicts() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let schedule = schedule();
+        let check = |task: &Task, attempted: &Attempted, expect: &str| {
+            let mut rng = StdRng::seed_from_u64(2);
+            let verdict = match decide(task, attempted, &schedule, &mut rng) {
+                Verdict::Delivered => "delivered".to_owned(),
+                Verdict::Retry(delay) => format!("retry in {}s", delay.as_secs()),
+                Verdict::Exhausted { disable } => format!("exhausted, disable {disable}"),
+            };
+            assert_eq!(verdict, expect, "{attempted:?}");
+        };
+        let first = task(1, Trigger::Event);
+        check(&first, &answered(204, None), "delivered");
+        check(&first, &answered(410, None), "exhausted, disable true");
+        // Jittered within ±20 % of 10 s.
+        let Verdict::Retry(delay) = decide(&first, &answered(500, None), &schedule, &mut rng)
+        else {
+            panic!("500 is retried");
+        };
+        assert!((8_000..=12_000).contains(&delay.as_millis()), "{delay:?}");
+        // Retry-After is honoured exactly, within the schedule's bounds.
+        check(&first, &answered(429, Some("42")), "retry in 42s");
+        check(&first, &answered(503, Some("1")), "retry in 10s");
+        check(&first, &answered(503, Some("9999")), "retry in 100s");
+        // Retry-After means nothing on other statuses.
+        let Verdict::Retry(delay) = decide(&first, &answered(500, Some("42")), &schedule, &mut rng)
+        else {
+            panic!("500 is retried");
+        };
+        assert!(delay.as_secs() <= 12);
+        // After the last attempt.
+        check(
+            &task(3, Trigger::Event),
+            &answered(500, None),
+            "exhausted, disable false",
+        );
+        check(&task(3, Trigger::Event), &answered(200, None), "delivered");
+        // Single-attempt triggers.
+        check(
+            &task(1, Trigger::Redelivery),
+            &answered(500, None),
+            "exhausted, disable false",
+        );
+        check(
+            &task(1, Trigger::Replay),
+            &answered(503, Some("5")),
+            "exhausted, disable false",
+        );
+        check(
+            &task(1, Trigger::Test),
+            &answered(429, Some("42")),
+            "retry in 42s",
+        );
+        let refused = Attempted {
+            result: Err(AttemptError::Send(SendError::ConnectionRefused)),
+            ..answered(0, None)
+        };
+        // Failures without a response follow the (jittered) schedule.
+        let Verdict::Retry(delay) = decide(&task(2, Trigger::Event), &refused, &schedule, &mut rng)
+        else {
+            panic!("a refused connection is retried");
+        };
+        assert!((80..=120).contains(&delay.as_secs()), "{delay:?}");
+    }
+
+    #[test]
+    fn outcomes_record_the_attempt() {
+        let task = task(1, Trigger::Event);
+        let attempted = answered(302, None);
+        let outcome = outcome(&task, &attempted, Verdict::Retry(Duration::from_secs(10)));
+        assert_eq!(outcome.status, DeliveryStatus::Failed as i32);
+        assert_eq!(outcome.http_status, 302);
+        assert_eq!(outcome.latency_ms, 12);
+        assert_eq!(outcome.error, "HTTP 302 (redirects are not followed)");
+        assert_eq!(outcome.response_body, "nope");
+        assert_eq!(
+            outcome.next_attempt_at.map(|at| at.seconds),
+            Some(attempted.at.timestamp() + 10)
+        );
+        assert!(!outcome.disable_webhook);
+        assert_eq!(outcome.trigger, Trigger::Event as i32);
+
+        let gone = super::outcome(
+            &task,
+            &answered(410, None),
+            Verdict::Exhausted { disable: true },
+        );
+        assert_eq!(gone.status, DeliveryStatus::Exhausted as i32);
+        assert!(gone.disable_webhook);
+        assert_eq!(gone.next_attempt_at, None);
+
+        let timed_out = Attempted {
+            result: Err(AttemptError::Send(SendError::Timeout(Duration::from_secs(
+                15,
+            )))),
+            ..answered(0, None)
+        };
+        let failed = super::outcome(&task, &timed_out, Verdict::Exhausted { disable: false });
+        assert_eq!(failed.http_status, 0);
+        assert_eq!(failed.error, "timed out after 15s");
+    }
+
+    #[test]
+    fn traceparents_are_well_formed() {
+        let traceparent = new_traceparent();
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+            ("00", 32, 16, "01")
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! What the worker has done so far, as plain counters: tests and the benchmark read them, and a
+//! metrics exporter can later publish the same numbers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters, updated by the router, the sender and the delay lines.
+#[derive(Debug, Default)]
+pub struct Counters {
+    events_routed: AtomicU64,
+    events_unmatched: AtomicU64,
+    tasks_published: AtomicU64,
+    tasks_duplicate: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    exhausted: AtomicU64,
+    disabled: AtomicU64,
+    refused: AtomicU64,
+    dead: AtomicU64,
+    dropped: AtomicU64,
+    deferred: AtomicU64,
+    throttled: AtomicU64,
+    retries_released: AtomicU64,
+    requeued: AtomicU64,
+    nacked: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Events whose tasks were all stored (and the event acknowledged).
+    pub events_routed: u64,
+    /// Events that matched no webhook.
+    pub events_unmatched: u64,
+    /// Tasks stored by the deliveries stream.
+    pub tasks_published: u64,
+    /// Tasks the deliveries stream dropped as duplicates of a fan-out already done.
+    pub tasks_duplicate: u64,
+    /// Attempts answered with 2xx.
+    pub delivered: u64,
+    /// Failed attempts that will be retried.
+    pub failed: u64,
+    /// Failed attempts after which no further attempt will be made (410 included).
+    pub exhausted: u64,
+    /// Attempts answered with 410 Gone, asking the registry to disable the webhook.
+    pub disabled: u64,
+    /// Attempts the address policy refused before connecting.
+    pub refused: u64,
+    /// Messages dead-lettered because they could not be decoded.
+    pub dead: u64,
+    /// Tasks dropped because their webhook is deleted or disabled.
+    pub dropped: u64,
+    /// Tasks put off by an open circuit breaker, without using an attempt.
+    pub deferred: u64,
+    /// Tasks handed back briefly because their webhook had too many requests in flight.
+    pub throttled: u64,
+    /// Tasks a delay line moved back to the deliveries stream.
+    pub retries_released: u64,
+    /// Tasks a delay line moved to the back of a line because they were not due yet.
+    pub requeued: u64,
+    /// Messages handed back for redelivery (publishing failed, or shutdown).
+    pub nacked: u64,
+}
+
+macro_rules! counter_methods {
+    ($($name:ident),* $(,)?) => {
+        impl Counters {
+            $(
+                pub(crate) fn $name(&self, n: u64) {
+                    self.$name.fetch_add(n, Ordering::Relaxed);
+                }
+            )*
+
+            pub fn snapshot(&self) -> CounterSnapshot {
+                CounterSnapshot {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                }
+            }
+        }
+    };
+}
+
+counter_methods!(
+    events_routed,
+    events_unmatched,
+    tasks_published,
+    tasks_duplicate,
+    delivered,
+    failed,
+    exhausted,
+    disabled,
+    refused,
+    dead,
+    dropped,
+    deferred,
+    throttled,
+    retries_released,
+    requeued,
+    nacked,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_reads_what_was_added() {
+        let counters = Counters::default();
+        counters.delivered(2);
+        counters.delivered(1);
+        counters.dead(1);
+        let snapshot = counters.snapshot();
+        assert_eq!(snapshot.delivered, 3);
+        assert_eq!(snapshot.dead, 1);
+        assert_eq!(snapshot.failed, 0);
+    }
+}

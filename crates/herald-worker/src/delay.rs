@@ -1,0 +1,226 @@
+//! Delay lines: one stream per retry tier, whose consumer holds the head task until it is due
+//! and then moves it back to the deliveries stream.
+//!
+//! Every task in a tier waits about the same time, so FIFO order is due order and only the head
+//! needs watching. The consumer allows one unacknowledged message across all replicas, so the
+//! replicas take turns at the head instead of racing past it. While waiting, the held message's
+//! ack wait is extended with progress acks.
+//!
+//! A task may wait longer than its tier's delay (a `Retry-After`, a circuit breaker's rest, a
+//! delay between two tiers). Holding such a head would stall every task behind it, so a head is
+//! held at most its tier's delay plus the jitter allowance after it was stored; a task still not
+//! due then goes to the back of the line that fits its remaining wait.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, message::PublishMessage};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use herald_bus::headers::{msg_id as header_msg_id, propagate_traceparent};
+use herald_bus::names::{delivery_subject, header};
+use herald_bus::{DeadSource, RetryTier, RetryTiers, Topology, dead_letter};
+use herald_proto::CONTENT_TYPE_PROTOBUF;
+
+use crate::consume::{PULL_EXPIRES, hand_back};
+use crate::counters::Counters;
+use crate::sender::chrono_duration;
+use crate::shutdown::{Backoff, Stopping, ack, nak};
+use crate::task::{Task, msg_id};
+
+/// How long a failed move waits before the held task is tried again.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Why moving a task failed; the message is handed back and tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum DelayError {
+    #[error("cannot publish to {subject}: {source}")]
+    Publish {
+        subject: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("cannot dead-letter an undecodable task: {0}")]
+    DeadLetter(#[from] herald_bus::PublishError),
+}
+
+/// One tier's delay line.
+#[derive(Debug)]
+pub struct DelayLine {
+    pub js: jetstream::Context,
+    pub tier: RetryTier,
+    pub tiers: RetryTiers,
+    /// The consumer's ack wait; progress is reported three times within it.
+    pub ack_wait: Duration,
+    pub counters: Arc<Counters>,
+    pub stopping: Stopping,
+}
+
+impl DelayLine {
+    /// Moves due tasks until shutdown.
+    pub async fn run(self: Arc<Self>) {
+        let stop = &self.stopping.fetch;
+        let mut backoff = Backoff::new();
+        while !stop.is_cancelled() {
+            let consumer = tokio::select! {
+                () = stop.cancelled() => break,
+                consumer = Topology::retry_consumer(&self.js, &self.tier) => consumer,
+            };
+            let consumer = match consumer {
+                Ok(consumer) => consumer,
+                Err(err) => {
+                    tracing::warn!(tier = %self.tier, %err, "cannot open the delay line; retrying");
+                    backoff.wait(stop).await;
+                    continue;
+                }
+            };
+            let batch = consumer
+                .batch()
+                .max_messages(1)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::warn!(tier = %self.tier, %err, "delay line pull failed; retrying");
+                    backoff.wait(stop).await;
+                    continue;
+                }
+            };
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    hand_back("delay line", &mut batch, &self.counters).await;
+                    break;
+                }
+                next = batch.next() => next,
+            };
+            match next {
+                None => {}
+                Some(Ok(message)) => {
+                    backoff.reset();
+                    if let Err(err) = self.hold(&message).await {
+                        tracing::warn!(tier = %self.tier, %err, "could not move a task; retrying");
+                        nak(&message, Some(RETRY_DELAY), &self.counters).await;
+                    }
+                }
+                Some(Err(err)) => {
+                    tracing::debug!(tier = %self.tier, %err, "delay line pull ended with an error");
+                    backoff.wait(stop).await;
+                }
+            }
+        }
+    }
+
+    /// Holds the head until it is due (or has been held long enough), then moves it on.
+    async fn hold(&self, message: &jetstream::Message) -> Result<(), DelayError> {
+        let task = match Task::decode(&message.payload) {
+            Ok(task) => task,
+            Err(err) => {
+                let reason = err.to_string();
+                tracing::warn!(tier = %self.tier, %reason, "undecodable task dead-lettered");
+                dead_letter(
+                    &self.js,
+                    DeadSource::Retry,
+                    &reason,
+                    &message.subject,
+                    message.headers.as_ref(),
+                    message.payload.clone(),
+                )
+                .await?;
+                self.counters.dead(1);
+                ack(message).await;
+                return Ok(());
+            }
+        };
+        let stored_at = message
+            .info()
+            .map(|info| DateTime::<Utc>::from(SystemTime::from(info.published)))
+            .unwrap_or_else(|_| Utc::now());
+        let due = task.not_before.unwrap_or(stored_at);
+        let hold_limit = stored_at + chrono_duration(self.tier.delay() + self.tier.delay() / 5);
+        let wake = due.min(hold_limit);
+        let progress_every = self.ack_wait / 3;
+        // `to_std` fails once `wake` has passed.
+        while let Ok(wait) = (wake - Utc::now()).to_std() {
+            if wait.is_zero() {
+                break;
+            }
+            tokio::select! {
+                () = self.stopping.fetch.cancelled() => {
+                    // Another replica takes the head at once.
+                    nak(message, None, &self.counters).await;
+                    return Ok(());
+                }
+                () = tokio::time::sleep(wait.min(progress_every)) => {}
+            }
+            if wait > progress_every
+                && let Err(err) = message.ack_with(AckKind::Progress).await
+            {
+                tracing::debug!(tier = %self.tier, %err, "progress ack failed");
+            }
+        }
+
+        let arrived_with = message.headers.as_ref().and_then(header_msg_id);
+        let now = Utc::now();
+        if due <= now {
+            // Back to the deliveries stream under the id of the step it carries, so that a
+            // redelivered head is de-duplicated there.
+            let id = arrived_with
+                .and_then(msg_id::step)
+                .map_or_else(|| msg_id::retry(&task, task.attempt), str::to_owned);
+            self.publish(
+                delivery_subject(&task.webhook),
+                &id,
+                message.headers.as_ref(),
+                message.payload.clone(),
+            )
+            .await?;
+            ack(message).await;
+            self.counters.retries_released(1);
+        } else {
+            let remaining = (due - now).to_std().unwrap_or(Duration::ZERO);
+            let line = self.tiers.for_delay(remaining);
+            let base =
+                arrived_with.map_or_else(|| msg_id::retry(&task, task.attempt), str::to_owned);
+            let id = msg_id::requeue(&base, stored_at.timestamp_millis());
+            self.publish(
+                line.subject(),
+                &id,
+                message.headers.as_ref(),
+                message.payload.clone(),
+            )
+            .await?;
+            ack(message).await;
+            self.counters.requeued(1);
+        }
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        subject: String,
+        id: &str,
+        original: Option<&HeaderMap>,
+        payload: Bytes,
+    ) -> Result<(), DelayError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::MSG_ID, id);
+        headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_PROTOBUF);
+        if let Some(original) = original {
+            propagate_traceparent(original, &mut headers);
+        }
+        let publish = PublishMessage::build().headers(headers).payload(payload);
+        let stored = match self.js.send_publish(subject.clone(), publish).await {
+            Ok(ack) => ack.await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        stored.map_err(|err| DelayError::Publish {
+            subject,
+            source: err.into(),
+        })
+    }
+}

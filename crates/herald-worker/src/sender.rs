@@ -1,0 +1,393 @@
+//! The sender: takes delivery tasks, POSTs them, records every attempt's outcome, and schedules
+//! retries through the delay lines.
+//!
+//! A task's message is acknowledged only after its outcome (and its retry, if any) is stored, so
+//! a crash at any point leads to a repeated attempt rather than a lost one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use herald_bus::headers::{set_traceparent, traceparent};
+use herald_bus::names::{header, outcome_subject};
+use herald_bus::{DeadSource, RetryTiers, dead_letter};
+use herald_core::{RetrySchedule, WebhookId};
+use herald_proto::CONTENT_TYPE_PROTOBUF;
+use prost::Message as _;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::attempt::{self, AttemptError, Attempted, Verdict, new_traceparent};
+use crate::breaker::{Admission, Breakers};
+use crate::counters::Counters;
+use crate::http::DeliveryClient;
+use crate::index::SharedIndex;
+use crate::shutdown::{Stopping, ack, nak};
+use crate::task::{Task, msg_id};
+
+/// How long a task waits when its webhook already has the maximum of requests in flight. A
+/// short NAK is the right tool for brief back-pressure (see DESIGN.md).
+const THROTTLE_DELAY: Duration = Duration::from_secs(1);
+
+/// A task due within this long is held back with a NAK delay; one due later goes through a
+/// delay line, so that long waits never sit in the consumer's pending set.
+const SHORT_WAIT: Duration = Duration::from_secs(5);
+
+/// A task this close to its `not_before` is sent: clocks of replicas differ by a little.
+const EARLY_TOLERANCE: Duration = Duration::from_millis(50);
+
+/// Retries of a publish whose acknowledgement did not come, before the task is handed back.
+const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// Why a task's aftermath could not be stored; the task is handed back and attempted again.
+#[derive(Debug, thiserror::Error)]
+pub enum SendTaskError {
+    #[error("cannot publish to {subject}: {source}")]
+    Publish {
+        subject: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("cannot dead-letter an undecodable task: {0}")]
+    DeadLetter(#[from] herald_bus::PublishError),
+}
+
+/// Requests in flight per webhook, capped so that one slow endpoint cannot take every permit.
+#[derive(Debug)]
+pub struct InFlight {
+    limit: usize,
+    counts: Mutex<HashMap<WebhookId, usize>>,
+}
+
+/// One request's place in its webhook's cap; released on drop.
+#[derive(Debug)]
+pub struct Slot {
+    in_flight: Arc<InFlight>,
+    webhook: WebhookId,
+}
+
+impl InFlight {
+    pub fn new(limit: usize) -> Arc<InFlight> {
+        Arc::new(InFlight {
+            limit,
+            counts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<WebhookId, usize>> {
+        // Counts are updated in single statements; a poisoned map is still consistent.
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for a request to `webhook`, unless it is at its cap.
+    pub fn try_take(self: &Arc<Self>, webhook: &WebhookId) -> Option<Slot> {
+        let mut counts = self.lock();
+        let count = counts.entry(webhook.clone()).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            in_flight: self.clone(),
+            webhook: webhook.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.in_flight.lock();
+        if let Some(count) = counts.get_mut(&self.webhook) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.webhook);
+            }
+        }
+    }
+}
+
+/// Shared state of the sender's handlers.
+#[derive(Debug)]
+pub struct Sender {
+    pub js: jetstream::Context,
+    pub index: SharedIndex,
+    pub client: DeliveryClient,
+    pub breakers: Breakers,
+    pub in_flight: Arc<InFlight>,
+    pub schedule: RetrySchedule,
+    pub tiers: RetryTiers,
+    pub counters: Arc<Counters>,
+    pub stopping: Stopping,
+}
+
+impl Sender {
+    /// Handles one task message from start to acknowledgement.
+    pub async fn handle(
+        self: Arc<Self>,
+        message: jetstream::Message,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        if let Err(err) = self.process(&message).await {
+            tracing::warn!(subject = %message.subject, %err, "task not settled; it will be attempted again");
+            nak(&message, Some(THROTTLE_DELAY), &self.counters).await;
+        }
+    }
+
+    async fn process(&self, message: &jetstream::Message) -> Result<(), SendTaskError> {
+        let task = match Task::decode(&message.payload) {
+            Ok(task) => task,
+            Err(err) => {
+                let reason = err.to_string();
+                tracing::warn!(subject = %message.subject, %reason, "undecodable task dead-lettered");
+                dead_letter(
+                    &self.js,
+                    DeadSource::Deliveries,
+                    &reason,
+                    &message.subject,
+                    message.headers.as_ref(),
+                    message.payload.clone(),
+                )
+                .await?;
+                self.counters.dead(1);
+                ack(message).await;
+                return Ok(());
+            }
+        };
+
+        let now = Utc::now();
+        if let Some(not_before) = task.not_before
+            && let Ok(early) = (not_before - now).to_std()
+            && early > EARLY_TOLERANCE
+        {
+            if early <= SHORT_WAIT {
+                nak(message, Some(early), &self.counters).await;
+            } else {
+                self.defer(message, &task, not_before).await?;
+            }
+            return Ok(());
+        }
+
+        let Some(subscription) = self.index.get(&task.webhook).filter(|s| s.enabled) else {
+            // Deleted or disabled since the task was made: the registry's word is final.
+            tracing::debug!(webhook = %task.webhook, delivery = %task.delivery_id, "webhook gone or disabled; task dropped");
+            self.counters.dropped(1);
+            ack(message).await;
+            return Ok(());
+        };
+
+        let Some(slot) = self.in_flight.try_take(&task.webhook) else {
+            self.counters.throttled(1);
+            nak(message, Some(THROTTLE_DELAY), &self.counters).await;
+            return Ok(());
+        };
+
+        let probe = match self.breakers.admit(&task.webhook) {
+            Admission::Send => false,
+            Admission::Probe => true,
+            Admission::Defer(rest) => {
+                drop(slot);
+                let shortest = self
+                    .tiers
+                    .tiers()
+                    .first()
+                    .map_or(Duration::ZERO, herald_bus::RetryTier::delay);
+                let until = now + chrono_duration(rest.max(shortest));
+                self.defer(message, &task, until).await?;
+                return Ok(());
+            }
+        };
+
+        let trace = message
+            .headers
+            .as_ref()
+            .and_then(traceparent)
+            .map_or_else(new_traceparent, str::to_owned);
+        let attempted = tokio::select! {
+            attempted = attempt::send(&self.client, &subscription, &task, Some(&trace)) => attempted,
+            () = self.stopping.hard.cancelled() => {
+                nak(message, None, &self.counters).await;
+                return Ok(());
+            }
+        };
+        drop(slot);
+
+        let verdict = attempt::decide(&task, &attempted, &self.schedule, &mut rand::rng());
+        self.update_breaker(&task, &attempted, verdict, probe);
+        self.settle(message, &task, &attempted, verdict, &trace)
+            .await?;
+        ack(message).await;
+        self.count(&attempted, verdict);
+        Ok(())
+    }
+
+    fn update_breaker(&self, task: &Task, attempted: &Attempted, verdict: Verdict, probe: bool) {
+        let refused = matches!(
+            &attempted.result,
+            Err(AttemptError::Send(err)) if err.is_refused_by_policy()
+        ) || matches!(attempted.result, Err(AttemptError::NoSigningSecret));
+        if verdict == Verdict::Delivered {
+            if self.breakers.succeeded(&task.webhook) {
+                tracing::info!(webhook = %task.webhook, "endpoint recovered; circuit closed");
+            }
+        } else if refused {
+            // Nothing reached the endpoint, so this says nothing about its health.
+        } else if self.breakers.failed(&task.webhook) {
+            tracing::warn!(webhook = %task.webhook, probe, "endpoint failing; circuit opened");
+        }
+    }
+
+    fn count(&self, attempted: &Attempted, verdict: Verdict) {
+        match verdict {
+            Verdict::Delivered => self.counters.delivered(1),
+            Verdict::Retry(_) => self.counters.failed(1),
+            Verdict::Exhausted { disable } => {
+                self.counters.exhausted(1);
+                if disable {
+                    self.counters.disabled(1);
+                }
+            }
+        }
+        if matches!(&attempted.result, Err(AttemptError::Send(err)) if err.is_refused_by_policy()) {
+            self.counters.refused(1);
+        }
+    }
+
+    /// Stores the attempt's outcome and, for a retry, the next attempt in its delay line. Both
+    /// are published together and both must be acknowledged before the task is.
+    async fn settle(
+        &self,
+        message: &jetstream::Message,
+        task: &Task,
+        attempted: &Attempted,
+        verdict: Verdict,
+        trace: &str,
+    ) -> Result<(), SendTaskError> {
+        let outcome = attempt::outcome(task, attempted, verdict);
+        let outcome_publish = self.publish(
+            outcome_subject(&task.webhook),
+            msg_id::outcome(task),
+            None,
+            Bytes::from(outcome.encode_to_vec()),
+        );
+        let retry_publish = async {
+            let Verdict::Retry(delay) = verdict else {
+                return Ok(());
+            };
+            let next = task.attempt + 1;
+            let not_before = attempted.at + chrono_duration(delay);
+            let tier = self.tiers.for_delay(delay);
+            self.publish(
+                tier.subject(),
+                msg_id::retry(task, next),
+                Some(trace),
+                task.encode_for(next, not_before),
+            )
+            .await
+        };
+        let (outcome_stored, retry_stored) = tokio::join!(outcome_publish, retry_publish);
+        outcome_stored?;
+        retry_stored?;
+        tracing::debug!(
+            subject = %message.subject,
+            delivery = %task.delivery_id,
+            attempt = task.attempt,
+            ?verdict,
+            "attempt settled"
+        );
+        Ok(())
+    }
+
+    /// Puts `task` off until `until` through a delay line, without using an attempt.
+    async fn defer(
+        &self,
+        message: &jetstream::Message,
+        task: &Task,
+        until: DateTime<Utc>,
+    ) -> Result<(), SendTaskError> {
+        let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let tier = self.tiers.for_delay(wait);
+        let trace = message.headers.as_ref().and_then(traceparent);
+        self.publish(
+            tier.subject(),
+            msg_id::deferral(task, until),
+            trace,
+            task.encode_for(task.attempt, until),
+        )
+        .await?;
+        ack(message).await;
+        self.counters.deferred(1);
+        Ok(())
+    }
+
+    /// Publishes with a few quick retries: a lost acknowledgement is usually a blip, and the
+    /// message id makes a repeated publish harmless.
+    async fn publish(
+        &self,
+        subject: String,
+        id: String,
+        trace: Option<&str>,
+        payload: Bytes,
+    ) -> Result<(), SendTaskError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::MSG_ID, id.as_str());
+        headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_PROTOBUF);
+        if let Some(trace) = trace {
+            set_traceparent(&mut headers, trace);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let publish = PublishMessage::build()
+                .headers(headers.clone())
+                .payload(payload.clone());
+            let stored = match self.js.send_publish(subject.clone(), publish).await {
+                Ok(ack) => ack.await.map(|_| ()),
+                Err(err) => Err(err),
+            };
+            match stored {
+                Ok(()) => return Ok(()),
+                Err(err) if attempt >= PUBLISH_ATTEMPTS || self.stopping.hard.is_cancelled() => {
+                    return Err(SendTaskError::Publish {
+                        subject,
+                        source: err.into(),
+                    });
+                }
+                Err(err) => {
+                    tracing::debug!(%subject, %err, attempt, "publish not acknowledged; retrying");
+                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                }
+            }
+        }
+    }
+}
+
+/// A std duration as chrono's, saturating: the delays here are at most days.
+pub fn chrono_duration(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_slots_are_capped_per_webhook_and_released_on_drop() {
+        let in_flight = InFlight::new(2);
+        let a = WebhookId::parse("wh_01BX5ZZKBKACTAV9WEVGEMMVRZ").unwrap();
+        let b = WebhookId::parse("wh_01BX5ZZKBKACTAV9WEVGEMMVS0").unwrap();
+        let first = in_flight.try_take(&a).unwrap();
+        let _second = in_flight.try_take(&a).unwrap();
+        assert!(in_flight.try_take(&a).is_none());
+        // Another webhook is not affected.
+        let _other = in_flight.try_take(&b).unwrap();
+        drop(first);
+        assert!(in_flight.try_take(&a).is_some());
+        drop(_second);
+        drop(_other);
+        assert!(in_flight.lock().is_empty());
+    }
+}

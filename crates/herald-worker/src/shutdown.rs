@@ -1,0 +1,186 @@
+//! Graceful shutdown: stop fetching, let work in flight finish up to a deadline, then hand what
+//! is left back to NATS for immediate redelivery to another replica.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::counters::Counters;
+
+/// How long handlers get to hand their messages back once the deadline has passed; they only
+/// send a NAK, so this is generous.
+const HAND_BACK_GRACE: Duration = Duration::from_secs(2);
+
+/// The stages of stopping, shared by every loop and handler.
+#[derive(Debug, Clone, Default)]
+pub struct Stopping {
+    /// Cancelled when shutdown starts: no new messages are fetched.
+    pub fetch: CancellationToken,
+    /// Cancelled when the deadline has passed: handlers abandon their work and NAK.
+    pub hard: CancellationToken,
+    /// Cancelled when the worker is dropped without a shutdown: handlers are abandoned where
+    /// they stand, settling nothing, as if the process had died.
+    pub crash: CancellationToken,
+}
+
+impl Stopping {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `work` unless the worker crashes first, in which case it is dropped mid-way.
+    pub async fn unless_crashed(&self, work: impl Future<Output = ()>) {
+        tokio::select! {
+            biased;
+            () = self.crash.cancelled() => {}
+            () = work => {}
+        }
+    }
+}
+
+/// Cancels the crash token when dropped, unless disarmed after an orderly shutdown.
+#[derive(Debug)]
+pub struct CrashGuard(Option<CancellationToken>);
+
+impl CrashGuard {
+    pub fn new(stopping: &Stopping) -> Self {
+        Self(Some(stopping.crash.clone()))
+    }
+
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CrashGuard {
+    fn drop(&mut self) {
+        if let Some(crash) = self.0.take() {
+            crash.cancel();
+        }
+    }
+}
+
+/// Hands `message` back for redelivery after `delay` (at once when `None`). A failure is only
+/// logged: the server redelivers an unacknowledged message after its ack wait anyway.
+pub async fn nak(message: &jetstream::Message, delay: Option<Duration>, counters: &Counters) {
+    counters.nacked(1);
+    if let Err(err) = message.ack_with(AckKind::Nak(delay)).await {
+        tracing::warn!(
+            subject = %message.subject,
+            %err,
+            "could not hand a message back; it is redelivered after its ack wait"
+        );
+    }
+}
+
+/// Acknowledges `message`. A lost ack means one redelivery, which every handler tolerates.
+pub async fn ack(message: &jetstream::Message) {
+    if let Err(err) = message.ack().await {
+        tracing::warn!(
+            subject = %message.subject,
+            %err,
+            "could not acknowledge a message; it will be redelivered"
+        );
+    }
+}
+
+/// Waits for handlers in `tracker` to finish within `deadline`, then tells the rest to hand
+/// their messages back and waits briefly for them to do so. The fetch loops must already have
+/// stopped (no new handlers may start).
+pub async fn drain(tracker: &TaskTracker, stopping: &Stopping, deadline: Duration) {
+    tracker.close();
+    if tokio::time::timeout(deadline, tracker.wait()).await.is_ok() {
+        return;
+    }
+    tracing::warn!(
+        in_flight = tracker.len(),
+        ?deadline,
+        "shutdown deadline passed; handing the remaining messages back"
+    );
+    stopping.hard.cancel();
+    if tokio::time::timeout(HAND_BACK_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = tracker.len(),
+            "some handlers did not stop; their messages are redelivered after the ack wait"
+        );
+    }
+}
+
+/// Sleeps with exponential back-off between failed attempts at something, bounded so that a
+/// recovered NATS is noticed within a couple of seconds, and cut short by shutdown.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(2);
+
+    pub fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// Sleeps for the current delay and doubles it. Returns false when `stop` was cancelled.
+    pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        tokio::select! {
+            () = stop.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_up_to_its_bound_and_stops_on_cancel() {
+        let stop = CancellationToken::new();
+        let mut backoff = Backoff::new();
+        let started = tokio::time::Instant::now();
+        for _ in 0..8 {
+            assert!(backoff.wait(&stop).await);
+        }
+        // 50 + 100 + 200 + 400 + 800 + 1600 + 2000 + 2000 ms.
+        assert_eq!(started.elapsed(), Duration::from_millis(7150));
+        backoff.reset();
+        stop.cancel();
+        assert!(!backoff.wait(&stop).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_handlers_then_cuts_them_short() {
+        let tracker = TaskTracker::new();
+        let stopping = Stopping::new();
+        let hard = stopping.hard.clone();
+        tracker.spawn(async move {
+            // A handler that only stops when told to.
+            hard.cancelled().await;
+        });
+        tracker.spawn(tokio::time::sleep(Duration::from_millis(100)));
+        let started = tokio::time::Instant::now();
+        drain(&tracker, &stopping, Duration::from_secs(1)).await;
+        assert!(stopping.hard.is_cancelled());
+        assert!(tracker.is_empty());
+        assert!(started.elapsed() >= Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,283 @@
+//! The running worker: connects, provisions the topology, loads the subscription index, then runs
+//! the router, the sender and the delay lines until shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use herald_bus::{ConsumerLimits, ProvisionOptions, Topology, WebhookBucket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::breaker::Breakers;
+use crate::config::WorkerConfig;
+use crate::consume::{Pull, pull_loop};
+use crate::counters::{CounterSnapshot, Counters};
+use crate::delay::DelayLine;
+use crate::http::DeliveryClient;
+use crate::index::SharedIndex;
+use crate::router::Router;
+use crate::sender::{InFlight, Sender};
+use crate::shutdown::{CrashGuard, Stopping, drain};
+use crate::watch;
+
+/// Name the worker's connection shows in the server's connection list.
+const CLIENT_NAME: &str = "herald-worker";
+
+/// How long loading the whole bucket may take at start-up (or after a broken watch).
+const INDEX_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Pending messages allowed per consumer across all replicas: far above what the replicas'
+/// permits can hold, so it never limits a healthy deployment.
+const MAX_ACK_PENDING: i64 = 10_000;
+
+/// A worker running in this process.
+///
+/// Dropping it aborts everything at once, as a crash would: nothing is acknowledged or handed
+/// back, and NATS redelivers the messages in flight after their ack wait. Call
+/// [`stop`](Worker::stop) and [`wait`](Worker::wait) for a graceful shutdown.
+#[derive(Debug)]
+pub struct Worker {
+    stop: CancellationToken,
+    supervisor: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    counters: Arc<Counters>,
+    index: SharedIndex,
+    sender: Arc<Sender>,
+}
+
+impl Worker {
+    /// Starts a worker; returns once the subscription index is loaded and consumption has
+    /// begun. Cancelling `shutdown` stops it gracefully.
+    pub async fn start(
+        config: WorkerConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Worker> {
+        config.validate()?;
+        let tiers = config.retry_tiers()?;
+        let client = herald_bus::connect(&config.nats_url, CLIENT_NAME).await?;
+        let js = jetstream::new(client);
+
+        let options = ProvisionOptions {
+            create_events_stream: config.create_streams,
+            replicas: config.stream_replicas,
+            retry_tiers: tiers.clone(),
+            router: ConsumerLimits {
+                ack_wait: config.router_ack_wait,
+                max_ack_pending: MAX_ACK_PENDING,
+                max_deliver: -1,
+            },
+            sender: ConsumerLimits {
+                ack_wait: config.sender_ack_wait,
+                max_ack_pending: MAX_ACK_PENDING,
+                max_deliver: -1,
+            },
+            // One message in flight per line across all replicas keeps the head in due order.
+            retry: ConsumerLimits {
+                ack_wait: config.delay_ack_wait,
+                max_ack_pending: 1,
+                max_deliver: -1,
+            },
+            ..ProvisionOptions::default()
+        };
+        Topology::provision(&js, &options)
+            .await
+            .context("cannot provision Herald's NATS topology")?;
+
+        let bucket = WebhookBucket::open(&js)
+            .await
+            .context("cannot open the webhook bucket")?;
+        let index = SharedIndex::new();
+        let watch = watch::load(&bucket, &index, INDEX_LOAD_TIMEOUT)
+            .await
+            .context("cannot load the webhook index")?;
+
+        let counters = Arc::new(Counters::default());
+        let stopping = Stopping::new();
+        let tracker = TaskTracker::new();
+        let delivery_client = DeliveryClient::new(
+            config.address_policy.clone(),
+            config.request_timeout,
+            &config.user_agent,
+        )?;
+        let sender = Arc::new(Sender {
+            js: js.clone(),
+            index: index.clone(),
+            client: delivery_client,
+            breakers: Breakers::new(config.breaker.clone()),
+            in_flight: InFlight::new(config.per_webhook_in_flight),
+            schedule: config.retry_schedule.clone(),
+            tiers: tiers.clone(),
+            counters: counters.clone(),
+            stopping: stopping.clone(),
+        });
+        let router = Arc::new(Router {
+            js: js.clone(),
+            index: index.clone(),
+            counters: counters.clone(),
+            stopping: stopping.clone(),
+        });
+
+        let mut loops = JoinSet::new();
+        loops.spawn(watch::follow(
+            bucket,
+            index.clone(),
+            watch,
+            stopping.fetch.clone(),
+            INDEX_LOAD_TIMEOUT,
+        ));
+        {
+            let js = js.clone();
+            let router = router.clone();
+            loops.spawn(pull_loop(
+                Pull {
+                    name: "router",
+                    open: move || {
+                        let js = js.clone();
+                        async move { Topology::router_consumer(&js).await }
+                    },
+                    batch: config.fetch_batch,
+                    permits: Arc::new(Semaphore::new(config.router_concurrency)),
+                },
+                stopping.clone(),
+                tracker.clone(),
+                counters.clone(),
+                move |message, permit| router.clone().handle(message, permit),
+            ));
+        }
+        {
+            let js = js.clone();
+            let sender = sender.clone();
+            loops.spawn(pull_loop(
+                Pull {
+                    name: "sender",
+                    open: move || {
+                        let js = js.clone();
+                        async move { Topology::sender_consumer(&js).await }
+                    },
+                    batch: config.fetch_batch,
+                    permits: Arc::new(Semaphore::new(config.concurrency)),
+                },
+                stopping.clone(),
+                tracker.clone(),
+                counters.clone(),
+                move |message, permit| sender.clone().handle(message, permit),
+            ));
+        }
+        for tier in tiers.iter() {
+            let line = Arc::new(DelayLine {
+                js: js.clone(),
+                tier: tier.clone(),
+                tiers: tiers.clone(),
+                ack_wait: config.delay_ack_wait,
+                counters: counters.clone(),
+                stopping: stopping.clone(),
+            });
+            loops.spawn(line.run());
+        }
+
+        let stop = shutdown.child_token();
+        let supervisor = tokio::spawn(supervise(
+            stop.clone(),
+            loops,
+            tracker,
+            stopping,
+            config.shutdown_deadline,
+        ));
+        tracing::info!(
+            webhooks = index.len(),
+            tiers = ?tiers.iter().map(|tier| tier.label().to_owned()).collect::<Vec<_>>(),
+            "herald-worker started"
+        );
+        Ok(Worker {
+            stop,
+            supervisor: Some(supervisor),
+            counters,
+            index,
+            sender,
+        })
+    }
+
+    /// What the worker has done so far.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// The subscription index, as loaded from the bucket.
+    pub fn index(&self) -> &SharedIndex {
+        &self.index
+    }
+
+    /// Webhooks whose circuit breaker is open or half-open.
+    pub fn open_breakers(&self) -> usize {
+        self.sender.breakers.open_count()
+    }
+
+    /// Starts a graceful shutdown; [`wait`](Worker::wait) for it to finish.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits until the worker has stopped (after [`stop`](Worker::stop) or the `shutdown` token
+    /// given to [`start`](Worker::start)).
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        match self.supervisor.take() {
+            Some(supervisor) => supervisor.await.context("the worker's supervisor failed")?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(supervisor) = self.supervisor.take() {
+            supervisor.abort();
+        }
+    }
+}
+
+/// Runs until `stop`, then shuts down gracefully: the loops stop fetching (handing back what
+/// arrives meanwhile), handlers get until the deadline, and the rest hand their messages back.
+/// Aborting this task (dropping the [`Worker`]) aborts everything it owns.
+async fn supervise(
+    stop: CancellationToken,
+    mut loops: JoinSet<()>,
+    tracker: TaskTracker,
+    stopping: Stopping,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    // Handlers run outside the JoinSet; if this task is aborted (the Worker dropped), the guard
+    // abandons them too, which is what a crash means for a worker inside a process.
+    let crash = CrashGuard::new(&stopping);
+    tokio::select! {
+        () = stop.cancelled() => {}
+        Some(ended) = loops.join_next() => {
+            // Loops only end at shutdown; one ending early is a bug worth stopping for.
+            tracing::error!(?ended, "a worker loop ended unexpectedly; stopping");
+        }
+    }
+    tracing::info!("herald-worker stopping");
+    stopping.fetch.cancel();
+    let started = tokio::time::Instant::now();
+    let loops_done = async { while loops.join_next().await.is_some() {} };
+    if tokio::time::timeout(deadline, loops_done).await.is_err() {
+        tracing::warn!("worker loops did not stop within the deadline; aborting them");
+        loops.abort_all();
+    }
+    drain(
+        &tracker,
+        &stopping,
+        deadline.saturating_sub(started.elapsed()),
+    )
+    .await;
+    crash.disarm();
+    tracing::info!("herald-worker stopped");
+    Ok(())
+}
+
+/// Runs a worker until `shutdown` is cancelled, then stops it gracefully.
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Worker::start(config, shutdown).await?.wait().await
+}
