@@ -33,6 +33,22 @@ async fn account_keys_see_only_their_own_account_on_every_route() {
     )
     .await;
     let kb = listed_b_keys["data"][0]["id"].as_str().unwrap().to_owned();
+    // A delivery of B's, logged through the admin's test event.
+    let sent = expect(
+        registry
+            .admin(
+                Method::POST,
+                &format!("/v1/accounts/{b}/webhooks/{wb}/test"),
+            )
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let db = sent["id"].as_str().unwrap().to_owned();
+    let ghost_delivery = herald_core::DeliveryId::new().to_string();
     let ghost_account = AccountId::new().to_string();
     let ghost_hook = WebhookId::new().to_string();
 
@@ -85,7 +101,73 @@ async fn account_keys_see_only_their_own_account_on_every_route() {
             format!("/v1/accounts/{b}/api-keys/{kb}"),
             None,
         ),
-        // B's webhook under A's own account path.
+        (Method::GET, format!("/v1/accounts/{b}/deliveries"), None),
+        (
+            Method::GET,
+            format!("/v1/accounts/{b}/deliveries/{db}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/accounts/{b}/deliveries/{db}/redeliver"),
+            Some(json!({})),
+        ),
+        (
+            Method::GET,
+            format!("/v1/accounts/{b}/webhooks/{wb}/deliveries"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/accounts/{b}/webhooks/{wb}/stats"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/accounts/{b}/webhooks/{wb}/test"),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/accounts/{b}/webhooks/{wb}/replay"),
+            Some(json!({ "since": "2020-01-01T00:00:00Z" })),
+        ),
+        // B's webhook and delivery under A's own account path.
+        (
+            Method::GET,
+            format!("/v1/accounts/{a}/deliveries/{db}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/accounts/{a}/deliveries/{db}/redeliver"),
+            Some(json!({})),
+        ),
+        (
+            Method::GET,
+            format!("/v1/accounts/{a}/deliveries?webhook_id={wb}"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/accounts/{a}/webhooks/{wb}/deliveries"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/accounts/{a}/webhooks/{wb}/stats"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/accounts/{a}/webhooks/{wb}/test"),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/accounts/{a}/webhooks/{wb}/replay"),
+            Some(json!({ "since": "2020-01-01T00:00:00Z" })),
+        ),
         (Method::GET, format!("/v1/accounts/{a}/webhooks/{wb}"), None),
         (
             Method::PATCH,
@@ -120,7 +202,10 @@ async fn account_keys_see_only_their_own_account_on_every_route() {
         );
 
         // Indistinguishable from a resource that does not exist at all.
-        let ghost_path = path.replace(&b, &ghost_account).replace(wb, &ghost_hook);
+        let ghost_path = path
+            .replace(&b, &ghost_account)
+            .replace(wb, &ghost_hook)
+            .replace(&db, &ghost_delivery);
         let mut request = registry.request(method.clone(), &ghost_path, Some(&key_a));
         if let Some(body) = body {
             request = request.json(body);
@@ -229,6 +314,38 @@ async fn account_keys_see_only_their_own_account_on_every_route() {
         .map(|h| h["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [wa]);
+    let own_log = expect(
+        registry
+            .request(
+                Method::GET,
+                &format!("/v1/accounts/{a}/deliveries"),
+                Some(&key_a),
+            )
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        own_log["data"],
+        json!([]),
+        "B's deliveries never show in A's log"
+    );
+    let b_log = expect(
+        registry
+            .admin(Method::GET, &format!("/v1/accounts/{b}/deliveries"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        b_log["data"].as_array().unwrap().len(),
+        1,
+        "A's key sent no test event to B"
+    );
     // B's key still works: its account was not deleted or revoked.
     let response = registry
         .request(Method::GET, &format!("/v1/accounts/{b}"), Some(&key_b))

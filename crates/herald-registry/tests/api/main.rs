@@ -6,6 +6,7 @@
 mod common;
 
 mod accounts;
+mod deliveries;
 mod event_types;
 mod isolation;
 mod projection;

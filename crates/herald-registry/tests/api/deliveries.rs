@@ -1,0 +1,460 @@
+//! The delivery log, fed by outcomes as a worker publishes them, and the
+//! tasks the registry hands to the workers.
+
+use async_nats::jetstream;
+use chrono::{Duration as Age, Utc};
+use herald_core::{DeliveryId, Event, EventData, EventId, EventType, WebhookId};
+use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, DeliveryTask, Trigger};
+use prost::Message as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::{ADMIN_KEY, TestRegistry, WAIT, expect, expect_field_error};
+
+struct Fixture {
+    registry: TestRegistry,
+    account: String,
+    key: String,
+    webhook: WebhookId,
+    js: jetstream::Context,
+}
+
+async fn fixture() -> Fixture {
+    let registry = TestRegistry::start().await;
+    let account = registry.create_account("A").await;
+    let key = registry.create_key(&account).await;
+    let hook = registry
+        .create_webhook(&account, &key, json!({ "events": ["booking.*"] }))
+        .await;
+    let webhook = WebhookId::parse(hook["id"].as_str().unwrap()).unwrap();
+    let js = registry.js().await;
+    Fixture {
+        registry,
+        account,
+        key,
+        webhook,
+        js,
+    }
+}
+
+fn event(account: &str, kind: &str) -> Event {
+    Event {
+        id: EventId::generate(),
+        event_type: EventType::parse(kind).unwrap(),
+        account: herald_core::AccountId::parse(account).unwrap(),
+        timestamp: Utc::now(),
+        data: EventData::parse(r#"{"booking_id":"bk_1"}"#).unwrap(),
+    }
+}
+
+fn outcome(
+    event: &Event,
+    webhook: &WebhookId,
+    attempt: u32,
+    status: DeliveryStatus,
+    http: u32,
+) -> DeliveryOutcome {
+    DeliveryOutcome {
+        delivery_id: DeliveryId::derive(&event.id, webhook).to_string(),
+        webhook_id: webhook.to_string(),
+        event: Some(herald_proto::encode_event(event)),
+        attempt,
+        status: status.into(),
+        http_status: http,
+        latency_ms: 12,
+        error: if http == 200 {
+            String::new()
+        } else {
+            format!("HTTP {http}")
+        },
+        response_body: "ok".into(),
+        attempted_at: Some(herald_proto::timestamp(Utc::now())),
+        next_attempt_at: None,
+        disable_webhook: http == 410,
+        trigger: Trigger::Event.into(),
+    }
+}
+
+/// Publishes outcomes as a worker does.
+async fn report(js: &jetstream::Context, outcome: &DeliveryOutcome) {
+    let webhook = WebhookId::parse(&outcome.webhook_id).unwrap();
+    js.publish(
+        herald_bus::names::outcome_subject(&webhook),
+        outcome.encode_to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+impl Fixture {
+    fn path(&self, rest: &str) -> String {
+        format!("/v1/accounts/{}{rest}", self.account)
+    }
+
+    async fn get(&self, rest: &str) -> Value {
+        let response = self
+            .registry
+            .request(Method::GET, &self.path(rest), Some(&self.key))
+            .send()
+            .await
+            .unwrap();
+        expect(response, StatusCode::OK).await
+    }
+
+    async fn post(&self, rest: &str, body: Value) -> reqwest::Response {
+        self.registry
+            .request(Method::POST, &self.path(rest), Some(&self.key))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the delivery's log entry satisfies `check`.
+    async fn wait_for_delivery(&self, id: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let path = self.path(&format!("/deliveries/{id}"));
+        let found = herald_testkit::wait_for(WAIT, || {
+            let request = self.registry.request(Method::GET, &path, Some(&self.key));
+            let check = &check;
+            async move {
+                let response = request.send().await.ok()?;
+                let body: Value = response.json().await.ok()?;
+                check(&body).then_some(body)
+            }
+        })
+        .await;
+        match found {
+            Ok(body) => body,
+            Err(e) => {
+                let last = self.get(&format!("/deliveries/{id}")).await;
+                panic!("{e}; last seen: {last}")
+            }
+        }
+    }
+
+    /// The newest task handed over for the webhook.
+    async fn last_task(&self) -> DeliveryTask {
+        let stream = self
+            .js
+            .get_stream(herald_bus::names::DELIVERIES_STREAM)
+            .await
+            .unwrap();
+        let message = stream
+            .get_last_raw_message_by_subject(&herald_bus::names::delivery_subject(&self.webhook))
+            .await
+            .unwrap();
+        DeliveryTask::decode(message.payload.as_ref()).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn outcomes_fill_the_log_once_each() {
+    let f = fixture().await;
+    let e = event(&f.account, "booking.created");
+    let delivery = DeliveryId::derive(&e.id, &f.webhook).to_string();
+    report(
+        &f.js,
+        &outcome(&e, &f.webhook, 1, DeliveryStatus::Failed, 500),
+    )
+    .await;
+    report(
+        &f.js,
+        &outcome(&e, &f.webhook, 2, DeliveryStatus::Delivered, 200),
+    )
+    .await;
+    // A worker that crashed after publishing but before acking reports again.
+    report(
+        &f.js,
+        &outcome(&e, &f.webhook, 2, DeliveryStatus::Delivered, 200),
+    )
+    .await;
+    report(
+        &f.js,
+        &outcome(&e, &f.webhook, 1, DeliveryStatus::Failed, 500),
+    )
+    .await;
+
+    let logged = f
+        .wait_for_delivery(&delivery, |d| d["status"] == "delivered")
+        .await;
+    assert_eq!(logged["attempts"], 2, "{logged}");
+    assert_eq!(logged["webhook_id"], f.webhook.as_str());
+    assert_eq!(logged["event_type"], "booking.created");
+    assert_eq!(logged["payload"], json!({ "booking_id": "bk_1" }));
+    let attempts: Vec<(u64, &str, u64)> = logged["attempt_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["attempt"].as_u64().unwrap(),
+                a["status"].as_str().unwrap(),
+                a["http_status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(attempts, [(1, "failed", 500), (2, "delivered", 200)]);
+
+    let stats = f.get(&format!("/webhooks/{}/stats", f.webhook)).await;
+    assert_eq!(
+        stats,
+        json!({ "pending": 0, "delivered": 1, "failed": 0, "exhausted": 0 })
+    );
+}
+
+#[tokio::test]
+async fn the_log_lists_with_filters_and_pagination() {
+    let f = fixture().await;
+    let mut ids = Vec::new();
+    for (kind, status, http) in [
+        ("booking.created", DeliveryStatus::Delivered, 200),
+        ("booking.cancelled", DeliveryStatus::Exhausted, 500),
+        ("booking.created", DeliveryStatus::Failed, 503),
+    ] {
+        let e = event(&f.account, kind);
+        ids.push(DeliveryId::derive(&e.id, &f.webhook).to_string());
+        report(&f.js, &outcome(&e, &f.webhook, 1, status, http)).await;
+    }
+    let last = ids.last().unwrap().clone();
+    f.wait_for_delivery(&last, |d| d["status"] == "failed")
+        .await;
+
+    let all = f.get("/deliveries?limit=2").await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 2);
+    let next = all["next_cursor"].as_str().unwrap();
+    let rest = f.get(&format!("/deliveries?limit=2&cursor={next}")).await;
+    let mut seen: Vec<String> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["data"].as_array().unwrap())
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(rest["next_cursor"].is_null());
+    seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    let exhausted = f
+        .get(&format!(
+            "/webhooks/{}/deliveries?status=exhausted",
+            f.webhook
+        ))
+        .await;
+    assert_eq!(exhausted["data"][0]["id"], ids[1].as_str());
+    assert_eq!(exhausted["data"].as_array().unwrap().len(), 1);
+    let created = f.get("/deliveries?event_type=booking.created").await;
+    assert_eq!(created["data"].as_array().unwrap().len(), 2);
+    let future = (Utc::now() + Age::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let none = f.get(&format!("/deliveries?since={future}")).await;
+    assert_eq!(none["data"], json!([]));
+
+    let response = f
+        .registry
+        .request(
+            Method::GET,
+            &f.path("/deliveries?status=lost"),
+            Some(&f.key),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_field_error(response, StatusCode::UNPROCESSABLE_ENTITY, "query:status").await;
+    let response = f
+        .registry
+        .request(
+            Method::GET,
+            &f.path("/deliveries?since=yesterday"),
+            Some(&f.key),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_field_error(response, StatusCode::UNPROCESSABLE_ENTITY, "query:since").await;
+    let ghost = WebhookId::new();
+    let response = f
+        .registry
+        .request(
+            Method::GET,
+            &f.path(&format!("/deliveries?webhook_id={ghost}")),
+            Some(&f.key),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect(response, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn gone_endpoints_disable_their_webhook() {
+    let f = fixture().await;
+    let e = event(&f.account, "booking.created");
+    report(
+        &f.js,
+        &outcome(&e, &f.webhook, 1, DeliveryStatus::Exhausted, 410),
+    )
+    .await;
+    let path = format!("/webhooks/{}", f.webhook);
+    herald_testkit::wait_until(WAIT, || async { f.get(&path).await["enabled"] == false })
+        .await
+        .unwrap();
+    let webhook = f.get(&path).await;
+    assert_eq!(webhook["disabled_reason"], "the endpoint answered 410 Gone");
+    let spec = f
+        .registry
+        .bucket()
+        .await
+        .get(f.webhook.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!spec.enabled, "workers learn of it through the projection");
+
+    // Enabling it again clears the reason.
+    let response = f
+        .registry
+        .request(Method::PATCH, &f.path(&path), Some(&f.key))
+        .json(&json!({ "enabled": true }))
+        .send()
+        .await
+        .unwrap();
+    let webhook = expect(response, StatusCode::OK).await;
+    assert!(webhook["disabled_reason"].is_null());
+}
+
+#[tokio::test]
+async fn test_events_redelivery_and_replay_hand_tasks_to_the_workers() {
+    let f = fixture().await;
+
+    let sent = expect(
+        f.post(&format!("/webhooks/{}/test", f.webhook), json!({}))
+            .await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    assert_eq!(sent["status"], "pending");
+    assert_eq!(sent["event_type"], "herald.test");
+    let task = f.last_task().await;
+    assert_eq!(task.delivery_id, sent["id"].as_str().unwrap());
+    assert_eq!((task.attempt, task.trigger), (1, i32::from(Trigger::Test)));
+    let listed = f.get(&format!("/webhooks/{}/deliveries", f.webhook)).await;
+    assert_eq!(
+        listed["data"][0]["id"], sent["id"],
+        "the log shows it before any attempt"
+    );
+
+    let custom = f
+        .post(
+            &format!("/webhooks/{}/test", f.webhook),
+            json!({ "event_type": "booking.created", "data": { "booking_id": "bk_9" } }),
+        )
+        .await;
+    let custom = expect(custom, StatusCode::ACCEPTED).await;
+    let detail = f
+        .get(&format!("/deliveries/{}", custom["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(detail["payload"], json!({ "booking_id": "bk_9" }));
+    for (body, field) in [
+        (json!({ "event_type": "nope.never" }), "event_type"),
+        (json!({ "data": [1, 2] }), "data"),
+        (json!({ "colour": 1 }), "colour"),
+    ] {
+        expect_field_error(
+            f.post(&format!("/webhooks/{}/test", f.webhook), body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            field,
+        )
+        .await;
+    }
+
+    // An exhausted delivery is redelivered as one more attempt, same id.
+    let e = event(&f.account, "booking.created");
+    let delivery = DeliveryId::derive(&e.id, &f.webhook).to_string();
+    report(
+        &f.js,
+        &outcome(&e, &f.webhook, 1, DeliveryStatus::Failed, 500),
+    )
+    .await;
+    f.wait_for_delivery(&delivery, |d| d["status"] == "failed")
+        .await;
+    let refused = f
+        .post(&format!("/deliveries/{delivery}/redeliver"), json!({}))
+        .await;
+    expect(refused, StatusCode::CONFLICT).await;
+    report(
+        &f.js,
+        &outcome(&e, &f.webhook, 2, DeliveryStatus::Exhausted, 500),
+    )
+    .await;
+    f.wait_for_delivery(&delivery, |d| d["status"] == "exhausted")
+        .await;
+    let again = expect(
+        f.post(&format!("/deliveries/{delivery}/redeliver"), json!({}))
+            .await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    assert_eq!(again["status"], "pending");
+    let task = f.last_task().await;
+    assert_eq!(
+        (task.delivery_id.as_str(), task.attempt),
+        (delivery.as_str(), 3)
+    );
+    assert_eq!(task.trigger, i32::from(Trigger::Redelivery));
+    assert_eq!(task.event.unwrap().id, e.id.as_str());
+
+    // Replay hands over every exhausted delivery in the window.
+    let e2 = event(&f.account, "booking.updated");
+    let d2 = DeliveryId::derive(&e2.id, &f.webhook).to_string();
+    report(
+        &f.js,
+        &outcome(&e2, &f.webhook, 8, DeliveryStatus::Exhausted, 0),
+    )
+    .await;
+    f.wait_for_delivery(&d2, |d| d["status"] == "exhausted")
+        .await;
+    let since = (Utc::now() - Age::minutes(5)).to_rfc3339();
+    let replayed = expect(
+        f.post(
+            &format!("/webhooks/{}/replay", f.webhook),
+            json!({ "since": since }),
+        )
+        .await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    assert_eq!(replayed["replayed"], 1, "only d2 is still exhausted");
+    let task = f.last_task().await;
+    assert_eq!((task.delivery_id.as_str(), task.attempt), (d2.as_str(), 9));
+    assert_eq!(task.trigger, i32::from(Trigger::Replay));
+    expect_field_error(
+        f.post(&format!("/webhooks/{}/replay", f.webhook), json!({}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "since",
+    )
+    .await;
+
+    // A disabled webhook is neither tested nor replayed.
+    let response = f
+        .registry
+        .request(
+            Method::PATCH,
+            &f.path(&format!("/webhooks/{}", f.webhook)),
+            Some(ADMIN_KEY),
+        )
+        .json(&json!({ "enabled": false }))
+        .send()
+        .await
+        .unwrap();
+    expect(response, StatusCode::OK).await;
+    expect(
+        f.post(&format!("/webhooks/{}/test", f.webhook), json!({}))
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+}
