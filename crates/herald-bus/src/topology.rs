@@ -246,6 +246,30 @@ impl Topology {
         Ok(report)
     }
 
+    /// Provisions what the registry uses: the deliveries stream (it hands
+    /// tasks to the workers), the outcomes stream and its consumer, the dead
+    /// letters and the webhooks bucket. It leaves EVENTS, the router, sender
+    /// and retry consumers to the workers, whose settings (e.g. one message in
+    /// flight per delay line) must not be reset by a registry start.
+    pub async fn provision_registry(
+        js: &jetstream::Context,
+        opts: &ProvisionOptions,
+    ) -> Result<ProvisionReport, TopologyError> {
+        let mut report = ProvisionReport::default();
+        let (_, ensured) = ensure_stream(js, deliveries_stream(opts)).await?;
+        report.items.push((DELIVERIES_STREAM.to_owned(), ensured));
+        let (outcomes, ensured) = ensure_stream(js, outcomes_stream(opts)).await?;
+        report.items.push((OUTCOMES_STREAM.to_owned(), ensured));
+        report_consumer(&mut report, &outcomes, outcomes_consumer(opts)).await?;
+        let (_, ensured) = ensure_stream(js, dead_stream(opts)).await?;
+        report.items.push((DEAD_STREAM.to_owned(), ensured));
+        let (_, ensured) = ensure_stream(js, webhooks_bucket_stream(opts.replicas)).await?;
+        report
+            .items
+            .push((WEBHOOKS_BUCKET_STREAM.to_owned(), ensured));
+        Ok(report)
+    }
+
     /// The router's durable consumer of `EVENTS`.
     pub async fn router_consumer(js: &jetstream::Context) -> Result<PullConsumer, TopologyError> {
         get_consumer(js, EVENTS_STREAM, ROUTER_CONSUMER).await
