@@ -50,7 +50,6 @@ struct RawConfig {
     idempotency_ttl: String,
     max_body_bytes: usize,
     address_allowlist: String,
-    create_streams: bool,
     stream_replicas: usize,
 }
 
@@ -66,7 +65,6 @@ impl Default for RawConfig {
             idempotency_ttl: "24h".into(),
             max_body_bytes: 256 * 1024,
             address_allowlist: String::new(),
-            create_streams: false,
             stream_replicas: 1,
         }
     }
@@ -87,9 +85,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Which addresses a webhook URL may point at despite the SSRF policy.
     pub address_policy: AddressPolicy,
-    /// Create the streams Herald needs when missing (dev and tests); in
-    /// production they are provisioned once and only checked.
-    pub create_streams: bool,
+    /// Replicas of the streams the registry creates when missing.
     pub stream_replicas: usize,
 }
 
@@ -134,7 +130,6 @@ impl Config {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             max_body_bytes: 256 * 1024,
             address_policy: AddressPolicy::default(),
-            create_streams: true,
             stream_replicas: 1,
         }
     }
@@ -227,7 +222,6 @@ impl Config {
             idempotency_ttl,
             max_body_bytes: raw.max_body_bytes,
             address_policy: AddressPolicy { allow },
-            create_streams: raw.create_streams,
             stream_replicas: raw.stream_replicas,
         })
     }

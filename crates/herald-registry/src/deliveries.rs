@@ -144,13 +144,18 @@ async fn ingest_from(
                 .expires(Duration::from_secs(1))
                 .messages() => batch.context("cannot fetch outcomes")?,
         };
-        let messages: Vec<jetstream::Message> = batch
+        let collect = batch
             .filter_map(|m| async move {
                 m.map_err(|e| tracing::warn!(error = %e, "outcome message error"))
                     .ok()
             })
-            .collect()
-            .await;
+            .collect::<Vec<jetstream::Message>>();
+        // A batch can stall while NATS is away; shutdown must not wait on it
+        // (unacked messages are simply redelivered).
+        let messages = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            messages = collect => messages,
+        };
         if messages.is_empty() {
             continue;
         }

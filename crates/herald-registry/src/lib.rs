@@ -43,11 +43,10 @@ impl Registry {
         let nats = herald_bus::connect(&config.nats_url, "herald-registry").await?;
         let js = async_nats::jetstream::new(nats.clone());
         let topology = herald_bus::ProvisionOptions {
-            create_events_stream: config.create_streams,
             replicas: config.stream_replicas,
             ..herald_bus::ProvisionOptions::default()
         };
-        herald_bus::Topology::provision(&js, &topology)
+        herald_bus::Topology::provision_registry(&js, &topology)
             .await
             .context("cannot provision Herald's NATS streams")?;
         let bucket = herald_bus::WebhookBucket::open(&js)

@@ -157,7 +157,11 @@ impl Projector {
                 () = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            match self.reconcile(&store).await {
+            let result = tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = self.reconcile(&store) => result,
+            };
+            match result {
                 Ok(report) if report.written + report.removed > 0 => {
                     tracing::info!(?report, "reconciled webhook projections");
                 }
