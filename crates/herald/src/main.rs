@@ -1,0 +1,136 @@
+//! `herald`: runs Herald's services and the tools around them.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+mod demo;
+mod dev;
+mod telemetry;
+mod tools;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Webhook delivery for the booking platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run herald-registry: the REST API and the webhook projection.
+    /// Configured by HERALD_* environment variables (see the README).
+    Registry,
+    /// Run everything locally: the registry on SQLite, with a local
+    /// nats-server when none answers at NATS_URL.
+    Dev(dev::DevArgs),
+    /// Run herald-worker: consume events and deliver webhooks. Configured
+    /// by HERALD_* environment variables (see the README).
+    Worker,
+    /// Publish an event to NATS, as the booking platform does.
+    Publish(tools::PublishArgs),
+    /// Check a received webhook request's signature.
+    Verify(tools::VerifyArgs),
+    /// Print the registry's OpenAPI document.
+    Openapi,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herald: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herald: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Registry => {
+            telemetry::init();
+            let config = herald_registry::Config::from_env()?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            herald_registry::run(config, listener, shutdown_on_signal()).await
+        }
+        Command::Dev(args) => {
+            telemetry::init();
+            dev::run(args, shutdown_on_signal()).await
+        }
+        Command::Worker => {
+            telemetry::init();
+            let config = herald_worker::WorkerConfig::from_env()?;
+            herald_worker::run(config, shutdown_on_signal()).await
+        }
+        Command::Publish(args) => {
+            let message = tools::publish(args).await?;
+            eprintln!("{message}");
+            Ok(())
+        }
+        Command::Verify(args) => {
+            let message = tools::verify(args)?;
+            eprintln!("{message}");
+            Ok(())
+        }
+        Command::Openapi => {
+            print_openapi();
+            Ok(())
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // Printing the document is the command's purpose.
+fn print_openapi() {
+    print!("{}", herald_registry::openapi::to_pretty_json());
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops herald");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
