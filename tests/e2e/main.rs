@@ -1,0 +1,10 @@
+//! Herald end to end: the registry's API, the projection, a worker, a real
+//! receiver and the delivery log, each test with its own nats-server and
+//! database.
+
+#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is a failure with its message.
+
+mod harness;
+
+mod flows;
+mod outages;
