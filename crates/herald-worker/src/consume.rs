@@ -22,9 +22,9 @@ use crate::shutdown::{Backoff, Stopping, nak};
 /// for messages already on their way, and how quickly a lost pull request is replaced.
 pub const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
-/// A pull request's batch ends on its own this long after it expired even if the server never
-/// said so (the client's own timer); draining waits no longer than that.
-const DRAIN_LIMIT: Duration = Duration::from_secs(7);
+/// How long a stopping loop waits for its open pull request to end. The server ends it at
+/// [`PULL_EXPIRES`]; if it does not (a lost connection), nothing more can arrive anyway.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Where to pull from and how much at once.
 pub struct Pull<Open> {

@@ -21,6 +21,6 @@ mod worker;
 
 pub use breaker::BreakerConfig;
 pub use config::{ConfigError, WorkerConfig};
-pub use counters::CounterSnapshot;
+pub use counters::{CounterSnapshot, Counters};
 pub use index::{SharedIndex, Subscription};
 pub use worker::{Worker, run};

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -87,17 +88,19 @@ pub async fn ack(message: &jetstream::Message) {
     }
 }
 
-/// Waits for handlers in `tracker` to finish within `deadline`, then tells the rest to hand
-/// their messages back and waits briefly for them to do so. The fetch loops must already have
-/// stopped (no new handlers may start).
-pub async fn drain(tracker: &TaskTracker, stopping: &Stopping, deadline: Duration) {
+/// Waits for handlers in `tracker` to finish by `deadline`, then tells the rest to hand their
+/// messages back and waits briefly for them to do so. The fetch loops must already have stopped
+/// (no new handlers may start).
+pub async fn drain(tracker: &TaskTracker, stopping: &Stopping, deadline: Instant) {
     tracker.close();
-    if tokio::time::timeout(deadline, tracker.wait()).await.is_ok() {
+    if tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_ok()
+    {
         return;
     }
     tracing::warn!(
         in_flight = tracker.len(),
-        ?deadline,
         "shutdown deadline passed; handing the remaining messages back"
     );
     stopping.hard.cancel();
@@ -177,8 +180,8 @@ mod tests {
             hard.cancelled().await;
         });
         tracker.spawn(tokio::time::sleep(Duration::from_millis(100)));
-        let started = tokio::time::Instant::now();
-        drain(&tracker, &stopping, Duration::from_secs(1)).await;
+        let started = Instant::now();
+        drain(&tracker, &stopping, started + Duration::from_secs(1)).await;
         assert!(stopping.hard.is_cancelled());
         assert!(tracker.is_empty());
         assert!(started.elapsed() >= Duration::from_secs(1));

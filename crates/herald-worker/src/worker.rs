@@ -9,6 +9,7 @@ use async_nats::jetstream;
 use herald_bus::{ConsumerLimits, ProvisionOptions, Topology, WebhookBucket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,6 +30,12 @@ const CLIENT_NAME: &str = "herald-worker";
 
 /// How long loading the whole bucket may take at start-up (or after a broken watch).
 const INDEX_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the fetch loops get to hand back what their last pull request brings.
+const LOOPS_STOP_LIMIT: Duration = Duration::from_secs(3);
+
+/// How long the final flush of acks and NAKs may take.
+const FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 /// Pending messages allowed per consumer across all replicas: far above what the replicas'
 /// permits can hold, so it never limits a healthy deployment.
@@ -58,7 +65,7 @@ impl Worker {
         config.validate()?;
         let tiers = config.retry_tiers()?;
         let client = herald_bus::connect(&config.nats_url, CLIENT_NAME).await?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
 
         let options = ProvisionOptions {
             create_events_stream: config.create_streams,
@@ -185,6 +192,7 @@ impl Worker {
             tracker,
             stopping,
             config.shutdown_deadline,
+            client,
         ));
         tracing::info!(
             webhooks = index.len(),
@@ -203,6 +211,11 @@ impl Worker {
     /// What the worker has done so far.
     pub fn counters(&self) -> CounterSnapshot {
         self.counters.snapshot()
+    }
+
+    /// The live counters, which outlive the worker (read them after [`wait`](Worker::wait)).
+    pub fn shared_counters(&self) -> Arc<Counters> {
+        self.counters.clone()
     }
 
     /// The subscription index, as loaded from the bucket.
@@ -247,6 +260,7 @@ async fn supervise(
     tracker: TaskTracker,
     stopping: Stopping,
     deadline: Duration,
+    client: async_nats::Client,
 ) -> anyhow::Result<()> {
     // Handlers run outside the JoinSet; if this task is aborted (the Worker dropped), the guard
     // abandons them too, which is what a crash means for a worker inside a process.
@@ -260,18 +274,36 @@ async fn supervise(
     }
     tracing::info!("herald-worker stopping");
     stopping.fetch.cancel();
-    let started = tokio::time::Instant::now();
+    let deadline = Instant::now() + deadline;
+    // The deadline runs from now for handlers, also while the loops are still handing back
+    // what their last pull request brings.
+    let cut_off = {
+        let hard = stopping.hard.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            hard.cancel();
+        })
+    };
     let loops_done = async { while loops.join_next().await.is_some() {} };
-    if tokio::time::timeout(deadline, loops_done).await.is_err() {
-        tracing::warn!("worker loops did not stop within the deadline; aborting them");
+    if tokio::time::timeout(LOOPS_STOP_LIMIT, loops_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!("worker loops did not stop in time; aborting them");
         loops.abort_all();
     }
-    drain(
-        &tracker,
-        &stopping,
-        deadline.saturating_sub(started.elapsed()),
-    )
-    .await;
+    drain(&tracker, &stopping, deadline).await;
+    cut_off.abort();
+    // Acks and NAKs are queued on the connection; make sure they reach the server before the
+    // connection is dropped with the worker.
+    if tokio::time::timeout(FLUSH_LIMIT, client.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "could not flush the NATS connection; unsettled messages are redelivered after their ack wait"
+        );
+    }
     crash.disarm();
     tracing::info!("herald-worker stopped");
     Ok(())
