@@ -122,6 +122,13 @@ impl Breaker {
         }
     }
 
+    /// The probe let through was not sent after all: let the next task probe at once.
+    fn probe_abandoned(&mut self, now: Instant) {
+        if matches!(self.state, State::HalfOpen { .. }) {
+            self.state = State::Open { until: now };
+        }
+    }
+
     /// Returns true when this success closed an open or half-open breaker.
     fn succeeded(&mut self, config: &BreakerConfig) -> bool {
         let was_open = self.state != State::Closed;
@@ -182,6 +189,13 @@ impl Breakers {
         match self.lock().get_mut(webhook) {
             Some(breaker) => breaker.admit(&self.config, now),
             None => Admission::Send,
+        }
+    }
+
+    /// Gives back a probe admitted by [`admit`](Self::admit) that was not sent.
+    pub fn probe_abandoned(&self, webhook: &WebhookId) {
+        if let Some(breaker) = self.lock().get_mut(webhook) {
+            breaker.probe_abandoned(Instant::now());
         }
     }
 

@@ -178,17 +178,12 @@ impl Sender {
             return Ok(());
         };
 
-        let Some(slot) = self.in_flight.try_take(&task.webhook) else {
-            self.counters.throttled(1);
-            nak(message, Some(THROTTLE_DELAY), &self.counters).await;
-            return Ok(());
-        };
-
+        // The breaker first: while it is open, tasks leave the consumer for a delay line
+        // instead of occupying its pending set with short NAKs.
         let probe = match self.breakers.admit(&task.webhook) {
             Admission::Send => false,
             Admission::Probe => true,
             Admission::Defer(rest) => {
-                drop(slot);
                 let shortest = self
                     .tiers
                     .tiers()
@@ -198,6 +193,14 @@ impl Sender {
                 self.defer(message, &task, until).await?;
                 return Ok(());
             }
+        };
+        let Some(slot) = self.in_flight.try_take(&task.webhook) else {
+            if probe {
+                self.breakers.probe_abandoned(&task.webhook);
+            }
+            self.counters.throttled(1);
+            nak(message, Some(THROTTLE_DELAY), &self.counters).await;
+            return Ok(());
         };
 
         let trace = message
@@ -234,6 +237,9 @@ impl Sender {
             }
         } else if refused {
             // Nothing reached the endpoint, so this says nothing about its health.
+            if probe {
+                self.breakers.probe_abandoned(&task.webhook);
+            }
         } else if self.breakers.failed(&task.webhook) {
             tracing::warn!(webhook = %task.webhook, probe, "endpoint failing; circuit opened");
         }

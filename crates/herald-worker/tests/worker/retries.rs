@@ -149,6 +149,53 @@ async fn retry_after_is_honoured() {
     let outcomes = h.wait_outcomes(|o| o.len() == 2).await;
     assert_eq!(outcomes[0].http_status, 429);
     assert_eq!(status(&outcomes[1]), DeliveryStatus::Delivered);
+    // The 1 s wait went through the 100 ms line, moving to its back each time it was not due.
+    assert!(worker.counters().requeued > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_wait_does_not_hold_up_its_delay_line() {
+    let h = Harness::start().await;
+    let mut config = h.config();
+    config.retry_schedule = RetrySchedule::new(vec![ms(100), Duration::from_secs(3)]).unwrap();
+    let worker = h.worker_with(config).await;
+    let patient = h.spec("/patient", &["payment.failed"]);
+    let eager = h.spec("/eager", &["booking.created"]);
+    h.put_indexed(&worker, &[&patient, &eager]).await;
+    h.receiver.respond_seq(
+        "/patient",
+        [
+            Response::status(503).header("Retry-After", "2"),
+            Response::ok(),
+        ],
+    );
+    h.receiver.respond_seq("/eager", [500, 200]);
+
+    // The patient retry enters the 100 ms line first, due in 2 s.
+    h.publish(&h.event("payment.failed")).await;
+    h.receiver
+        .wait_for_requests("/patient", 1, WAIT)
+        .await
+        .unwrap();
+    h.publish(&h.event("booking.created")).await;
+    let eager_requests = h
+        .receiver
+        .wait_for_requests("/eager", 2, WAIT)
+        .await
+        .unwrap();
+    let patient_requests = h
+        .receiver
+        .wait_for_requests("/patient", 2, WAIT)
+        .await
+        .unwrap();
+    let eager_gap = eager_requests[1].received_at - eager_requests[0].received_at;
+    assert!(
+        eager_gap < ms(1000),
+        "the 100 ms retry waited {eager_gap:?} behind a 2 s one"
+    );
+    assert!(eager_requests[1].received_at < patient_requests[1].received_at);
+    let patient_gap = patient_requests[1].received_at - patient_requests[0].received_at;
+    assert!(patient_gap >= Duration::from_secs(2), "{patient_gap:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
