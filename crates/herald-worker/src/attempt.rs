@@ -37,6 +37,19 @@ pub struct Attempted {
     pub result: Result<http::Response, AttemptError>,
 }
 
+impl Attempted {
+    /// When the answer (or the failure) came. Waits are counted from here: an endpoint that
+    /// says "retry after 1 s" means one second after it said so.
+    pub fn answered_at(&self) -> DateTime<Utc> {
+        self.at + chrono::Duration::from_std(self.latency).unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// When the attempt after a wait of `delay` is due.
+    pub fn next_at(&self, delay: Duration) -> DateTime<Utc> {
+        self.answered_at() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
 /// The request headers of one attempt: `webhook-id` is the delivery id (stable across retries,
 /// for receivers to deduplicate on), `webhook-signature` holds one signature per live secret.
 pub fn request_headers(
@@ -141,7 +154,7 @@ pub fn decide(
         return exhausted;
     };
     let hinted = (disposition == Disposition::RetryHonouringRetryAfter)
-        .then(|| retry_after.and_then(|header| parse_retry_after(header, attempted.at)))
+        .then(|| retry_after.and_then(|header| parse_retry_after(header, attempted.answered_at())))
         .flatten();
     match hinted {
         // Not jittered: jitter could bring the retry before the time the endpoint asked for.
@@ -169,7 +182,7 @@ pub fn outcome(task: &Task, attempted: &Attempted, verdict: Verdict) -> Delivery
         Verdict::Delivered => (DeliveryStatus::Delivered, None, false),
         Verdict::Retry(delay) => (
             DeliveryStatus::Failed,
-            Some(attempted.at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)),
+            Some(attempted.next_at(delay)),
             false,
         ),
         Verdict::Exhausted { disable } => (DeliveryStatus::Exhausted, None, disable),
@@ -391,9 +404,11 @@ mod tests {
         assert_eq!(outcome.latency_ms, 12);
         assert_eq!(outcome.error, "HTTP 302 (redirects are not followed)");
         assert_eq!(outcome.response_body, "nope");
+        // Counted from the answer, 12 ms after the request.
+        let next = outcome.next_attempt_at.unwrap();
         assert_eq!(
-            outcome.next_attempt_at.map(|at| at.seconds),
-            Some(attempted.at.timestamp() + 10)
+            herald_proto::datetime(&next),
+            Some(attempted.at + chrono::Duration::milliseconds(10_012))
         );
         assert!(!outcome.disable_webhook);
         assert_eq!(outcome.trigger, Trigger::Event as i32);

@@ -285,7 +285,7 @@ impl SharedIndex {
         f(&self.inner.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    pub fn write<T>(&self, f: impl FnOnce(&mut SubscriptionIndex) -> T) -> T {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut SubscriptionIndex) -> T) -> T {
         f(&mut self.inner.write().unwrap_or_else(PoisonError::into_inner))
     }
 

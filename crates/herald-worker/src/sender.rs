@@ -32,12 +32,13 @@ use crate::task::{Task, msg_id};
 /// short NAK is the right tool for brief back-pressure (see DESIGN.md).
 const THROTTLE_DELAY: Duration = Duration::from_secs(1);
 
+/// Deliveries of a task whose webhook is missing or disabled before it is dropped: enough for
+/// a replica whose bucket watch lags a little behind the router's to catch up.
+const MISSING_WEBHOOK_DELIVERIES: i64 = 3;
+
 /// A task due within this long is held back with a NAK delay; one due later goes through a
 /// delay line, so that long waits never sit in the consumer's pending set.
 const SHORT_WAIT: Duration = Duration::from_secs(5);
-
-/// A task this close to its `not_before` is sent: clocks of replicas differ by a little.
-const EARLY_TOLERANCE: Duration = Duration::from_millis(50);
 
 /// Retries of a publish whose acknowledgement did not come, before the task is handed back.
 const PUBLISH_ATTEMPTS: u32 = 3;
@@ -160,7 +161,7 @@ impl Sender {
         let now = Utc::now();
         if let Some(not_before) = task.not_before
             && let Ok(early) = (not_before - now).to_std()
-            && early > EARLY_TOLERANCE
+            && !early.is_zero()
         {
             if early <= SHORT_WAIT {
                 nak(message, Some(early), &self.counters).await;
@@ -171,7 +172,14 @@ impl Sender {
         }
 
         let Some(subscription) = self.index.get(&task.webhook).filter(|s| s.enabled) else {
-            // Deleted or disabled since the task was made: the registry's word is final.
+            // Another replica may have made this task from a spec this one has not seen yet, so
+            // the verdict "gone" is only trusted once it has held for a few redeliveries.
+            let delivered = message.info().map_or(1, |info| info.delivered);
+            if delivered < MISSING_WEBHOOK_DELIVERIES {
+                nak(message, Some(THROTTLE_DELAY), &self.counters).await;
+                return Ok(());
+            }
+            // Deleted or disabled: the registry's word is final.
             tracing::debug!(webhook = %task.webhook, delivery = %task.delivery_id, "webhook gone or disabled; task dropped");
             self.counters.dropped(1);
             ack(message).await;
@@ -283,7 +291,7 @@ impl Sender {
                 return Ok(());
             };
             let next = task.attempt + 1;
-            let not_before = attempted.at + chrono_duration(delay);
+            let not_before = attempted.next_at(delay);
             let tier = self.tiers.for_delay(delay);
             self.publish(
                 tier.subject(),

@@ -9,9 +9,9 @@ use herald_core::{
     AccountId, DeliveryId, Event, EventData, EventId, EventType, SigningSecret, WebhookId,
 };
 use herald_proto::deliveries::v1::{DeliveryStatus, Trigger};
-use herald_testkit::wait_until;
+use herald_testkit::{Response, wait_until};
 
-use crate::common::{Harness, SECRET, WAIT, status, wait_counters};
+use crate::common::{Harness, SECRET, WAIT, ms, status, wait_counters};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -266,4 +266,28 @@ async fn disabled_and_deleted_webhooks_receive_nothing() {
     for path in ["/disabled", "/deleted", "/disabled-later"] {
         assert!(h.receiver.requests_to(path).is_empty(), "{path}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_disabled_between_attempts_gets_no_retry() {
+    let h = Harness::start().await;
+    let worker = h.worker().await;
+    let spec = h.spec("/disabled-mid-way", &[]);
+    h.put_indexed(&worker, &[&spec]).await;
+    // A slow failure, so the webhook can be disabled while the first attempt is in flight.
+    h.receiver
+        .respond("/disabled-mid-way", Response::status(500).delay(ms(500)));
+
+    h.publish(&h.event("booking.created")).await;
+    h.receiver
+        .wait_for_requests("/disabled-mid-way", 1, WAIT)
+        .await
+        .unwrap();
+    let mut disabled = spec.clone();
+    disabled.enabled = false;
+    disabled.version = 2;
+    h.put_indexed(&worker, &[&disabled]).await;
+
+    wait_counters(&worker, |c| c.failed == 1 && c.dropped == 1).await;
+    assert_eq!(h.receiver.requests_to("/disabled-mid-way").len(), 1);
 }
