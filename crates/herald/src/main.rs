@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod bench;
 mod demo;
 mod dev;
 mod telemetry;
@@ -37,6 +38,9 @@ enum Command {
     Publish(tools::PublishArgs),
     /// Check a received webhook request's signature.
     Verify(tools::VerifyArgs),
+    /// Measure end-to-end delivery throughput and latency against a bare
+    /// HTTP POST loop on this machine.
+    Bench(bench::BenchArgs),
     /// Print the registry's OpenAPI document.
     Openapi,
 }
@@ -86,6 +90,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => {
             let message = tools::verify(args)?;
             eprintln!("{message}");
+            Ok(())
+        }
+        Command::Bench(args) => {
+            telemetry::init();
+            let report = bench::run(args).await?;
+            eprintln!("{report}");
             Ok(())
         }
         Command::Openapi => {

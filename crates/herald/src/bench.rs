@@ -1,0 +1,264 @@
+//! `herald bench`: end-to-end delivery throughput and latency on this
+//! machine, against a bare HTTP POST loop to the same receiver, in one run.
+//!
+//! Herald's path is the real one: protobuf events published to a
+//! file-backed EVENTS stream, the router's fan-out through
+//! HERALD_DELIVERIES, signing, and an HTTP POST to a local receiver. The
+//! registry is not on that path (workers read the KV bucket), so specs are
+//! written to the bucket directly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use futures::StreamExt as _;
+use herald_core::{AccountId, Event, EventData, EventId, EventType, SigningSecret, WebhookId};
+use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Events (= deliveries) per throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u64,
+    /// Requests the bare POST loop keeps in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Events of the latency run, published at half the measured rate.
+    #[arg(long, default_value_t = 5_000)]
+    pub latency_events: u64,
+    /// Webhooks (one per account) the events are spread over.
+    #[arg(long, default_value_t = 64)]
+    pub webhooks: usize,
+}
+
+/// Counts deliveries and records, per event, the publish-to-receipt delay.
+#[derive(Default)]
+struct Sink {
+    received: AtomicU64,
+    notify: Notify,
+    latencies: std::sync::Mutex<Vec<Duration>>,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+async fn receive(State(sink): State<Arc<Sink>>, body: Bytes) -> StatusCode {
+    // The body carries the send time as micros since the run's epoch.
+    if let (Some(epoch), Ok(value)) = (
+        sink.epoch.get(),
+        serde_json::from_slice::<serde_json::Value>(&body),
+    ) && let Some(sent) = value["data"]["sent_us"].as_u64()
+    {
+        let now = epoch.elapsed();
+        if let Ok(mut latencies) = sink.latencies.lock() {
+            latencies.push(now.saturating_sub(Duration::from_micros(sent)));
+        }
+    }
+    sink.received.fetch_add(1, Ordering::Relaxed);
+    sink.notify.notify_waiters();
+    StatusCode::NO_CONTENT
+}
+
+impl Sink {
+    async fn wait_for(&self, count: u64, deadline: Duration) -> anyhow::Result<()> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let notified = self.notify.notified();
+            if self.received.load(Ordering::Relaxed) >= count {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                anyhow::bail!(
+                    "only {} of {count} deliveries arrived within {deadline:?}",
+                    self.received.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+
+    fn reset(&self) {
+        self.received.store(0, Ordering::Relaxed);
+        if let Ok(mut latencies) = self.latencies.lock() {
+            latencies.clear();
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn body(epoch: Instant) -> String {
+    format!(
+        r#"{{"booking_id":"bk_00001","guest":"Ada Lovelace","nights":3,"total":{{"amount":36000,"currency":"EUR"}},"sent_us":{}}}"#,
+        epoch.elapsed().as_micros()
+    )
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<String> {
+    let data = tempfile::tempdir().context("cannot create a temporary folder")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let nats_url = format!("nats://127.0.0.1:{port}");
+    let _nats = crate::dev::ensure_nats(&nats_url, data.path()).await?;
+
+    let sink = Arc::new(Sink::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let receiver = format!("http://{}/hook", listener.local_addr()?);
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(sink.clone());
+    let stop = CancellationToken::new();
+    let serving = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(serving.cancelled_owned())
+            .await;
+    });
+
+    // Baseline: the same receiver, a bare POST loop with `concurrency` in flight.
+    let http = reqwest::Client::new();
+    let epoch = Instant::now();
+    let _ = sink.epoch.set(epoch);
+    let started = Instant::now();
+    futures::stream::iter(0..args.events)
+        .for_each_concurrent(args.concurrency, |_| {
+            let request = http
+                .post(&receiver)
+                .header("content-type", "application/json")
+                .body(format!(
+                    r#"{{"id":"evt_x","type":"booking.created","data":{}}}"#,
+                    body(epoch)
+                ));
+            async move {
+                if let Err(error) = request.send().await {
+                    tracing::warn!(%error, "baseline request failed");
+                }
+            }
+        })
+        .await;
+    sink.wait_for(args.events, Duration::from_secs(120)).await?;
+    let baseline = args.events as f64 / started.elapsed().as_secs_f64();
+    sink.reset();
+
+    // Herald: one worker in this process, one webhook, file-backed streams.
+    let mut config = herald_worker::WorkerConfig::for_local(&nats_url);
+    config.address_policy.allow = vec!["127.0.0.0/8".parse().context("loopback CIDR")?];
+    let worker = herald_worker::Worker::start(config, stop.clone()).await?;
+    let client = herald_bus::connect(&nats_url, "herald-bench").await?;
+    let js = async_nats::jetstream::new(client);
+    let bucket = herald_bus::WebhookBucket::open(&js).await?;
+    let mut accounts = Vec::with_capacity(args.webhooks);
+    for _ in 0..args.webhooks.max(1) {
+        let account = AccountId::new();
+        let spec = WebhookSpec {
+            id: WebhookId::new().to_string(),
+            account_id: account.to_string(),
+            name: "bench".into(),
+            enabled: true,
+            event_patterns: vec![],
+            url: receiver.clone(),
+            signing_keys: vec![SigningKey {
+                secret: SigningSecret::generate().expose_whsec(),
+                expires_at: None,
+            }],
+            version: 1,
+            updated_at: None,
+        };
+        bucket.put(&spec).await?;
+        accounts.push(account);
+    }
+    let wait_index = Instant::now();
+    while worker.index().len() < accounts.len() {
+        anyhow::ensure!(
+            wait_index.elapsed() < Duration::from_secs(10),
+            "the worker never saw the webhooks"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let publisher = herald_bus::Publisher::new(js);
+    let event_type = EventType::parse("booking.created")?;
+    let sequence = AtomicU64::new(0);
+    let make = |epoch: Instant| -> anyhow::Result<Event> {
+        let n = sequence.fetch_add(1, Ordering::Relaxed) as usize;
+        Ok(Event {
+            id: EventId::generate(),
+            event_type: event_type.clone(),
+            account: accounts[n % accounts.len()].clone(),
+            timestamp: chrono::Utc::now(),
+            data: EventData::parse(&body(epoch))?,
+        })
+    };
+
+    let started = Instant::now();
+    let events = (0..args.events)
+        .map(|_| make(epoch))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    futures::stream::iter(events)
+        .for_each_concurrent(256, |event| {
+            let publisher = publisher.clone();
+            async move {
+                if let Err(error) = publisher.publish(&event).await {
+                    tracing::warn!(%error, "publish failed");
+                }
+            }
+        })
+        .await;
+    sink.wait_for(args.events, Duration::from_secs(300)).await?;
+    let herald = args.events as f64 / started.elapsed().as_secs_f64();
+    sink.reset();
+
+    // Latency at half the rate Herald just sustained.
+    let rate = (herald / 2.0).max(1.0);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for _ in 0..args.latency_events {
+        ticker.tick().await;
+        let event = make(epoch)?;
+        let publisher = publisher.clone();
+        pending.push(async move { publisher.publish(&event).await });
+        while let Some(Some(result)) = futures::FutureExt::now_or_never(pending.next()) {
+            result.context("publish failed")?;
+        }
+    }
+    while let Some(result) = pending.next().await {
+        result.context("publish failed")?;
+    }
+    sink.wait_for(args.latency_events, Duration::from_secs(120))
+        .await?;
+    let mut latencies = sink.latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    latencies.sort();
+    let counters = worker.counters();
+    stop.cancel();
+    worker.wait().await?;
+
+    Ok(format!(
+        "herald bench: {events} deliveries over {webhooks} webhooks, file-backed JetStream, receiver on loopback\n\
+         bare POST loop ({concurrency} in flight): {baseline:>9.0} requests/s\n\
+         herald end to end:                      {herald:>9.0} deliveries/s  ({ratio:.2} of the bare loop)\n\
+         latency at {rate:.0}/s (half of that), {n} events: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms\n\
+         worker counters: delivered {delivered}, failed {failed}, dead {dead}",
+        events = args.events,
+        webhooks = accounts.len(),
+        concurrency = args.concurrency,
+        ratio = herald / baseline,
+        n = args.latency_events,
+        p50 = percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        p99 = percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        max = latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        delivered = counters.delivered,
+        failed = counters.failed,
+        dead = counters.dead,
+    ))
+}
