@@ -3,20 +3,28 @@
 //!
 //! [`Worker::start`] runs one in-process (tests, `herald dev`); [`run`] runs one until a
 //! shutdown token is cancelled (`herald worker`).
+//!
+//! The flow, one module per step: [`watch`] keeps the [`index`] equal to the webhook bucket;
+//! `router` fans each event out into delivery tasks; `sender` signs and POSTs them through the
+//! [`http`] client, guarded by the [`breaker`]s, records every attempt's outcome and schedules
+//! retries; `delay` lines hold retries until they are due. Every step acknowledges its input
+//! only after its output is stored, and every output carries a message id that makes a repeated
+//! step a no-op, so a crash anywhere repeats work instead of losing it.
 
-mod attempt;
 pub mod breaker;
 pub mod config;
-mod consume;
 pub mod counters;
-mod delay;
 pub mod http;
 pub mod index;
+pub mod watch;
+
+mod attempt;
+mod consume;
+mod delay;
 mod router;
 mod sender;
 mod shutdown;
 mod task;
-mod watch;
 mod worker;
 
 pub use breaker::BreakerConfig;

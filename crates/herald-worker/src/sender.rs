@@ -120,6 +120,8 @@ pub struct Sender {
     pub in_flight: Arc<InFlight>,
     pub schedule: RetrySchedule,
     pub tiers: RetryTiers,
+    /// Age of an event past which its tasks are no longer deferred by an open breaker.
+    pub defer_limit: Duration,
     pub counters: Arc<Counters>,
     pub stopping: Stopping,
 }
@@ -187,8 +189,19 @@ impl Sender {
         };
 
         // The breaker first: while it is open, tasks leave the consumer for a delay line
-        // instead of occupying its pending set with short NAKs.
-        let probe = match self.breakers.admit(&task.webhook) {
+        // instead of occupying its pending set with short NAKs. Deferring uses no attempt, so
+        // an endpoint that never recovers would keep its tasks circling forever; once an event
+        // is older than the whole retry span, its tasks are attempted regardless and run out
+        // their schedule.
+        let overdue = (now - task.event.timestamp)
+            .to_std()
+            .is_ok_and(|age| age > self.defer_limit);
+        let admission = if overdue {
+            Admission::Send
+        } else {
+            self.breakers.admit(&task.webhook)
+        };
+        let probe = match admission {
             Admission::Send => false,
             Admission::Probe => true,
             Admission::Defer(rest) => {

@@ -117,6 +117,8 @@ impl Worker {
             in_flight: InFlight::new(config.per_webhook_in_flight),
             schedule: config.retry_schedule.clone(),
             tiers: tiers.clone(),
+            defer_limit: config.retry_schedule.delays().iter().sum::<Duration>()
+                + config.breaker.max_cool_down,
             counters: counters.clone(),
             stopping: stopping.clone(),
         });

@@ -1,8 +1,12 @@
 //! A dead endpoint trips its circuit breaker and does not hold up healthy ones.
 
+use std::time::Duration;
+
+use herald_core::{DeliveryId, WebhookId};
+use herald_proto::deliveries::v1::DeliveryStatus;
 use herald_testkit::{Response, wait_until};
 
-use crate::common::{Harness, WAIT, ms, wait_counters};
+use crate::common::{Harness, WAIT, ms, status, wait_counters};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_endpoint_opens_its_breaker_while_a_healthy_one_keeps_delivering() {
@@ -61,4 +65,41 @@ async fn a_recovered_endpoint_gets_its_deferred_deliveries() {
         .await
         .expect("the breaker closes");
     assert!(worker.counters().delivered >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferral_ends_once_an_event_is_older_than_the_retry_span() {
+    let h = Harness::start().await;
+    let mut config = h.config();
+    config.breaker.failures_to_open = 1;
+    config.breaker.cool_down = Duration::from_secs(10);
+    config.breaker.max_cool_down = Duration::from_secs(10);
+    let worker = h.worker_with(config).await;
+    let spec = h.spec("/never", &[]);
+    h.put_indexed(&worker, &[&spec]).await;
+    h.receiver.respond("/never", 500);
+
+    h.publish(&h.event("booking.created")).await;
+    wait_until(WAIT, || async { worker.open_breakers() == 1 })
+        .await
+        .unwrap();
+    wait_counters(&worker, |c| c.deferred > 0).await;
+
+    // An event from an hour ago: past the retry span (0.3 s) plus the longest rest (10 s), so
+    // its delivery runs its schedule to exhaustion despite the open breaker.
+    let mut old = h.event("booking.created");
+    old.timestamp -= chrono::Duration::hours(1);
+    h.publish(&old).await;
+    let delivery_id = DeliveryId::derive(&old.id, &WebhookId::parse(&spec.id).unwrap());
+    let outcomes = h
+        .wait_outcomes(|o| {
+            o.iter()
+                .any(|o| o.delivery_id == delivery_id.as_str() && o.attempt == 3)
+        })
+        .await;
+    let last = outcomes
+        .iter()
+        .find(|o| o.delivery_id == delivery_id.as_str() && o.attempt == 3)
+        .unwrap();
+    assert_eq!(status(last), DeliveryStatus::Exhausted);
 }
