@@ -3,8 +3,8 @@
 //!
 //! The policy is checked at connect time, not only when a webhook is registered, because a DNS
 //! name can start resolving to an internal address at any moment (DNS rebinding). Names go
-//! through a resolver that applies the policy; IP literals never reach a resolver, so they are checked before
-//! the request is made.
+//! through a resolver that applies the policy; IP literals never reach a resolver, so they are
+//! checked before the request is made.
 
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
