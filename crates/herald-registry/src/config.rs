@@ -36,6 +36,20 @@ fn env_name(key: &str) -> String {
     format!("HERALD_{}", key.to_ascii_uppercase())
 }
 
+/// The environment keys the registry reads, without the `HERALD_` prefix.
+const KEYS: [&str; 10] = [
+    "listen",
+    "database_url",
+    "nats_url",
+    "admin_api_key",
+    "encryption_key",
+    "reconcile_interval",
+    "idempotency_ttl",
+    "max_body_bytes",
+    "address_allowlist",
+    "stream_replicas",
+];
+
 /// As read, before validation. Every field has a default or is optional, so
 /// that validation can name exactly the key that is missing or wrong.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,8 +126,9 @@ impl Config {
         if let Ok(path) = std::env::var("HERALD_CONFIG_FILE") {
             figment = figment.merge(Toml::file_exact(path));
         }
-        // HERALD_CONFIG_FILE itself is not a setting.
-        figment = figment.merge(Env::prefixed("HERALD_").ignore(&["config_file"]));
+        // Only the registry's own keys: the worker's, the log format and the
+        // test settings share the HERALD_ prefix and the environment.
+        figment = figment.merge(Env::prefixed("HERALD_").only(&KEYS));
         Self::from_figment(figment)
     }
 
