@@ -8,7 +8,6 @@ use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _, TryStreamExt as _, stream::BoxStream};
 use herald_proto::webhooks::v1::WebhookSpec;
-use prost::Message as _;
 
 use crate::names::WEBHOOKS_BUCKET;
 use crate::topology::{TopologyError, create_stream_if_missing, webhooks_bucket_stream};
@@ -78,7 +77,7 @@ impl WebhookBucket {
 
     /// Stores `spec` under its id, replacing any earlier spec, and returns the entry's revision.
     pub async fn put(&self, spec: &WebhookSpec) -> Result<u64, KvError> {
-        let value = Bytes::from(spec.encode_to_vec());
+        let value = Bytes::from(herald_proto::encode(spec));
         self.store
             .put(&spec.id, value)
             .await
@@ -108,7 +107,7 @@ impl WebhookBucket {
         else {
             return Ok(None);
         };
-        WebhookSpec::decode(value)
+        herald_proto::decode::<WebhookSpec>(&value)
             .map(Some)
             .map_err(|source| KvError::Malformed {
                 id: id.to_owned(),
@@ -219,7 +218,7 @@ impl WatchState {
 fn change(entry: kv::Entry) -> Option<SpecChange> {
     match entry.operation {
         kv::Operation::Delete | kv::Operation::Purge => Some(SpecChange::Deleted(entry.key)),
-        kv::Operation::Put => match WebhookSpec::decode(entry.value) {
+        kv::Operation::Put => match herald_proto::decode::<WebhookSpec>(&entry.value) {
             Ok(spec) if spec.id == entry.key => Some(SpecChange::Put(spec)),
             Ok(spec) => {
                 tracing::warn!(

@@ -6,7 +6,6 @@ use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMes
 use bytes::Bytes;
 use herald_core::{AccountId, Event, EventId, EventType};
 use herald_proto::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, encode_event};
-use prost::Message as _;
 
 use crate::headers::single_line;
 use crate::names::{DEAD_STREAM, DeadSource, EVENTS_STREAM, dead_subject, event_subject, header};
@@ -74,7 +73,7 @@ impl Publisher {
         event: &Event,
         headers: HeaderMap,
     ) -> Result<PublishReceipt, PublishError> {
-        let payload = Bytes::from(encode_event(event).encode_to_vec());
+        let payload = Bytes::from(herald_proto::encode(&encode_event(event)));
         self.send(
             event_subject(&event.account, &event.event_type),
             &event.id,

@@ -47,6 +47,18 @@ pub mod deliveries {
     }
 }
 
+/// Any of Herald's messages as protobuf bytes, so that no other crate needs
+/// prost to put one on the wire.
+pub fn encode<M: prost::Message>(message: &M) -> Vec<u8> {
+    message.encode_to_vec()
+}
+
+/// One of Herald's messages from protobuf bytes; the error names the
+/// message and says what was wrong.
+pub fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, prost::DecodeError> {
+    M::decode(bytes)
+}
+
 /// Content type of a protobuf-encoded message.
 pub const CONTENT_TYPE_PROTOBUF: &str = "application/protobuf";
 
