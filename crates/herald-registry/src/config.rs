@@ -84,8 +84,9 @@ impl Default for RawConfig {
     }
 }
 
-/// Validated configuration of herald-registry.
-#[derive(Debug, Clone)]
+/// Validated configuration of herald-registry. Its `Debug` hides the
+/// database URL, which may hold a password.
+#[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
@@ -101,6 +102,19 @@ pub struct Config {
     pub address_policy: AddressPolicy,
     /// Replicas of the streams the registry creates when missing.
     pub stream_replicas: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &"[redacted]")
+            .field("nats_url", &self.nats_url)
+            .field("encryption_key", &self.encryption_key.is_some())
+            .field("reconcile_interval", &self.reconcile_interval)
+            .field("address_policy", &self.address_policy)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The key that seals secrets at rest.

@@ -9,7 +9,6 @@ use async_nats::jetstream;
 use futures::StreamExt as _;
 use herald_core::{AccountId, DeliveryId, Event, EventData, EventId, EventType, WebhookId};
 use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, DeliveryTask, Trigger};
-use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
@@ -56,8 +55,8 @@ pub fn outcome_record(outcome: &DeliveryOutcome) -> anyhow::Result<OutcomeRecord
         trigger: trigger_name(outcome.trigger).to_owned(),
         http_status: u16::try_from(outcome.http_status).unwrap_or(0),
         latency_ms: outcome.latency_ms,
-        error: outcome.error.clone(),
-        response_body: outcome.response_body.clone(),
+        error: without_nul(&outcome.error),
+        response_body: without_nul(&outcome.response_body),
         attempted_at: outcome
             .attempted_at
             .as_ref()
@@ -68,6 +67,11 @@ pub fn outcome_record(outcome: &DeliveryOutcome) -> anyhow::Result<OutcomeRecord
             .as_ref()
             .and_then(herald_proto::datetime),
     })
+}
+
+/// PostgreSQL's text refuses NUL, and an endpoint may answer with one.
+fn without_nul(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
 }
 
 pub fn trigger_name(trigger: i32) -> &'static str {
@@ -107,7 +111,7 @@ pub async fn run_ingest(
                 continue;
             }
         };
-        if let Err(error) = ingest_from(&consumer, &store, &projector, &shutdown).await {
+        if let Err(error) = ingest_from(&js, &consumer, &store, &projector, &shutdown).await {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "outcome ingest interrupted; resuming"
@@ -130,6 +134,7 @@ async fn pause(shutdown: &CancellationToken, duration: Duration) -> bool {
 }
 
 async fn ingest_from(
+    js: &jetstream::Context,
     consumer: &jetstream::consumer::PullConsumer,
     store: &Store,
     projector: &Projector,
@@ -160,52 +165,92 @@ async fn ingest_from(
             continue;
         }
         let mut records = Vec::with_capacity(messages.len());
-        let mut disable = Vec::new();
+        let mut sources = Vec::with_capacity(messages.len());
         for message in &messages {
-            match DeliveryOutcome::decode(message.payload.as_ref())
+            match herald_proto::decode::<DeliveryOutcome>(message.payload.as_ref())
                 .context("undecodable outcome")
-                .and_then(|o| outcome_record(&o).map(|r| (o, r)))
+                .and_then(|o| outcome_record(&o).map(|r| (o.disable_webhook, r)))
             {
-                Ok((outcome, record)) => {
-                    if outcome.disable_webhook {
-                        disable.push((record.account.clone(), record.webhook_id.clone()));
-                    }
+                Ok(record) => {
                     records.push(record);
+                    sources.push(message);
                 }
-                // Dropping is right: a malformed outcome will never become
-                // well-formed, and holding it would block the log.
-                Err(error) => tracing::error!(
-                    error = format!("{error:#}"),
-                    subject = %message.subject,
-                    "dropping an unusable outcome"
-                ),
+                // A malformed outcome will never become well-formed; holding
+                // it would block the log, so it is set aside with its reason.
+                Err(error) => dead_letter(js, message, &format!("{error:#}")).await,
             }
         }
-        match store.ingest_outcomes(&records).await {
+        let plain: Vec<OutcomeRecord> = records.iter().map(|(_, r)| r.clone()).collect();
+        let new = match store.ingest_outcomes(&plain).await {
             Ok(report) => {
-                tracing::debug!(?report, "outcomes recorded");
-                for (account, webhook) in disable {
-                    disable_gone(store, projector, &account, &webhook).await;
-                }
-                for message in &messages {
-                    if let Err(error) = message.ack().await {
-                        tracing::warn!(%error, "cannot ack an outcome; it will be redelivered");
-                    }
-                }
+                tracing::debug!(
+                    recorded = report.recorded,
+                    duplicates = report.duplicates,
+                    "outcomes recorded"
+                );
+                report.new
             }
             Err(error) => {
-                tracing::warn!(
-                    error = format!("{:#}", anyhow::Error::from(error)),
-                    "cannot record outcomes; they will be redelivered"
-                );
-                for message in &messages {
-                    let nak = jetstream::AckKind::Nak(Some(Duration::from_secs(1)));
-                    if let Err(error) = message.ack_with(nak).await {
-                        tracing::warn!(%error, "cannot NAK an outcome; it will be redelivered");
+                let error = anyhow::Error::from(error);
+                if store.ping().await.is_err() {
+                    // The database is away: everything comes back later.
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot record outcomes; they will be redelivered"
+                    );
+                    for message in &messages {
+                        let nak = jetstream::AckKind::Nak(Some(Duration::from_secs(1)));
+                        if let Err(error) = message.ack_with(nak).await {
+                            tracing::warn!(%error, "cannot NAK an outcome; it will be redelivered");
+                        }
+                    }
+                    continue;
+                }
+                // The database answers, so one outcome spoilt the batch:
+                // record the rest one by one and set the culprit aside.
+                let mut new = Vec::new();
+                for (index, record) in plain.iter().enumerate() {
+                    match store.ingest_one(record).await {
+                        Ok(true) => new.push(index),
+                        Ok(false) => {}
+                        Err(error) => {
+                            let reason = format!("{:#}", anyhow::Error::from(error));
+                            dead_letter(js, sources[index], &reason).await;
+                        }
                     }
                 }
+                new
+            }
+        };
+        for index in new {
+            let (disable, record) = &records[index];
+            // Only a newly recorded 410: a redelivered old one must not turn
+            // off a webhook that was enabled again since.
+            if *disable {
+                disable_gone(store, projector, &record.account, &record.webhook_id).await;
             }
         }
+        for message in &messages {
+            if let Err(error) = message.ack().await {
+                tracing::warn!(%error, "cannot ack an outcome; it will be redelivered");
+            }
+        }
+    }
+}
+
+async fn dead_letter(js: &jetstream::Context, message: &jetstream::Message, reason: &str) {
+    tracing::error!(reason, subject = %message.subject, "setting an unusable outcome aside in HERALD_DEAD");
+    let stored = herald_bus::dead_letter(
+        js,
+        herald_bus::DeadSource::Outcomes,
+        reason,
+        message.subject.as_str(),
+        message.headers.as_ref(),
+        message.payload.clone(),
+    )
+    .await;
+    if let Err(error) = stored {
+        tracing::error!(%error, "cannot dead-letter an outcome; dropping it");
     }
 }
 
@@ -260,7 +305,7 @@ pub async fn hand_over(js: &jetstream::Context, task: &DeliveryTask) -> anyhow::
     headers.insert(header::CONTENT_TYPE, herald_proto::CONTENT_TYPE_PROTOBUF);
     let message = jetstream::message::PublishMessage::build()
         .headers(headers)
-        .payload(task.encode_to_vec().into())
+        .payload(herald_proto::encode(task).into())
         .expected_stream(DELIVERIES_STREAM);
     js.send_publish(delivery_subject(&webhook), message)
         .await

@@ -112,8 +112,15 @@ impl Projector {
     }
 
     /// Makes the bucket equal to the database.
+    ///
+    /// Safe beside concurrent API writes (and other registry replicas): the
+    /// bucket's keys are listed before the database is read, so a webhook
+    /// created meanwhile is never taken for an orphan; a spec is never
+    /// replaced by an older version; and a spec written for a webhook that
+    /// was deleted meanwhile is removed again at once.
     pub async fn reconcile(&self, store: &Store) -> anyhow::Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
+        let keys_before = self.bucket.keys().await?;
         let mut live = HashSet::new();
         let mut after: Option<String> = None;
         loop {
@@ -125,15 +132,20 @@ impl Projector {
             for (webhook, secrets) in &page {
                 let spec = spec_of(webhook, secrets);
                 live.insert(spec.id.clone());
-                if self.bucket.get(&spec.id).await?.as_ref() == Some(&spec) {
-                    report.unchanged += 1;
-                } else {
-                    self.bucket.put(&spec).await?;
-                    report.written += 1;
+                match self.bucket.get(&spec.id).await? {
+                    Some(held) if held == spec => report.unchanged += 1,
+                    Some(held) if held.version > spec.version => report.unchanged += 1,
+                    _ => {
+                        self.bucket.put(&spec).await?;
+                        report.written += 1;
+                        if !store.webhook_exists(&webhook.id).await? {
+                            self.bucket.delete(&spec.id).await?;
+                        }
+                    }
                 }
             }
         }
-        for key in self.bucket.keys().await? {
+        for key in keys_before {
             if !live.contains(&key) {
                 self.bucket.delete(&key).await?;
                 report.removed += 1;

@@ -15,8 +15,8 @@ use crate::error::{ApiError, ApiResult, FieldError};
 use crate::state::AppState;
 use crate::store::{
     Account, ApiKey, Attempt, Delivery, DeliveryFilter, DeliveryState, DeliveryStats,
-    EventTypeRecord, NewApiKey, NewWebhook, Page, PendingDelivery, SecretRecord, Webhook,
-    WebhookFilter, WebhookPatch,
+    EventTypeRecord, NewApiKey, NewWebhook, Page, PendingDelivery, SecretRecord, StoreError,
+    Webhook, WebhookFilter, WebhookPatch,
 };
 
 /// The longest rotation grace period: old secrets must not sign forever.
@@ -376,6 +376,16 @@ impl AppState {
     }
 }
 
+/// A hand-over that NATS did not take: the cause is logged, the client gets
+/// a fixed message.
+fn unavailable(error: anyhow::Error) -> ApiError {
+    tracing::warn!(
+        error = format!("{error:#}"),
+        "cannot hand a task to the workers"
+    );
+    ApiError::Unavailable("the delivery queue is unavailable; retry shortly".into())
+}
+
 /// The most deliveries one replay hands over; replay again for more.
 pub const MAX_REPLAY: u64 = 10_000;
 
@@ -456,10 +466,11 @@ impl AppState {
         let attempt = delivery.last_attempt + 1;
         let task =
             crate::deliveries::task(&delivery.id, &delivery.webhook_id, &event, attempt, trigger);
+        // Marked first: the outcome of a fast attempt must land after it.
+        self.store.mark_requeued(&delivery.id, attempt).await?;
         crate::deliveries::hand_over(&self.js, &task)
             .await
-            .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
-        self.store.mark_requeued(&delivery.id).await?;
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -508,9 +519,16 @@ impl AppState {
         }
         let event_type = match event_type {
             Some(t) => {
-                self.store.get_event_type(t.as_str()).await.map_err(|_| {
-                    ApiError::field("event_type", format!("unknown event type {t}"))
-                })?;
+                match self.store.get_event_type(t.as_str()).await {
+                    Ok(_) => {}
+                    Err(StoreError::NotFound(_)) => {
+                        return Err(ApiError::field(
+                            "event_type",
+                            format!("unknown event type {t}"),
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 t
             }
             None => EventType::parse("herald.test")
@@ -539,9 +557,13 @@ impl AppState {
         };
         self.store.record_pending(&scope, &pending).await?;
         let task = crate::deliveries::task(&delivery_id, webhook, &event, 1, Trigger::Test);
-        crate::deliveries::hand_over(&self.js, &task)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+        if let Err(error) = crate::deliveries::hand_over(&self.js, &task).await {
+            // No attempt will ever be made: do not leave it pending forever.
+            if let Err(e) = self.store.forget_pending(&delivery_id).await {
+                tracing::warn!(error = %e, delivery = %delivery_id, "cannot forget a test delivery");
+            }
+            return Err(unavailable(error));
+        }
         Ok(self.store.get_delivery(&scope, &delivery_id).await?.0)
     }
 }

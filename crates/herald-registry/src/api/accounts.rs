@@ -74,6 +74,7 @@ pub async fn create(
         &headers,
         "POST /v1/accounts",
         &raw,
+        &[],
         async {
             state
                 .create_account(&principal, &input.name)

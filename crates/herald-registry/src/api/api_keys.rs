@@ -51,12 +51,24 @@ impl From<ApiKey> for ApiKeyOut {
 }
 
 /// A key just created; `key` is shown this once and never stored.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct ApiKeyCreated {
     #[serde(flatten)]
     pub api_key: ApiKeyOut,
-    /// Send as `Authorization: Bearer <key>`.
+    /// Send as `Authorization: Bearer <key>`. Null in a response replayed
+    /// for an `Idempotency-Key`: only a hash is kept, so a lost key is
+    /// replaced by creating another.
     pub key: String,
+}
+
+/// Redacted: the secret must not reach logs through a stray `{:?}`.
+impl std::fmt::Debug for ApiKeyCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyCreated")
+            .field("api_key", &self.api_key)
+            .field("key", &"[redacted]")
+            .finish()
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,15 +102,23 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let account = account_id(&account)?;
     let route = format!("POST /v1/accounts/{account}/api-keys");
-    idempotency::created(&state, &principal, &headers, &route, &raw, async {
-        let created = state
-            .create_api_key(&principal, &account, &input.name)
-            .await?;
-        Ok(ApiKeyCreated {
-            api_key: created.key.into(),
-            key: created.secret.expose_secret().to_owned(),
-        })
-    })
+    idempotency::created(
+        &state,
+        &principal,
+        &headers,
+        &route,
+        &raw,
+        &["key"],
+        async {
+            let created = state
+                .create_api_key(&principal, &account, &input.name)
+                .await?;
+            Ok(ApiKeyCreated {
+                api_key: created.key.into(),
+                key: created.secret.expose_secret().to_owned(),
+            })
+        },
+    )
     .await
 }
 

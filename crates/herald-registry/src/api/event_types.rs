@@ -98,6 +98,7 @@ pub async fn create(
         &headers,
         "POST /v1/event-types",
         &raw,
+        &[],
         async {
             state
                 .create_event_type(&principal, &input.name, &input.description)

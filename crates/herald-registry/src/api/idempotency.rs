@@ -43,12 +43,17 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 /// Runs `create` at most once per (caller, key); answers 201 with its JSON.
+///
+/// The fields named in `shown_once` (secrets and keys) are never stored: a
+/// replayed response carries them as null, and the first response is the
+/// only place they appear.
 pub async fn created<T, F>(
     state: &AppState,
     principal: &Principal,
     headers: &HeaderMap,
     route: &str,
     body: &[u8],
+    shown_once: &[&str],
     create: F,
 ) -> ApiResult<Response>
 where
@@ -94,11 +99,20 @@ where
     }
     match create.await {
         Ok(value) => {
-            let body = serde_json::to_string(&value)
-                .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("serialising")))?;
+            let serialise = |e: serde_json::Error| {
+                ApiError::Internal(anyhow::Error::new(e).context("serialising"))
+            };
+            let mut kept = serde_json::to_value(&value).map_err(serialise)?;
+            for field in shown_once {
+                if let Some(slot) = kept.get_mut(*field) {
+                    *slot = serde_json::Value::Null;
+                }
+            }
+            let stored = serde_json::to_string(&kept).map_err(serialise)?;
+            let body = serde_json::to_string(&value).map_err(serialise)?;
             state
                 .store
-                .finish_idempotent(&scope, &key, StatusCode::CREATED.as_u16(), &body)
+                .finish_idempotent(&scope, &key, StatusCode::CREATED.as_u16(), &stored)
                 .await?;
             Ok(json_response(StatusCode::CREATED, body))
         }

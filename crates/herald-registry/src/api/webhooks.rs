@@ -80,13 +80,23 @@ impl From<Webhook> for WebhookOut {
 }
 
 /// A webhook just created, with its signing secret: shown this once.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct WebhookCreated {
     #[serde(flatten)]
     pub webhook: WebhookOut,
     /// `whsec_…`: verify signatures with it. Retrieve it again with
-    /// `GET …/secret`.
+    /// `GET …/secret`. Null in a response replayed for an `Idempotency-Key`.
     pub secret: String,
+}
+
+/// Redacted: the secret must not reach logs through a stray `{:?}`.
+impl std::fmt::Debug for WebhookCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookCreated")
+            .field("webhook", &self.webhook)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -171,7 +181,7 @@ pub struct WebhookListParams {
     pub event: Option<EventType>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct SecretOut {
     /// `whsec_…`
     pub secret: String,
@@ -179,6 +189,17 @@ pub struct SecretOut {
     /// Absent for the current secret; set on one still signing during a
     /// rotation's grace period.
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Redacted: the secret must not reach logs through a stray `{:?}`.
+impl std::fmt::Debug for SecretOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretOut")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
 }
 
 impl From<SecretRecord> for SecretOut {
@@ -208,11 +229,21 @@ pub struct RotateIn {
     pub grace_period_seconds: Option<u64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct RotatedOut {
     /// The new current secret, shown this once.
     pub secret: String,
     pub webhook: WebhookOut,
+}
+
+/// Redacted: the secret must not reach logs through a stray `{:?}`.
+impl std::fmt::Debug for RotatedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedOut")
+            .field("webhook", &self.webhook)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
 }
 
 fn ids(account: &str, webhook: &str) -> ApiResult<(AccountId, WebhookId)> {
@@ -261,21 +292,29 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let account = path_id(&account, "account", AccountId::parse)?;
     let route = format!("POST /v1/accounts/{account}/webhooks");
-    idempotency::created(&state, &principal, &headers, &route, &raw, async {
-        let input = WebhookInput {
-            name: input.name,
-            description: input.description,
-            enabled: input.enabled,
-            events: input.events,
-            url: input.url,
-            secret: input.secret.map(|s| s.0),
-        };
-        let (webhook, secret) = state.create_webhook(&principal, &account, input).await?;
-        Ok(WebhookCreated {
-            webhook: webhook.into(),
-            secret: secret.expose_whsec(),
-        })
-    })
+    idempotency::created(
+        &state,
+        &principal,
+        &headers,
+        &route,
+        &raw,
+        &["secret"],
+        async {
+            let input = WebhookInput {
+                name: input.name,
+                description: input.description,
+                enabled: input.enabled,
+                events: input.events,
+                url: input.url,
+                secret: input.secret.map(|s| s.0),
+            };
+            let (webhook, secret) = state.create_webhook(&principal, &account, input).await?;
+            Ok(WebhookCreated {
+                webhook: webhook.into(),
+                secret: secret.expose_whsec(),
+            })
+        },
+    )
     .await
 }
 

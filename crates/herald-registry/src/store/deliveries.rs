@@ -4,11 +4,10 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use herald_core::{AccountId, DeliveryId, WebhookId};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, Condition, ConnectionTrait, EntityTrait as _,
-    PaginatorTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _, Set,
-    TransactionTrait as _,
+    ColumnTrait as _, Condition, ConnectionTrait, EntityTrait as _, PaginatorTrait as _,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _, Set, TransactionTrait as _,
 };
 
 use super::entities::{attempt, delivery, webhook};
@@ -134,6 +133,8 @@ pub struct DeliveryStats {
 pub struct IngestReport {
     pub recorded: usize,
     pub duplicates: usize,
+    /// Indexes of the outcomes recorded for the first time.
+    pub new: Vec<usize>,
 }
 
 fn int(value: u32) -> i32 {
@@ -211,50 +212,93 @@ impl Store {
     pub async fn ingest_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<IngestReport> {
         let mut report = IngestReport::default();
         let txn = self.db.begin().await?;
-        for outcome in outcomes {
-            self.ensure_delivery(&txn, outcome).await?;
-            let inserted = attempt::Entity::insert(attempt::ActiveModel {
-                delivery_id: Set(outcome.delivery_id.to_string()),
-                attempt: Set(int(outcome.attempt)),
-                status: Set(outcome.state.as_str().to_owned()),
-                trigger: Set(outcome.trigger.clone()),
-                http_status: Set(i32::from(outcome.http_status)),
-                latency_ms: Set(int(outcome.latency_ms)),
-                error: Set(outcome.error.clone()),
-                response_body: Set(outcome.response_body.clone()),
-                attempted_at: Set(outcome.attempted_at),
-            })
-            .on_conflict(
-                OnConflict::columns([attempt::Column::DeliveryId, attempt::Column::Attempt])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-            if inserted == 0 {
+        for (index, outcome) in outcomes.iter().enumerate() {
+            if self.record_outcome(&txn, outcome).await? {
+                report.recorded += 1;
+                report.new.push(index);
+            } else {
                 report.duplicates += 1;
-                continue;
             }
-            report.recorded += 1;
-            let row = delivery::Entity::find_by_id(outcome.delivery_id.as_str())
-                .one(&txn)
-                .await?
-                .ok_or(StoreError::NotFound("delivery"))?;
-            let mut active: delivery::ActiveModel = row.clone().into();
-            active.attempts = Set(row.attempts + 1);
-            // Outcomes may arrive out of order; the latest attempt decides.
-            if int(outcome.attempt) >= row.last_attempt {
-                active.status = Set(outcome.state.as_str().to_owned());
-                active.last_attempt = Set(int(outcome.attempt));
-                active.last_http_status = Set(i32::from(outcome.http_status));
-                active.last_error = Set(outcome.error.clone());
-                active.next_attempt_at = Set(outcome.next_attempt_at);
-            }
-            active.updated_at = Set(now());
-            active.update(&txn).await?;
         }
         txn.commit().await?;
         Ok(report)
+    }
+
+    /// Records one outcome; false when it was already recorded. Each update
+    /// is one statement guarded by the attempt number, so concurrent
+    /// ingesters (several registry replicas) cannot move a delivery back.
+    async fn record_outcome(
+        &self,
+        conn: &impl ConnectionTrait,
+        outcome: &OutcomeRecord,
+    ) -> StoreResult<bool> {
+        self.ensure_delivery(conn, outcome).await?;
+        let inserted = attempt::Entity::insert(attempt::ActiveModel {
+            delivery_id: Set(outcome.delivery_id.to_string()),
+            attempt: Set(int(outcome.attempt)),
+            status: Set(outcome.state.as_str().to_owned()),
+            trigger: Set(outcome.trigger.clone()),
+            http_status: Set(i32::from(outcome.http_status)),
+            latency_ms: Set(int(outcome.latency_ms)),
+            error: Set(outcome.error.clone()),
+            response_body: Set(outcome.response_body.clone()),
+            attempted_at: Set(outcome.attempted_at),
+        })
+        .on_conflict(
+            OnConflict::columns([attempt::Column::DeliveryId, attempt::Column::Attempt])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        delivery::Entity::update_many()
+            .col_expr(
+                delivery::Column::Attempts,
+                Expr::col(delivery::Column::Attempts).add(1),
+            )
+            .col_expr(delivery::Column::UpdatedAt, Expr::value(now()))
+            .filter(delivery::Column::Id.eq(outcome.delivery_id.as_str()))
+            .exec(conn)
+            .await?;
+        // Outcomes may arrive out of order; the latest attempt decides.
+        delivery::Entity::update_many()
+            .col_expr(
+                delivery::Column::Status,
+                Expr::value(outcome.state.as_str()),
+            )
+            .col_expr(
+                delivery::Column::LastAttempt,
+                Expr::value(int(outcome.attempt)),
+            )
+            .col_expr(
+                delivery::Column::LastHttpStatus,
+                Expr::value(i32::from(outcome.http_status)),
+            )
+            .col_expr(
+                delivery::Column::LastError,
+                Expr::value(outcome.error.clone()),
+            )
+            .col_expr(
+                delivery::Column::NextAttemptAt,
+                Expr::value(outcome.next_attempt_at),
+            )
+            .filter(delivery::Column::Id.eq(outcome.delivery_id.as_str()))
+            .filter(delivery::Column::LastAttempt.lte(int(outcome.attempt)))
+            .exec(conn)
+            .await?;
+        Ok(true)
+    }
+
+    /// Records outcomes one at a time, for when a batch failed: returns, per
+    /// outcome, whether it was newly recorded, or the error that refused it.
+    pub async fn ingest_one(&self, outcome: &OutcomeRecord) -> StoreResult<bool> {
+        let txn = self.db.begin().await?;
+        let recorded = self.record_outcome(&txn, outcome).await?;
+        txn.commit().await?;
+        Ok(recorded)
     }
 
     async fn ensure_delivery(
@@ -427,18 +471,28 @@ impl Store {
             .collect()
     }
 
-    /// Marks a delivery as handed over again (redelivery or replay).
-    pub async fn mark_requeued(&self, id: &DeliveryId) -> StoreResult<()> {
+    /// Marks a delivery as about to be handed over again as `attempt`
+    /// (redelivery or replay). Done before the hand-over, and only while no
+    /// later attempt is recorded, so a fast outcome is never overwritten.
+    pub async fn mark_requeued(&self, id: &DeliveryId, attempt: u32) -> StoreResult<()> {
         delivery::Entity::update_many()
             .col_expr(
                 delivery::Column::Status,
-                sea_orm::sea_query::Expr::value(DeliveryState::Pending.as_str()),
+                Expr::value(DeliveryState::Pending.as_str()),
             )
-            .col_expr(
-                delivery::Column::UpdatedAt,
-                sea_orm::sea_query::Expr::value(now()),
-            )
+            .col_expr(delivery::Column::UpdatedAt, Expr::value(now()))
             .filter(delivery::Column::Id.eq(id.as_str()))
+            .filter(delivery::Column::LastAttempt.lt(int(attempt)))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a delivery recorded as pending whose hand-over failed.
+    pub async fn forget_pending(&self, id: &DeliveryId) -> StoreResult<()> {
+        delivery::Entity::delete_many()
+            .filter(delivery::Column::Id.eq(id.as_str()))
+            .filter(delivery::Column::Attempts.eq(0))
             .exec(&self.db)
             .await?;
         Ok(())

@@ -425,3 +425,14 @@ impl Store {
             .collect())
     }
 }
+
+impl Store {
+    /// Whether a webhook still exists, whichever account it belongs to; for
+    /// the reconciler only.
+    pub async fn webhook_exists(&self, id: &WebhookId) -> StoreResult<bool> {
+        Ok(webhook::Entity::find_by_id(id.as_str())
+            .one(&self.db)
+            .await?
+            .is_some())
+    }
+}

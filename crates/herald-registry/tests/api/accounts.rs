@@ -246,3 +246,34 @@ async fn a_failed_create_does_not_burn_its_idempotency_key() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn replayed_creates_do_not_show_secrets_again() {
+    let registry = TestRegistry::start().await;
+    let account = registry.create_account("A").await;
+    let hook = |_: ()| {
+        registry
+            .admin(Method::POST, &format!("/v1/accounts/{account}/webhooks"))
+            .header("Idempotency-Key", "hook-1")
+            .json(&json!({ "name": "h", "url": "https://example.com" }))
+            .send()
+    };
+    let first = expect(hook(()).await.unwrap(), StatusCode::CREATED).await;
+    assert!(first["secret"].as_str().unwrap().starts_with("whsec_"));
+    let again = expect(hook(()).await.unwrap(), StatusCode::CREATED).await;
+    assert_eq!(again["id"], first["id"]);
+    assert!(again["secret"].is_null(), "{again}");
+
+    let key = |_: ()| {
+        registry
+            .admin(Method::POST, &format!("/v1/accounts/{account}/api-keys"))
+            .header("Idempotency-Key", "key-1")
+            .json(&json!({ "name": "k" }))
+            .send()
+    };
+    let first = expect(key(()).await.unwrap(), StatusCode::CREATED).await;
+    assert!(first["key"].as_str().unwrap().starts_with("hrld_"));
+    let again = expect(key(()).await.unwrap(), StatusCode::CREATED).await;
+    assert_eq!(again["id"], first["id"]);
+    assert!(again["key"].is_null(), "{again}");
+}
