@@ -208,6 +208,27 @@ pub fn outcome(task: &Task, attempted: &Attempted, verdict: Verdict) -> Delivery
     }
 }
 
+/// The outcome of a task that is not sent because its webhook was disabled or deleted: the
+/// log then shows why instead of a delivery pending forever, and it can be replayed once the
+/// webhook is enabled again.
+pub fn not_sent(task: &Task, reason: &str, at: DateTime<Utc>) -> DeliveryOutcome {
+    DeliveryOutcome {
+        delivery_id: task.delivery_id.to_string(),
+        webhook_id: task.webhook.to_string(),
+        event: task.message.event.clone(),
+        attempt: task.attempt,
+        status: DeliveryStatus::Exhausted as i32,
+        http_status: 0,
+        latency_ms: 0,
+        error: reason.to_owned(),
+        response_body: String::new(),
+        attempted_at: Some(herald_proto::timestamp(at)),
+        next_attempt_at: None,
+        disable_webhook: false,
+        trigger: task.message.trigger,
+    }
+}
+
 /// A fresh W3C trace context, for events published without one, so that every request of one
 /// event's deliveries can still be correlated.
 pub fn new_traceparent() -> String {

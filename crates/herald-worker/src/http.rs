@@ -44,10 +44,12 @@ pub enum SendError {
     /// The destination is refused by the address policy; no connection was attempted.
     #[error("{0}")]
     Forbidden(Forbidden),
-    /// A name resolved only to refused addresses; no connection was attempted.
-    #[error("host {host} resolves to {forbidden}")]
+    /// A name resolved only to refused addresses; no connection was attempted. Integrators see
+    /// the same words as for a name that does not resolve, so the delivery log cannot be used to
+    /// map which internal names exist and where they point.
+    #[error("could not resolve {host} to a public address")]
     ForbiddenName { host: String, forbidden: Forbidden },
-    #[error("could not resolve host {host}")]
+    #[error("could not resolve {host} to a public address")]
     Dns { host: String },
     #[error("timed out after {}", humantime::format_duration(*.0))]
     Timeout(Duration),
@@ -161,10 +163,14 @@ impl DeliveryClient {
     fn curate(&self, err: &reqwest::Error) -> SendError {
         if let Some(resolve) = find_source::<ResolveError>(err) {
             return match resolve {
-                ResolveError::Forbidden { host, forbidden } => SendError::ForbiddenName {
-                    host: host.clone(),
-                    forbidden: forbidden.clone(),
-                },
+                ResolveError::Forbidden { host, forbidden } => {
+                    // The detail is for operators only; integrators see less.
+                    tracing::info!(%host, %forbidden, "delivery refused by the address policy");
+                    SendError::ForbiddenName {
+                        host: host.clone(),
+                        forbidden: forbidden.clone(),
+                    }
+                }
                 ResolveError::Lookup { host } | ResolveError::NoAddresses { host } => {
                     SendError::Dns { host: host.clone() }
                 }

@@ -12,7 +12,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use herald_bus::headers::{content_type, set_traceparent, traceparent};
-use herald_bus::names::{delivery_msg_id, delivery_subject, header};
+use herald_bus::names::{delivery_msg_id, delivery_subject, event_subject, header};
 use herald_bus::{DeadSource, dead_letter};
 use herald_core::{DeliveryId, Event};
 use herald_proto::deliveries::v1::{DeliveryTask, Trigger};
@@ -80,14 +80,29 @@ impl Router {
             .info()
             .map(|info| DateTime::<Utc>::from(SystemTime::from(info.published)))
             .unwrap_or_else(|_| Utc::now());
-        let event = match decode_event(
+        let decoded = decode_event(
             headers.and_then(content_type),
             &message.payload,
             received_at,
-        ) {
+        )
+        .map_err(|err| err.to_string())
+        .and_then(|event| {
+            // The subject is what NATS permissions guard: a publisher allowed only
+            // `events.<its account>.>` must not reach another account's webhooks by
+            // naming it in the payload.
+            let expected = event_subject(&event.account, &event.event_type);
+            if message.subject.as_str() == expected {
+                Ok(event)
+            } else {
+                Err(format!(
+                    "subject {} does not match the event's account and type (expected {expected})",
+                    message.subject
+                ))
+            }
+        });
+        let event = match decoded {
             Ok(event) => event,
-            Err(err) => {
-                let reason = err.to_string();
+            Err(reason) => {
                 tracing::warn!(subject = %message.subject, %reason, "undecodable event dead-lettered");
                 dead_letter(
                     &self.js,

@@ -17,7 +17,6 @@ use herald_bus::names::{header, outcome_subject};
 use herald_bus::{DeadSource, RetryTiers, dead_letter};
 use herald_core::{RetrySchedule, WebhookId};
 use herald_proto::CONTENT_TYPE_PROTOBUF;
-use prost::Message as _;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::attempt::{self, AttemptError, Attempted, Verdict, new_traceparent};
@@ -173,7 +172,8 @@ impl Sender {
             return Ok(());
         }
 
-        let Some(subscription) = self.index.get(&task.webhook).filter(|s| s.enabled) else {
+        let held = self.index.get(&task.webhook);
+        let Some(subscription) = held.clone().filter(|s| s.enabled) else {
             // Another replica may have made this task from a spec this one has not seen yet, so
             // the verdict "gone" is only trusted once it has held for a few redeliveries.
             let delivered = message.info().map_or(1, |info| info.delivered);
@@ -181,12 +181,48 @@ impl Sender {
                 nak(message, Some(THROTTLE_DELAY), &self.counters).await;
                 return Ok(());
             }
-            // Deleted or disabled: the registry's word is final.
-            tracing::debug!(webhook = %task.webhook, delivery = %task.delivery_id, "webhook gone or disabled; task dropped");
+            // Deleted or disabled: the registry's word is final. The log says so before the
+            // task goes.
+            let reason = if held.is_some() {
+                "not sent: the webhook is disabled"
+            } else {
+                "not sent: the webhook was deleted"
+            };
+            tracing::debug!(webhook = %task.webhook, delivery = %task.delivery_id, reason, "task dropped");
+            let outcome = attempt::not_sent(&task, reason, now);
+            self.publish(
+                outcome_subject(&task.webhook),
+                msg_id::outcome(&task),
+                None,
+                Bytes::from(herald_proto::encode(&outcome)),
+            )
+            .await?;
             self.counters.dropped(1);
             ack(message).await;
             return Ok(());
         };
+
+        // Defence in depth: the router only makes tasks for the event's own account, so a
+        // mismatch is a forged or corrupt task and must not be signed with this webhook's key.
+        if subscription.account != task.event.account {
+            let reason = format!(
+                "task for webhook {} carries an event of another account",
+                task.webhook
+            );
+            tracing::warn!(subject = %message.subject, %reason, "task dead-lettered");
+            dead_letter(
+                &self.js,
+                DeadSource::Deliveries,
+                &reason,
+                &message.subject,
+                message.headers.as_ref(),
+                message.payload.clone(),
+            )
+            .await?;
+            self.counters.dead(1);
+            ack(message).await;
+            return Ok(());
+        }
 
         // The breaker first: while it is open, tasks leave the consumer for a delay line
         // instead of occupying its pending set with short NAKs. Deferring uses no attempt, so
@@ -297,7 +333,7 @@ impl Sender {
             outcome_subject(&task.webhook),
             msg_id::outcome(task),
             None,
-            Bytes::from(outcome.encode_to_vec()),
+            Bytes::from(herald_proto::encode(&outcome)),
         );
         let retry_publish = async {
             let Verdict::Retry(delay) = verdict else {

@@ -5,7 +5,6 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use herald_core::{DeliveryId, Event, WebhookId};
 use herald_proto::deliveries::v1::{DeliveryTask, Trigger};
-use prost::Message as _;
 
 /// Why a message is not a usable delivery task. Its `Display` is the dead-letter reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,8 +40,8 @@ pub struct Task {
 
 impl Task {
     pub fn decode(payload: &[u8]) -> Result<Task, TaskError> {
-        let message =
-            DeliveryTask::decode(payload).map_err(|err| TaskError::Protobuf(err.to_string()))?;
+        let message = herald_proto::decode::<DeliveryTask>(payload)
+            .map_err(|err| TaskError::Protobuf(err.to_string()))?;
         Task::from_message(message)
     }
 
@@ -92,13 +91,13 @@ impl Task {
         let mut message = self.message.clone();
         message.attempt = attempt;
         message.not_before = Some(herald_proto::timestamp(not_before));
-        Bytes::from(message.encode_to_vec())
+        Bytes::from(herald_proto::encode(&message))
     }
 }
 
 /// Encodes a task built by the router.
 pub fn encode(task: &DeliveryTask) -> Bytes {
-    Bytes::from(task.encode_to_vec())
+    Bytes::from(herald_proto::encode(task))
 }
 
 /// Message ids of the hops a task makes. Each stream de-duplicates within its window, so every

@@ -30,6 +30,14 @@ async fn malformed_messages_are_dead_lettered_while_good_ones_flow() {
     .await;
     h.publish_raw(&subject, Some("text/csv"), "csv", &b"a,b"[..])
         .await;
+    // A well-formed event naming another account than its subject: the subject is what NATS
+    // permissions guard, so the payload must not redirect it to another tenant's webhooks.
+    let other = herald_core::AccountId::new();
+    let spoofed = format!(
+        r#"{{"id":"evt_spoofed","type":"booking.created","account":"{other}","data":{{}}}}"#
+    );
+    h.publish_raw(&subject, Some("application/json"), "spoofed", spoofed)
+        .await;
     // A task that is not a task, straight onto the deliveries stream.
     let webhook = WebhookId::parse(&spec.id).unwrap();
     h.js.publish(delivery_subject(&webhook), "not protobuf".into())
@@ -46,7 +54,7 @@ async fn malformed_messages_are_dead_lettered_while_good_ones_flow() {
         .await
         .unwrap();
     assert_eq!(delivered[0].body_json().unwrap()["id"], good.id.as_str());
-    wait_counters(&worker, |c| c.dead == 5).await;
+    wait_counters(&worker, |c| c.dead == 6).await;
 
     let mut reasons: Vec<String> = h
         .dead_letters()
@@ -64,6 +72,9 @@ async fn malformed_messages_are_dead_lettered_while_good_ones_flow() {
                 .unwrap_or_default()
                 .replace(h.account.as_str(), "ACCOUNT")
                 .replace(webhook.as_str(), "WEBHOOK");
+            let reason = reason
+                .replace(h.account.as_str(), "ACCOUNT")
+                .replace(other.as_str(), "OTHER");
             format!("{} from {from}: {reason}", message.subject)
         })
         .collect();
@@ -73,6 +84,7 @@ async fn malformed_messages_are_dead_lettered_while_good_ones_flow() {
         herald.dead.events from events.ACCOUNT.booking.created: field `type` is invalid: invalid event type `Booking Created!`: may contain only a-z, 0-9, `_`, `-` and `.`, found 'B'
         herald.dead.events from events.ACCOUNT.booking.created: malformed JSON event: EOF while parsing a value at line 1 column 7
         herald.dead.events from events.ACCOUNT.booking.created: malformed protobuf event: failed to decode Protobuf message: invalid varint
+        herald.dead.events from events.ACCOUNT.booking.created: subject events.ACCOUNT.booking.created does not match the event's account and type (expected events.OTHER.booking.created)
         herald.dead.events from events.ACCOUNT.booking.created: unsupported content type `text/csv`: send application/json (the default) or application/protobuf"#]]
     .assert_eq(&reasons.join("\n"));
     // The original payload is kept for inspection.

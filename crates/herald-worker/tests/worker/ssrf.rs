@@ -47,7 +47,7 @@ async fn internal_destinations_are_refused_without_a_request() {
         http://[::ffff:127.0.0.1]:PORT/mapped
           ::ffff:127.0.0.1 is an IPv6 form of 127.0.0.1, a loopback address and is not an allowed webhook destination
         http://localhost:PORT/by-name
-          host localhost resolves to 127.0.0.1 is a loopback address and is not an allowed webhook destination"#]]
+          could not resolve localhost to a public address"#]]
     .assert_eq(&errors.join("\n"));
     wait_counters(&worker, |c| c.refused >= 4).await;
     assert!(
