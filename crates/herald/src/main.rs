@@ -38,6 +38,9 @@ enum Command {
     Publish(tools::PublishArgs),
     /// Check a received webhook request's signature.
     Verify(tools::VerifyArgs),
+    /// Print the WebhookSpec the workers read for a webhook (from the KV
+    /// bucket), as JSON.
+    Spec(tools::SpecArgs),
     /// Measure end-to-end delivery throughput and latency against a bare
     /// HTTP POST loop on this machine.
     Bench(bench::BenchArgs),
@@ -98,16 +101,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{report}");
             Ok(())
         }
+        Command::Spec(args) => {
+            print(&format!("{}\n", tools::spec(args).await?));
+            Ok(())
+        }
         Command::Openapi => {
-            print_openapi();
+            print(&herald_registry::openapi::to_pretty_json());
             Ok(())
         }
     }
 }
 
-#[allow(clippy::print_stdout)] // Printing the document is the command's purpose.
-fn print_openapi() {
-    print!("{}", herald_registry::openapi::to_pretty_json());
+/// Standard output is the product of `openapi` and `spec`; everything else
+/// (logs, messages) goes to standard error.
+#[allow(clippy::print_stdout)]
+fn print(text: &str) {
+    print!("{text}");
 }
 
 /// A token cancelled on SIGTERM or Ctrl-C.
