@@ -21,13 +21,13 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use herald_bus::headers::{msg_id as header_msg_id, propagate_traceparent};
 use herald_bus::names::{delivery_subject, header};
-use herald_bus::{DeadSource, RetryTier, RetryTiers, Topology, dead_letter};
+use herald_bus::{DeadSource, RetryTier, RetryTiers, Topology};
 use herald_proto::CONTENT_TYPE_PROTOBUF;
 
 use crate::consume::{PULL_EXPIRES, hand_back};
 use crate::counters::Counters;
 use crate::sender::chrono_duration;
-use crate::shutdown::{Backoff, Stopping, ack, nak};
+use crate::shutdown::{Backoff, Stopping, ack, bury, nak};
 use crate::task::{Task, msg_id};
 
 /// How long a failed move waits before the held task is tried again.
@@ -121,18 +121,14 @@ impl DelayLine {
             Ok(task) => task,
             Err(err) => {
                 let reason = err.to_string();
-                tracing::warn!(tier = %self.tier, %reason, "undecodable task dead-lettered");
-                dead_letter(
+                bury(
                     &self.js,
                     DeadSource::Retry,
+                    message,
                     &reason,
-                    &message.subject,
-                    message.headers.as_ref(),
-                    message.payload.clone(),
+                    &self.counters,
                 )
                 .await?;
-                self.counters.dead(1);
-                ack(message).await;
                 return Ok(());
             }
         };

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use herald_bus::headers::{set_traceparent, traceparent};
 use herald_bus::names::{header, outcome_subject};
-use herald_bus::{DeadSource, RetryTiers, dead_letter};
+use herald_bus::{DeadSource, RetryTiers};
 use herald_core::{RetrySchedule, WebhookId};
 use herald_proto::CONTENT_TYPE_PROTOBUF;
 use tokio::sync::OwnedSemaphorePermit;
@@ -24,7 +24,7 @@ use crate::breaker::{Admission, Breakers};
 use crate::counters::Counters;
 use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
-use crate::shutdown::{Stopping, ack, nak};
+use crate::shutdown::{Stopping, ack, bury, nak};
 use crate::task::{Task, msg_id};
 
 /// How long a task waits when its webhook already has the maximum of requests in flight. A
@@ -143,18 +143,14 @@ impl Sender {
             Ok(task) => task,
             Err(err) => {
                 let reason = err.to_string();
-                tracing::warn!(subject = %message.subject, %reason, "undecodable task dead-lettered");
-                dead_letter(
+                bury(
                     &self.js,
                     DeadSource::Deliveries,
+                    message,
                     &reason,
-                    &message.subject,
-                    message.headers.as_ref(),
-                    message.payload.clone(),
+                    &self.counters,
                 )
                 .await?;
-                self.counters.dead(1);
-                ack(message).await;
                 return Ok(());
             }
         };
@@ -209,18 +205,14 @@ impl Sender {
                 "task for webhook {} carries an event of another account",
                 task.webhook
             );
-            tracing::warn!(subject = %message.subject, %reason, "task dead-lettered");
-            dead_letter(
+            bury(
                 &self.js,
                 DeadSource::Deliveries,
+                message,
                 &reason,
-                &message.subject,
-                message.headers.as_ref(),
-                message.payload.clone(),
+                &self.counters,
             )
             .await?;
-            self.counters.dead(1);
-            ack(message).await;
             return Ok(());
         }
 

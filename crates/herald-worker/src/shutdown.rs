@@ -77,6 +77,30 @@ pub async fn nak(message: &jetstream::Message, delay: Option<Duration>, counters
     }
 }
 
+/// Sets `message` aside in HERALD_DEAD with `reason`, counts it and acknowledges it, so that a
+/// message that can never be handled does not block its stream.
+pub async fn bury(
+    js: &jetstream::Context,
+    source: herald_bus::DeadSource,
+    message: &jetstream::Message,
+    reason: &str,
+    counters: &Counters,
+) -> Result<(), herald_bus::PublishError> {
+    tracing::warn!(subject = %message.subject, %reason, "message dead-lettered");
+    herald_bus::dead_letter(
+        js,
+        source,
+        reason,
+        &message.subject,
+        message.headers.as_ref(),
+        message.payload.clone(),
+    )
+    .await?;
+    counters.dead(1);
+    ack(message).await;
+    Ok(())
+}
+
 /// Acknowledges `message`. A lost ack means one redelivery, which every handler tolerates.
 pub async fn ack(message: &jetstream::Message) {
     if let Err(err) = message.ack().await {
