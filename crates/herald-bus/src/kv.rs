@@ -164,6 +164,30 @@ impl WebhookBucket {
     }
 }
 
+impl WebhookBucket {
+    /// Every spec in the bucket, read in one pass (no request per key), keyed by webhook id.
+    /// Malformed values are skipped, as in [`snapshot_then_watch`](Self::snapshot_then_watch).
+    pub async fn snapshot(
+        &self,
+    ) -> Result<std::collections::HashMap<String, WebhookSpec>, KvError> {
+        use futures::StreamExt as _;
+        let mut specs = std::collections::HashMap::new();
+        let mut watch = self.snapshot_then_watch().await?;
+        while let Some(change) = watch.next().await {
+            match change? {
+                SpecChange::Put(spec) => {
+                    specs.insert(spec.id.clone(), spec);
+                }
+                SpecChange::Deleted(id) => {
+                    specs.remove(&id);
+                }
+                SpecChange::CaughtUp => break,
+            }
+        }
+        Ok(specs)
+    }
+}
+
 /// The stream returned by [`WebhookBucket::snapshot_then_watch`].
 pub struct SpecWatch {
     inner: BoxStream<'static, Result<SpecChange, KvError>>,

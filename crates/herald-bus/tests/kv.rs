@@ -207,3 +207,33 @@ async fn a_watch_started_while_writes_happen_sees_every_key() -> anyhow::Result<
     assert_eq!(caught_up, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn snapshot_reads_every_live_spec_in_one_pass() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let js = nats.jetstream().await?;
+    let bucket = WebhookBucket::open(&js).await?;
+    assert!(
+        bucket.snapshot().await?.is_empty(),
+        "an empty bucket is not a hang"
+    );
+    let (kept, gone, changed) = (spec("kept"), spec("gone"), spec("changed"));
+    for s in [&kept, &gone, &changed] {
+        bucket.put(s).await?;
+    }
+    bucket.delete(&gone.id).await?;
+    let newer = WebhookSpec {
+        version: 2,
+        ..changed.clone()
+    };
+    bucket.put(&newer).await?;
+
+    let snapshot = bucket.snapshot().await?;
+    let mut ids: Vec<&String> = snapshot.keys().collect();
+    ids.sort();
+    let mut expected = vec![&kept.id, &changed.id];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(snapshot[&changed.id].version, 2);
+    Ok(())
+}

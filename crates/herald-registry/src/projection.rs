@@ -120,7 +120,8 @@ impl Projector {
     /// was deleted meanwhile is removed again at once.
     pub async fn reconcile(&self, store: &Store) -> anyhow::Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
-        let keys_before = self.bucket.keys().await?;
+        // One read of the whole bucket rather than a request per webhook.
+        let held = self.bucket.snapshot().await?;
         let mut live = HashSet::new();
         let mut after: Option<String> = None;
         loop {
@@ -132,9 +133,10 @@ impl Projector {
             for (webhook, secrets) in &page {
                 let spec = spec_of(webhook, secrets);
                 live.insert(spec.id.clone());
-                match self.bucket.get(&spec.id).await? {
-                    Some(held) if held == spec => report.unchanged += 1,
-                    Some(held) if held.version > spec.version => report.unchanged += 1,
+                match held.get(&spec.id) {
+                    Some(current) if *current == spec => report.unchanged += 1,
+                    // Written meanwhile by a newer API write: leave it.
+                    Some(current) if current.version > spec.version => report.unchanged += 1,
                     _ => {
                         self.bucket.put(&spec).await?;
                         report.written += 1;
@@ -145,9 +147,9 @@ impl Projector {
                 }
             }
         }
-        for key in keys_before {
-            if !live.contains(&key) {
-                self.bucket.delete(&key).await?;
+        for key in held.keys() {
+            if !live.contains(key) {
+                self.bucket.delete(key).await?;
                 report.removed += 1;
             }
         }
