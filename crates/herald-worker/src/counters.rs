@@ -114,3 +114,109 @@ mod tests {
         assert_eq!(snapshot.failed, 0);
     }
 }
+
+impl CounterSnapshot {
+    /// The counters in the Prometheus text exposition format, with the index size and open
+    /// breakers as gauges.
+    pub fn prometheus(&self, webhooks: usize, open_breakers: usize) -> String {
+        let counters: [(&str, u64, &str); 16] = [
+            (
+                "events_routed",
+                self.events_routed,
+                "Events whose tasks were all stored",
+            ),
+            (
+                "events_unmatched",
+                self.events_unmatched,
+                "Events that matched no webhook",
+            ),
+            (
+                "tasks_published",
+                self.tasks_published,
+                "Delivery tasks stored",
+            ),
+            (
+                "tasks_duplicate",
+                self.tasks_duplicate,
+                "Delivery tasks dropped as duplicates",
+            ),
+            ("delivered", self.delivered, "Attempts answered with 2xx"),
+            (
+                "failed",
+                self.failed,
+                "Failed attempts that will be retried",
+            ),
+            (
+                "exhausted",
+                self.exhausted,
+                "Failed attempts with no further attempt",
+            ),
+            ("disabled", self.disabled, "Attempts answered with 410 Gone"),
+            (
+                "refused",
+                self.refused,
+                "Attempts refused by the address policy",
+            ),
+            ("dead", self.dead, "Messages dead-lettered"),
+            (
+                "dropped",
+                self.dropped,
+                "Tasks of deleted or disabled webhooks",
+            ),
+            (
+                "deferred",
+                self.deferred,
+                "Tasks put off by an open circuit breaker",
+            ),
+            (
+                "throttled",
+                self.throttled,
+                "Tasks handed back by the per-webhook cap",
+            ),
+            (
+                "retries_released",
+                self.retries_released,
+                "Tasks a delay line released",
+            ),
+            (
+                "requeued",
+                self.requeued,
+                "Tasks a delay line moved to the back",
+            ),
+            ("nacked", self.nacked, "Messages handed back for redelivery"),
+        ];
+        let mut out = String::new();
+        for (name, value, help) in counters {
+            out.push_str(&format!(
+                "# HELP herald_worker_{name}_total {help}.\n# TYPE herald_worker_{name}_total counter\nherald_worker_{name}_total {value}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP herald_worker_webhooks Webhooks in the subscription index.\n# TYPE herald_worker_webhooks gauge\nherald_worker_webhooks {webhooks}\n"
+        ));
+        out.push_str(&format!(
+            "# HELP herald_worker_open_breakers Webhooks whose circuit breaker is open.\n# TYPE herald_worker_open_breakers gauge\nherald_worker_open_breakers {open_breakers}\n"
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod prometheus_tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_counter_and_gauge() {
+        let snapshot = CounterSnapshot {
+            delivered: 7,
+            dead: 1,
+            ..CounterSnapshot::default()
+        };
+        let text = snapshot.prometheus(3, 1);
+        assert!(text.contains("herald_worker_delivered_total 7\n"), "{text}");
+        assert!(text.contains("herald_worker_dead_total 1\n"), "{text}");
+        assert!(text.contains("herald_worker_webhooks 3\n"), "{text}");
+        assert!(text.contains("herald_worker_open_breakers 1\n"), "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 18);
+    }
+}

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 mod bench;
 mod demo;
 mod dev;
+mod ops;
 mod telemetry;
 mod tools;
 
@@ -33,7 +34,11 @@ enum Command {
     Dev(dev::DevArgs),
     /// Run herald-worker: consume events and deliver webhooks. Configured
     /// by HERALD_* environment variables (see the README).
-    Worker,
+    Worker {
+        /// Where /healthz, /readyz and /metrics (Prometheus) are served.
+        #[arg(long, env = "HERALD_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+        metrics_listen: std::net::SocketAddr,
+    },
     /// Publish an event to NATS, as the booking platform does.
     Publish(tools::PublishArgs),
     /// Check a received webhook request's signature.
@@ -84,10 +89,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init();
             dev::run(args, shutdown_on_signal()).await
         }
-        Command::Worker => {
+        Command::Worker { metrics_listen } => {
             telemetry::init();
             let config = herald_worker::WorkerConfig::from_env()?;
-            herald_worker::run(config, shutdown_on_signal()).await
+            let listener = ops::bind(metrics_listen).await?;
+            let shutdown = shutdown_on_signal();
+            let worker =
+                std::sync::Arc::new(herald_worker::Worker::start(config, shutdown.clone()).await?);
+            let ops = tokio::spawn(ops::serve(listener, worker.clone(), shutdown.clone()));
+            shutdown.cancelled().await;
+            if let Err(error) = ops.await.context("the metrics task failed")? {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "metrics server stopped with an error"
+                );
+            }
+            match std::sync::Arc::try_unwrap(worker) {
+                Ok(worker) => worker.wait().await,
+                Err(_) => anyhow::bail!("the worker is still shared at shutdown"),
+            }
         }
         Command::Publish(args) => {
             let message = tools::publish(args).await?;

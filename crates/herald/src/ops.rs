@@ -1,0 +1,59 @@
+//! The worker's operations endpoint: liveness, readiness and Prometheus
+//! metrics, for the platform running it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use tokio_util::sync::CancellationToken;
+
+/// Binds the operations endpoint, so a taken port stops start-up at once.
+pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} for metrics (HERALD_METRICS_LISTEN)"))
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` for `worker` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    worker: Arc<herald_worker::Worker>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let address = listener
+        .local_addr()
+        .context("the metrics listener has no address")?;
+    let ready = shutdown.clone();
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let stopping = ready.is_cancelled();
+                async move {
+                    if stopping {
+                        (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+                    } else {
+                        (StatusCode::OK, "ok")
+                    }
+                }
+            }),
+        )
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(worker);
+    tracing::info!(%address, "worker metrics listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("the metrics server failed")
+}
+
+async fn metrics(State(worker): State<Arc<herald_worker::Worker>>) -> impl IntoResponse {
+    let text = worker
+        .counters()
+        .prometheus(worker.index().len(), worker.open_breakers());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
