@@ -13,6 +13,14 @@ test:
 test-postgres:
     HERALD_TEST_DATABASE=postgres cargo test --workspace
 
+# The end-to-end tests across registry, worker and a receiver.
+e2e:
+    cargo test -p herald-e2e
+
+# Throughput and latency against a bare HTTP POST loop, in one run.
+bench:
+    cargo run --release -p herald -- bench
+
 # Formatting and lints, as CI runs them.
 lint:
     cargo fmt --all --check
