@@ -28,7 +28,7 @@ use crate::shutdown::{Stopping, ack, bury, nak};
 use crate::task::{Task, msg_id};
 
 /// How long a task waits when its webhook already has the maximum of requests in flight. A
-/// short NAK is the right tool for brief back-pressure (see DESIGN.md).
+/// short NAK is the right tool for brief back-pressure (see ARCHITECTURE.md).
 const THROTTLE_DELAY: Duration = Duration::from_secs(1);
 
 /// Deliveries of a task whose webhook is missing or disabled before it is dropped: enough for
