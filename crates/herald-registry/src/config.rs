@@ -186,7 +186,7 @@ impl Config {
                 "expected a sqlite:// or postgres:// URL",
             ));
         }
-        if !raw.nats_url.contains("://") && raw.nats_url.is_empty() {
+        if raw.nats_url.trim().is_empty() {
             return Err(ConfigError::invalid("nats_url", "must not be empty"));
         }
         let admin_api_key = match raw.admin_api_key {

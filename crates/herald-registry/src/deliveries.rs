@@ -20,8 +20,8 @@ const INGEST_BATCH: usize = 256;
 
 pub const DISABLED_BY_410: &str = "the endpoint answered 410 Gone";
 
-/// Converts a worker's outcome into a log record; None for one that is not
-/// usable (logged).
+/// Converts a worker's outcome into a log record; an error says why it is
+/// not usable.
 pub fn outcome_record(outcome: &DeliveryOutcome) -> anyhow::Result<OutcomeRecord> {
     let event = outcome
         .event
@@ -164,78 +164,90 @@ async fn ingest_from(
         if messages.is_empty() {
             continue;
         }
-        let mut records = Vec::with_capacity(messages.len());
-        let mut sources = Vec::with_capacity(messages.len());
-        for message in &messages {
-            match herald_proto::decode::<DeliveryOutcome>(message.payload.as_ref())
-                .context("undecodable outcome")
-                .and_then(|o| outcome_record(&o).map(|r| (o.disable_webhook, r)))
-            {
-                Ok(record) => {
-                    records.push(record);
-                    sources.push(message);
+        if record_batch(js, store, projector, &messages).await {
+            for message in &messages {
+                if let Err(error) = message.ack().await {
+                    tracing::warn!(%error, "cannot ack an outcome; it will be redelivered");
                 }
-                // A malformed outcome will never become well-formed; holding
-                // it would block the log, so it is set aside with its reason.
-                Err(error) => dead_letter(js, message, &format!("{error:#}")).await,
             }
-        }
-        let plain: Vec<OutcomeRecord> = records.iter().map(|(_, r)| r.clone()).collect();
-        let new = match store.ingest_outcomes(&plain).await {
-            Ok(report) => {
-                tracing::debug!(
-                    recorded = report.recorded,
-                    duplicates = report.duplicates,
-                    "outcomes recorded"
-                );
-                report.new
-            }
-            Err(error) => {
-                let error = anyhow::Error::from(error);
-                if store.ping().await.is_err() {
-                    // The database is away: everything comes back later.
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "cannot record outcomes; they will be redelivered"
-                    );
-                    for message in &messages {
-                        let nak = jetstream::AckKind::Nak(Some(Duration::from_secs(1)));
-                        if let Err(error) = message.ack_with(nak).await {
-                            tracing::warn!(%error, "cannot NAK an outcome; it will be redelivered");
-                        }
-                    }
-                    continue;
+        } else {
+            for message in &messages {
+                let nak = jetstream::AckKind::Nak(Some(Duration::from_secs(1)));
+                if let Err(error) = message.ack_with(nak).await {
+                    tracing::warn!(%error, "cannot NAK an outcome; it will be redelivered");
                 }
-                // The database answers, so one outcome spoilt the batch:
-                // record the rest one by one and set the culprit aside.
-                let mut new = Vec::new();
-                for (index, record) in plain.iter().enumerate() {
-                    match store.ingest_one(record).await {
-                        Ok(true) => new.push(index),
-                        Ok(false) => {}
-                        Err(error) => {
-                            let reason = format!("{:#}", anyhow::Error::from(error));
-                            dead_letter(js, sources[index], &reason).await;
-                        }
-                    }
-                }
-                new
-            }
-        };
-        for index in new {
-            let (disable, record) = &records[index];
-            // Only a newly recorded 410: a redelivered old one must not turn
-            // off a webhook that was enabled again since.
-            if *disable {
-                disable_gone(store, projector, &record.account, &record.webhook_id).await;
-            }
-        }
-        for message in &messages {
-            if let Err(error) = message.ack().await {
-                tracing::warn!(%error, "cannot ack an outcome; it will be redelivered");
             }
         }
     }
+}
+
+/// Records one batch of outcome messages; false when the database is away
+/// and the whole batch must come back later.
+async fn record_batch(
+    js: &jetstream::Context,
+    store: &Store,
+    projector: &Projector,
+    messages: &[jetstream::Message],
+) -> bool {
+    let mut records = Vec::with_capacity(messages.len());
+    let mut disables = Vec::with_capacity(messages.len());
+    let mut sources = Vec::with_capacity(messages.len());
+    for message in messages {
+        match herald_proto::decode::<DeliveryOutcome>(message.payload.as_ref())
+            .context("undecodable outcome")
+            .and_then(|o| outcome_record(&o).map(|r| (o.disable_webhook, r)))
+        {
+            Ok((disable, record)) => {
+                records.push(record);
+                disables.push(disable);
+                sources.push(message);
+            }
+            // A malformed outcome will never become well-formed; holding it
+            // would block the log, so it is set aside with its reason.
+            Err(error) => dead_letter(js, message, &format!("{error:#}")).await,
+        }
+    }
+    let new = match store.ingest_outcomes(&records).await {
+        Ok(report) => {
+            tracing::debug!(
+                recorded = report.recorded,
+                duplicates = report.duplicates,
+                "outcomes recorded"
+            );
+            report.new
+        }
+        Err(error) => {
+            let error = anyhow::Error::from(error);
+            if store.ping().await.is_err() {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot record outcomes; they will be redelivered"
+                );
+                return false;
+            }
+            // The database answers, so one outcome spoilt the batch: record
+            // the rest one by one and set the culprit aside.
+            let mut new = Vec::new();
+            for (index, record) in records.iter().enumerate() {
+                match store.ingest_one(record).await {
+                    Ok(true) => new.push(index),
+                    Ok(false) => {}
+                    Err(error) => {
+                        let reason = format!("{:#}", anyhow::Error::from(error));
+                        dead_letter(js, sources[index], &reason).await;
+                    }
+                }
+            }
+            new
+        }
+    };
+    // Only a newly recorded 410: a redelivered old one must not turn off a
+    // webhook that was enabled again since.
+    for index in new.into_iter().filter(|&i| disables[i]) {
+        let record = &records[index];
+        disable_gone(store, projector, &record.account, &record.webhook_id).await;
+    }
+    true
 }
 
 async fn dead_letter(js: &jetstream::Context, message: &jetstream::Message, reason: &str) {

@@ -92,6 +92,10 @@ impl Registry {
         let reconciler = tokio::spawn(self.state.projector.clone().run_reconciler(
             self.state.store.clone(),
             self.state.config.reconcile_interval,
+            shutdown.clone(),
+        ));
+        let purge = tokio::spawn(purge_idempotency_keys(
+            self.state.store.clone(),
             self.state.config.idempotency_ttl,
             shutdown.clone(),
         ));
@@ -108,12 +112,38 @@ impl Registry {
             .await
             .context("HTTP server failed")?;
         shutdown.cancel();
-        for (name, task) in [("reconciler", reconciler), ("outcome ingest", ingest)] {
+        for (name, task) in [
+            ("reconciler", reconciler),
+            ("outcome ingest", ingest),
+            ("key purge", purge),
+        ] {
             if let Err(e) = task.await {
                 tracing::warn!(error = %e, task = name, "background task ended abnormally");
             }
         }
         Ok(())
+    }
+}
+
+/// Forgets idempotency keys older than `ttl`, every tenth of it.
+async fn purge_idempotency_keys(
+    store: Store,
+    ttl: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval((ttl / 10).max(std::time::Duration::from_secs(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Err(error) = store.purge_idempotency_keys(ttl).await {
+            tracing::warn!(
+                error = format!("{:#}", anyhow::Error::from(error)),
+                "purging idempotency keys failed"
+            );
+        }
     }
 }
 

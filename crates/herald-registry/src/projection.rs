@@ -161,7 +161,6 @@ impl Projector {
         self,
         store: Store,
         interval: Duration,
-        idempotency_ttl: Duration,
         shutdown: CancellationToken,
     ) {
         let mut ticker = tokio::time::interval(interval);
@@ -186,12 +185,6 @@ impl Projector {
                         "reconciliation failed; will retry"
                     );
                 }
-            }
-            if let Err(error) = store.purge_idempotency_keys(idempotency_ttl).await {
-                tracing::warn!(
-                    error = format!("{:#}", anyhow::Error::from(error)),
-                    "purging idempotency keys failed"
-                );
             }
         }
     }

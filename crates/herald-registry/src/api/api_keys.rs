@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::ApiJson;
-use super::{idempotency, path_id};
+use super::{Revealed, idempotency, path_id};
 use crate::auth::Principal;
 use crate::error::{ApiResult, Problem};
 use crate::state::AppState;
@@ -51,24 +51,15 @@ impl From<ApiKey> for ApiKeyOut {
 }
 
 /// A key just created; `key` is shown this once and never stored.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyCreated {
     #[serde(flatten)]
     pub api_key: ApiKeyOut,
     /// Send as `Authorization: Bearer <key>`. Null in a response replayed
     /// for an `Idempotency-Key`: only a hash is kept, so a lost key is
     /// replaced by creating another.
-    pub key: String,
-}
-
-/// Redacted: the secret must not reach logs through a stray `{:?}`.
-impl std::fmt::Debug for ApiKeyCreated {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeyCreated")
-            .field("api_key", &self.api_key)
-            .field("key", &"[redacted]")
-            .finish()
-    }
+    #[schema(value_type = String)]
+    pub key: Revealed,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -115,7 +106,7 @@ pub async fn create(
                 .await?;
             Ok(ApiKeyCreated {
                 api_key: created.key.into(),
-                key: created.secret.expose_secret().to_owned(),
+                key: Revealed(created.secret.expose_secret().to_owned()),
             })
         },
     )

@@ -112,7 +112,7 @@ where
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         let deserializer =
-            serde_urlencoded::Deserializer::new(form_urlencoded_parse(query.as_bytes()));
+            serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
             .map(Self)
             .map_err(|error| {
@@ -122,10 +122,6 @@ where
                 ApiError::Invalid(vec![FieldError::new(format!("query:{name}"), message)])
             })
     }
-}
-
-fn form_urlencoded_parse(input: &[u8]) -> url::form_urlencoded::Parse<'_> {
-    url::form_urlencoded::parse(input)
 }
 
 #[cfg(test)]

@@ -77,6 +77,19 @@ pub struct ListResponse<T> {
     pub next_cursor: Option<String>,
 }
 
+/// A secret a response shows on purpose (a new key, a revealed signing
+/// secret): serialised as its text, redacted in `Debug` output so that it
+/// cannot reach logs through a stray `{:?}`.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Revealed(pub String);
+
+impl std::fmt::Debug for Revealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// Parses an id from the path; a malformed id cannot exist, so it is "not
 /// found" rather than a validation error.
 pub fn path_id<T, E>(

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiQuery};
-use super::{ListResponse, idempotency, limit, path_id};
+use super::{ListResponse, Revealed, idempotency, limit, path_id};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::service::{WebhookChange, WebhookInput};
@@ -80,23 +80,14 @@ impl From<Webhook> for WebhookOut {
 }
 
 /// A webhook just created, with its signing secret: shown this once.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookCreated {
     #[serde(flatten)]
     pub webhook: WebhookOut,
     /// `whsec_…`: verify signatures with it. Retrieve it again with
     /// `GET …/secret`. Null in a response replayed for an `Idempotency-Key`.
-    pub secret: String,
-}
-
-/// Redacted: the secret must not reach logs through a stray `{:?}`.
-impl std::fmt::Debug for WebhookCreated {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookCreated")
-            .field("webhook", &self.webhook)
-            .field("secret", &"[redacted]")
-            .finish()
-    }
+    #[schema(value_type = String)]
+    pub secret: Revealed,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -181,31 +172,21 @@ pub struct WebhookListParams {
     pub event: Option<EventType>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SecretOut {
     /// `whsec_…`
-    pub secret: String,
+    #[schema(value_type = String)]
+    pub secret: Revealed,
     pub created_at: DateTime<Utc>,
     /// Absent for the current secret; set on one still signing during a
     /// rotation's grace period.
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Redacted: the secret must not reach logs through a stray `{:?}`.
-impl std::fmt::Debug for SecretOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretOut")
-            .field("created_at", &self.created_at)
-            .field("expires_at", &self.expires_at)
-            .field("secret", &"[redacted]")
-            .finish()
-    }
-}
-
 impl From<SecretRecord> for SecretOut {
     fn from(s: SecretRecord) -> Self {
         Self {
-            secret: s.secret.expose_whsec(),
+            secret: Revealed(s.secret.expose_whsec()),
             created_at: s.created_at,
             expires_at: s.expires_at,
         }
@@ -229,21 +210,12 @@ pub struct RotateIn {
     pub grace_period_seconds: Option<u64>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RotatedOut {
     /// The new current secret, shown this once.
-    pub secret: String,
+    #[schema(value_type = String)]
+    pub secret: Revealed,
     pub webhook: WebhookOut,
-}
-
-/// Redacted: the secret must not reach logs through a stray `{:?}`.
-impl std::fmt::Debug for RotatedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RotatedOut")
-            .field("webhook", &self.webhook)
-            .field("secret", &"[redacted]")
-            .finish()
-    }
 }
 
 fn ids(account: &str, webhook: &str) -> ApiResult<(AccountId, WebhookId)> {
@@ -311,7 +283,7 @@ pub async fn create(
             let (webhook, secret) = state.create_webhook(&principal, &account, input).await?;
             Ok(WebhookCreated {
                 webhook: webhook.into(),
-                secret: secret.expose_whsec(),
+                secret: Revealed(secret.expose_whsec()),
             })
         },
     )
@@ -465,7 +437,7 @@ pub async fn rotate_secret(
         )
         .await?;
     let mut response = Json(RotatedOut {
-        secret: secret.expose_whsec(),
+        secret: Revealed(secret.expose_whsec()),
         webhook: webhook.into(),
     })
     .into_response();

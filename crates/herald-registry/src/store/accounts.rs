@@ -9,7 +9,7 @@ use sea_orm::{
 };
 
 use super::entities::{account, webhook};
-use super::{Page, Store, StoreError, StoreResult, decode_cursor, encode_cursor, now};
+use super::{Page, Store, StoreError, StoreResult, decode_cursor, now, page};
 
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -102,22 +102,4 @@ impl Store {
             .collect::<anyhow::Result<_>>()
             .map_err(StoreError::from)
     }
-}
-
-/// Cuts `limit + 1` rows into a page and its next cursor.
-pub(super) fn page<R, T>(
-    mut rows: Vec<R>,
-    limit: u64,
-    id_of: impl Fn(&R) -> String,
-    convert: impl Fn(R) -> StoreResult<T>,
-) -> StoreResult<Page<T>> {
-    let more = rows.len() as u64 > limit;
-    rows.truncate(limit as usize);
-    let next_cursor = if more {
-        rows.last().map(|r| encode_cursor(&id_of(r)))
-    } else {
-        None
-    };
-    let items = rows.into_iter().map(convert).collect::<StoreResult<_>>()?;
-    Ok(Page { items, next_cursor })
 }

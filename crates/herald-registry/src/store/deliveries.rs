@@ -292,8 +292,8 @@ impl Store {
         Ok(true)
     }
 
-    /// Records outcomes one at a time, for when a batch failed: returns, per
-    /// outcome, whether it was newly recorded, or the error that refused it.
+    /// Records one outcome in its own transaction, for when a batch failed:
+    /// true when it was newly recorded.
     pub async fn ingest_one(&self, outcome: &OutcomeRecord) -> StoreResult<bool> {
         let txn = self.db.begin().await?;
         let recorded = self.record_outcome(&txn, outcome).await?;

@@ -159,6 +159,24 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Cuts `limit + 1` rows into a page and its next cursor.
+fn page<R, T>(
+    mut rows: Vec<R>,
+    limit: u64,
+    id_of: impl Fn(&R) -> String,
+    convert: impl Fn(R) -> StoreResult<T>,
+) -> StoreResult<Page<T>> {
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more {
+        rows.last().map(|r| encode_cursor(&id_of(r)))
+    } else {
+        None
+    };
+    let items = rows.into_iter().map(convert).collect::<StoreResult<_>>()?;
+    Ok(Page { items, next_cursor })
+}
+
 fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
 }

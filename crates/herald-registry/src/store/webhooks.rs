@@ -14,9 +14,8 @@ use sea_orm::{
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::accounts::page;
 use super::entities::{webhook, webhook_secret};
-use super::{AccountScope, Page, Store, StoreError, StoreResult, decode_cursor, now};
+use super::{AccountScope, Page, Store, StoreError, StoreResult, decode_cursor, now, page};
 
 #[derive(Debug, Clone)]
 pub struct Webhook {
@@ -410,9 +409,7 @@ impl Store {
         let secrets = self.live_secrets(&self.db, id).await?;
         Ok((webhook, secrets))
     }
-}
 
-impl Store {
     /// The secret column exactly as stored, for checking that secrets are
     /// sealed at rest.
     #[doc(hidden)]
@@ -424,9 +421,7 @@ impl Store {
             .map(|row| row.secret)
             .collect())
     }
-}
 
-impl Store {
     /// Whether a webhook still exists, whichever account it belongs to; for
     /// the reconciler only.
     pub async fn webhook_exists(&self, id: &WebhookId) -> StoreResult<bool> {
