@@ -70,6 +70,27 @@ pub fn outcome_subject(webhook: &WebhookId) -> String {
     format!("herald.outcomes.{}", webhook.as_str())
 }
 
+/// Notices that deliveries changed in the delivery log, on core NATS (not stored): the registry
+/// replica that records a change announces it, and every replica's console updates the delivery
+/// logs it has open. Subjects are `herald.log.<account_id>.<webhook_id>`; the payload is the
+/// delivery ids, one per line.
+pub const LOG_NOTICE_SUBJECTS: &str = "herald.log.>";
+
+/// `herald.log.<account_id>.<webhook_id>`.
+pub fn log_notice_subject(account: &AccountId, webhook: &WebhookId) -> String {
+    format!("herald.log.{}.{}", account.as_str(), webhook.as_str())
+}
+
+/// The account and webhook of a [`log_notice_subject`].
+pub fn parse_log_notice_subject(subject: &str) -> Option<(AccountId, WebhookId)> {
+    let rest = subject.strip_prefix("herald.log.")?;
+    let (account, webhook) = rest.split_once('.')?;
+    Some((
+        AccountId::parse(account).ok()?,
+        WebhookId::parse(webhook).ok()?,
+    ))
+}
+
 /// Where a dead-lettered message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeadSource {
@@ -141,6 +162,17 @@ mod tests {
             dead_subject(DeadSource::Deliveries),
             "herald.dead.deliveries"
         );
+        let notice = log_notice_subject(&account, &webhook);
+        assert_eq!(
+            notice,
+            "herald.log.acct_01JDX7Z3J6Q8W7H7N1M9D5T0AB.wh_01JDX7Z3J6Q8W7H7N1M9D5T0AB"
+        );
+        assert_eq!(
+            parse_log_notice_subject(&notice),
+            Some((account.clone(), webhook.clone()))
+        );
+        assert_eq!(parse_log_notice_subject("herald.log.acct_x.wh_y"), None);
+        assert_eq!(parse_log_notice_subject(&delivery_subject(&webhook)), None);
     }
 
     #[test]

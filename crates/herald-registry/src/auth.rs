@@ -1,42 +1,18 @@
-//! Bearer API keys: who is calling.
+//! The API's authentication: a bearer API key names the [`Principal`].
 //!
 //! Authentication only says who the caller is; what they may touch is
 //! decided by the store's [`AccountScope`](crate::store::AccountScope).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use herald_core::AccountId;
 use secrecy::{ExposeSecret as _, SecretString};
 use subtle::ConstantTimeEq as _;
 
 use crate::error::ApiError;
+use crate::principal::Principal;
 use crate::state::AppState;
-use crate::store::StoreError;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// The operator's key from configuration: every account.
-    Admin,
-    /// An account's key: that account only.
-    Account(AccountId),
-}
-
-impl Principal {
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self {
-            Self::Admin => Ok(()),
-            Self::Account(_) => Err(ApiError::Forbidden),
-        }
-    }
-
-    /// A stable name for the caller, used to keep idempotency keys apart.
-    pub fn scope_name(&self) -> String {
-        match self {
-            Self::Admin => "admin".into(),
-            Self::Account(id) => id.to_string(),
-        }
-    }
-}
+use crate::store::KeyOwner;
+use herald_core::ApiKeyId;
 
 fn bearer(parts: &Parts) -> Option<SecretString> {
     let value = parts
@@ -50,26 +26,37 @@ fn bearer(parts: &Parts) -> Option<SecretString> {
         .then(|| SecretString::from(token.trim().to_owned()))
 }
 
+/// Who holds `key`, if anyone: the admin (compared in constant time) or
+/// the account of a live key, with that key's id.
+pub async fn identify(
+    state: &AppState,
+    key: &SecretString,
+) -> Result<Option<(Principal, Option<ApiKeyId>)>, crate::store::StoreError> {
+    // Compare digests so that the comparison takes the same time whatever
+    // the lengths.
+    let given = crate::store::hash_key(key.expose_secret());
+    if given
+        .as_bytes()
+        .ct_eq(state.admin_key_hash.as_bytes())
+        .into()
+    {
+        return Ok(Some((Principal::Admin, None)));
+    }
+    Ok(state
+        .store
+        .owner_of_key(key)
+        .await?
+        .map(|KeyOwner { key, account }| (Principal::Account(account), Some(key))))
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let key = bearer(parts).ok_or(ApiError::Unauthorized)?;
-        // Compare digests so that the comparison takes the same time
-        // whatever the lengths.
-        let given = crate::store::hash_key(key.expose_secret());
-        if given
-            .as_bytes()
-            .ct_eq(state.admin_key_hash.as_bytes())
-            .into()
-        {
-            return Ok(Self::Admin);
-        }
-        match state.store.account_for_key(&key).await {
-            Ok(Some(account)) => Ok(Self::Account(account)),
-            Ok(None) => Err(ApiError::Unauthorized),
-            Err(StoreError::Other(e)) => Err(ApiError::Internal(e)),
-            Err(e) => Err(e.into()),
+        match identify(state, &key).await? {
+            Some((principal, _)) => Ok(principal),
+            None => Err(ApiError::Unauthorized),
         }
     }
 }

@@ -37,7 +37,7 @@ fn env_name(key: &str) -> String {
 }
 
 /// The environment keys the registry reads, without the `HERALD_` prefix.
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 12] = [
     "listen",
     "database_url",
     "nats_url",
@@ -48,6 +48,8 @@ const KEYS: [&str; 10] = [
     "max_body_bytes",
     "address_allowlist",
     "stream_replicas",
+    "session_ttl",
+    "secure_cookies",
 ];
 
 /// As read, before validation. Every field has a default or is optional, so
@@ -65,6 +67,8 @@ struct RawConfig {
     max_body_bytes: usize,
     address_allowlist: String,
     stream_replicas: usize,
+    session_ttl: String,
+    secure_cookies: bool,
 }
 
 impl Default for RawConfig {
@@ -80,6 +84,8 @@ impl Default for RawConfig {
             max_body_bytes: 256 * 1024,
             address_allowlist: String::new(),
             stream_replicas: 1,
+            session_ttl: "12h".into(),
+            secure_cookies: false,
         }
     }
 }
@@ -102,6 +108,11 @@ pub struct Config {
     pub address_policy: AddressPolicy,
     /// Replicas of the streams the registry creates when missing.
     pub stream_replicas: usize,
+    /// How long a console sign-in lasts.
+    pub session_ttl: Duration,
+    /// Mark the console's cookies `Secure`: set it when the registry is
+    /// reached over HTTPS (as it must be in production).
+    pub secure_cookies: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -113,6 +124,8 @@ impl std::fmt::Debug for Config {
             .field("encryption_key", &self.encryption_key.is_some())
             .field("reconcile_interval", &self.reconcile_interval)
             .field("address_policy", &self.address_policy)
+            .field("session_ttl", &self.session_ttl)
+            .field("secure_cookies", &self.secure_cookies)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +173,8 @@ impl Config {
             max_body_bytes: 256 * 1024,
             address_policy: AddressPolicy::default(),
             stream_replicas: 1,
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
         }
     }
 
@@ -218,6 +233,7 @@ impl Config {
             .transpose()?;
         let reconcile_interval = parse_duration("reconcile_interval", &raw.reconcile_interval)?;
         let idempotency_ttl = parse_duration("idempotency_ttl", &raw.idempotency_ttl)?;
+        let session_ttl = parse_duration("session_ttl", &raw.session_ttl)?;
         if raw.max_body_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "max_body_bytes",
@@ -252,6 +268,8 @@ impl Config {
             max_body_bytes: raw.max_body_bytes,
             address_policy: AddressPolicy { allow },
             stream_replicas: raw.stream_replicas,
+            session_ttl,
+            secure_cookies: raw.secure_cookies,
         })
     }
 }

@@ -11,7 +11,8 @@ use herald_core::{AccountId, DeliveryId, Event, EventData, EventId, EventType, W
 use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, DeliveryTask, Trigger};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Principal;
+use crate::live::LogNotices;
+use crate::principal::Principal;
 use crate::projection::Projector;
 use crate::store::{DeliveryState, OutcomeRecord, Store, StoreError};
 
@@ -66,6 +67,11 @@ pub fn outcome_record(outcome: &DeliveryOutcome) -> anyhow::Result<OutcomeRecord
             .next_attempt_at
             .as_ref()
             .and_then(herald_proto::datetime),
+        request_headers: outcome
+            .request_headers
+            .iter()
+            .map(|(name, value)| (without_nul(name), without_nul(value)))
+            .collect(),
     })
 }
 
@@ -91,6 +97,7 @@ pub async fn run_ingest(
     js: jetstream::Context,
     store: Store,
     projector: Projector,
+    notices: LogNotices,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -111,7 +118,9 @@ pub async fn run_ingest(
                 continue;
             }
         };
-        if let Err(error) = ingest_from(&js, &consumer, &store, &projector, &shutdown).await {
+        if let Err(error) =
+            ingest_from(&js, &consumer, &store, &projector, &notices, &shutdown).await
+        {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "outcome ingest interrupted; resuming"
@@ -138,6 +147,7 @@ async fn ingest_from(
     consumer: &jetstream::consumer::PullConsumer,
     store: &Store,
     projector: &Projector,
+    notices: &LogNotices,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
@@ -164,7 +174,7 @@ async fn ingest_from(
         if messages.is_empty() {
             continue;
         }
-        if record_batch(js, store, projector, &messages).await {
+        if record_batch(js, store, projector, notices, &messages).await {
             for message in &messages {
                 if let Err(error) = message.ack().await {
                     tracing::warn!(%error, "cannot ack an outcome; it will be redelivered");
@@ -187,6 +197,7 @@ async fn record_batch(
     js: &jetstream::Context,
     store: &Store,
     projector: &Projector,
+    notices: &LogNotices,
     messages: &[jetstream::Message],
 ) -> bool {
     let mut records = Vec::with_capacity(messages.len());
@@ -241,6 +252,13 @@ async fn record_batch(
             new
         }
     };
+    notices
+        .announce_all(
+            records
+                .iter()
+                .map(|r| (&r.account, &r.webhook_id, &r.delivery_id)),
+        )
+        .await;
     // Only a newly recorded 410: a redelivered old one must not turn off a
     // webhook that was enabled again since.
     for index in new.into_iter().filter(|&i| disables[i]) {

@@ -8,27 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::store::StoreError;
+pub use crate::service::FieldError;
+use crate::service::ServiceError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
-
-/// One offending field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct FieldError {
-    /// Path of the field in the request, e.g. `events[1]` or `url`;
-    /// headers are named `header:<name>`, query parameters `query:<name>`.
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// RFC 9457 problem details.
 #[derive(Debug, Serialize, ToSchema)]
@@ -174,17 +157,24 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
+/// The API's reading of the service's domain errors.
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
         match error {
-            StoreError::NotFound(what) => Self::NotFound(what),
-            StoreError::Conflict(what) => Self::Conflict(what),
-            StoreError::VersionMismatch { expected, current } => Self::Conflict(format!(
-                "version {expected} is stale: the resource is at version {current}; \
-                 fetch it again and retry"
-            )),
-            StoreError::Other(e) => Self::Internal(e),
+            ServiceError::Invalid(errors) => Self::Invalid(errors),
+            ServiceError::Forbidden => Self::Forbidden,
+            ServiceError::NotFound(what) => Self::NotFound(what),
+            ServiceError::Conflict(what) => Self::Conflict(what),
+            stale @ ServiceError::Stale { .. } => Self::Conflict(stale.to_string()),
+            ServiceError::Unavailable(message) => Self::Unavailable(message),
+            ServiceError::Internal(e) => Self::Internal(e),
         }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        ServiceError::from(error).into()
     }
 }
 

@@ -6,7 +6,9 @@ pub mod auth;
 pub mod config;
 pub mod deliveries;
 pub mod error;
+pub mod live;
 pub mod openapi;
+pub mod principal;
 pub mod projection;
 pub mod service;
 pub mod state;
@@ -64,6 +66,7 @@ impl Registry {
             projector,
             config: Arc::new(config),
             admin_key_hash,
+            log_notices: live::LogNotices::new(nats.clone()),
             nats,
             js,
         };
@@ -94,7 +97,7 @@ impl Registry {
             self.state.config.reconcile_interval,
             shutdown.clone(),
         ));
-        let purge = tokio::spawn(purge_idempotency_keys(
+        let purge = tokio::spawn(purge_expired(
             self.state.store.clone(),
             self.state.config.idempotency_ttl,
             shutdown.clone(),
@@ -103,8 +106,10 @@ impl Registry {
             self.state.js.clone(),
             self.state.store.clone(),
             self.state.projector.clone(),
+            self.state.log_notices.clone(),
             shutdown.clone(),
         ));
+        let notices = tokio::spawn(self.state.log_notices.clone().run(shutdown.clone()));
         let address = listener.local_addr().context("listener has no address")?;
         tracing::info!(%address, "herald-registry listening");
         axum::serve(listener, self.router())
@@ -115,7 +120,8 @@ impl Registry {
         for (name, task) in [
             ("reconciler", reconciler),
             ("outcome ingest", ingest),
-            ("key purge", purge),
+            ("purge", purge),
+            ("delivery log notices", notices),
         ] {
             if let Err(e) = task.await {
                 tracing::warn!(error = %e, task = name, "background task ended abnormally");
@@ -125,12 +131,9 @@ impl Registry {
     }
 }
 
-/// Forgets idempotency keys older than `ttl`, every tenth of it.
-async fn purge_idempotency_keys(
-    store: Store,
-    ttl: std::time::Duration,
-    shutdown: CancellationToken,
-) {
+/// Forgets idempotency keys older than `ttl` and expired console sessions,
+/// every tenth of `ttl`.
+async fn purge_expired(store: Store, ttl: std::time::Duration, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval((ttl / 10).max(std::time::Duration::from_secs(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -142,6 +145,12 @@ async fn purge_idempotency_keys(
             tracing::warn!(
                 error = format!("{:#}", anyhow::Error::from(error)),
                 "purging idempotency keys failed"
+            );
+        }
+        if let Err(error) = store.purge_sessions().await {
+            tracing::warn!(
+                error = format!("{:#}", anyhow::Error::from(error)),
+                "purging expired console sessions failed"
             );
         }
     }

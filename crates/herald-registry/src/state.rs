@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::live::LogNotices;
 use crate::projection::Projector;
 use crate::store::Store;
 
@@ -15,4 +16,6 @@ pub struct AppState {
     pub admin_key_hash: Arc<str>,
     pub nats: async_nats::Client,
     pub js: async_nats::jetstream::Context,
+    /// Changes to the delivery log, for the console's live pages.
+    pub log_notices: LogNotices,
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use herald_core::{Disposition, RetrySchedule, classify, jittered, parse_retry_after};
 use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 
 use crate::http::{self, DeliveryClient, SendError};
 use crate::index::Subscription;
@@ -35,6 +35,8 @@ pub struct Attempted {
     pub at: DateTime<Utc>,
     pub latency: Duration,
     pub result: Result<http::Response, AttemptError>,
+    /// The request's headers as sent; empty when nothing was sent.
+    pub request_headers: HeaderMap,
 }
 
 impl Attempted {
@@ -100,21 +102,26 @@ pub async fn send(
 ) -> Attempted {
     let at = Utc::now();
     let body = Bytes::from(task.event.webhook_body());
-    let headers = match request_headers(subscription, task, &body, traceparent, at) {
+    let mut headers = match request_headers(subscription, task, &body, traceparent, at) {
         Ok(headers) => headers,
         Err(err) => {
             return Attempted {
                 at,
                 latency: Duration::ZERO,
                 result: Err(err),
+                request_headers: HeaderMap::new(),
             };
         }
     };
-    let attempt = client.post(&subscription.url, headers, body).await;
+    // Set here rather than as the client's default so that the log records
+    // exactly what was sent.
+    headers.insert(USER_AGENT, client.user_agent().clone());
+    let attempt = client.post(&subscription.url, headers.clone(), body).await;
     Attempted {
         at,
         latency: attempt.latency,
         result: attempt.result.map_err(AttemptError::Send),
+        request_headers: headers,
     }
 }
 
@@ -205,6 +212,14 @@ pub fn outcome(task: &Task, attempted: &Attempted, verdict: Verdict) -> Delivery
         next_attempt_at: next_attempt_at.map(herald_proto::timestamp),
         disable_webhook: disable,
         trigger: task.message.trigger,
+        request_headers: attempted
+            .request_headers
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_owned(), value)
+            })
+            .collect(),
     }
 }
 
@@ -226,6 +241,7 @@ pub fn not_sent(task: &Task, reason: &str, at: DateTime<Utc>) -> DeliveryOutcome
         next_attempt_at: None,
         disable_webhook: false,
         trigger: task.message.trigger,
+        request_headers: Default::default(),
     }
 }
 
@@ -296,6 +312,10 @@ mod tests {
                 retry_after: retry_after.map(str::to_owned),
                 body: "nope".to_owned(),
             }),
+            request_headers: HeaderMap::from_iter([(
+                WEBHOOK_ID,
+                HeaderValue::from_static("dlv_01BX5ZZKBKACTAV9WEVGEMMVRZ"),
+            )]),
         }
     }
 
@@ -433,6 +453,13 @@ mod tests {
         );
         assert!(!outcome.disable_webhook);
         assert_eq!(outcome.trigger, Trigger::Event as i32);
+        assert_eq!(
+            outcome
+                .request_headers
+                .get("webhook-id")
+                .map(String::as_str),
+            Some("dlv_01BX5ZZKBKACTAV9WEVGEMMVRZ")
+        );
 
         let gone = super::outcome(
             &task,

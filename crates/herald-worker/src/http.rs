@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use herald_core::{AddressPolicy, Forbidden, WebhookUrl};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
 /// How much of a response body an outcome records.
@@ -35,6 +35,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub enum HttpError {
     #[error("cannot build the HTTP client")]
     Build(#[source] reqwest::Error),
+    #[error("the user agent is not a valid header value")]
+    UserAgent,
 }
 
 /// Why an attempt got no HTTP response. `Display` is the curated text recorded in the outcome,
@@ -96,6 +98,7 @@ pub struct DeliveryClient {
     client: reqwest::Client,
     policy: Arc<AddressPolicy>,
     timeout: Duration,
+    user_agent: HeaderValue,
 }
 
 impl DeliveryClient {
@@ -125,7 +128,13 @@ impl DeliveryClient {
             client,
             policy,
             timeout,
+            user_agent: HeaderValue::from_str(user_agent).map_err(|_| HttpError::UserAgent)?,
         })
+    }
+
+    /// The `user-agent` of every request.
+    pub fn user_agent(&self) -> &HeaderValue {
+        &self.user_agent
     }
 
     /// POSTs `body` with `headers` to `url`.

@@ -13,8 +13,9 @@ use utoipa::ToSchema;
 
 use super::extract::ApiJson;
 use super::{Revealed, idempotency, path_id};
-use crate::auth::Principal;
 use crate::error::{ApiResult, Problem};
+use crate::principal::Principal;
+use crate::service::ServiceError;
 use crate::state::AppState;
 use crate::store::ApiKey;
 
@@ -104,7 +105,7 @@ pub async fn create(
             let created = state
                 .create_api_key(&principal, &account, &input.name)
                 .await?;
-            Ok(ApiKeyCreated {
+            Ok::<_, ServiceError>(ApiKeyCreated {
                 api_key: created.key.into(),
                 key: Revealed(created.secret.expose_secret().to_owned()),
             })

@@ -12,8 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiQuery};
 use super::{ListResponse, limit, path_id};
-use crate::auth::Principal;
 use crate::error::{ApiResult, Problem};
+use crate::principal::Principal;
 use crate::state::AppState;
 use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryState, DeliveryStats};
 
@@ -99,6 +99,10 @@ pub struct AttemptOut {
     /// The first bytes of the endpoint's answer.
     pub response_body: String,
     pub attempted_at: DateTime<Utc>,
+    /// The request's headers as sent (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`, …); empty when nothing was sent.
+    #[schema(value_type = Object)]
+    pub request_headers: std::collections::BTreeMap<String, String>,
 }
 
 impl From<Attempt> for AttemptOut {
@@ -112,6 +116,7 @@ impl From<Attempt> for AttemptOut {
             error: a.error,
             response_body: a.response_body,
             attempted_at: a.attempted_at,
+            request_headers: a.request_headers,
         }
     }
 }

@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 
 use super::extract::ApiJson;
 use super::idempotency;
-use crate::auth::Principal;
 use crate::error::{ApiResult, Problem};
+use crate::principal::Principal;
 use crate::state::AppState;
 use crate::store::EventTypeRecord;
 

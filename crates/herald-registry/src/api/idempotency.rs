@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
+use crate::principal::Principal;
 use crate::state::AppState;
 use crate::store::Begin;
 
@@ -47,7 +47,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 /// The fields named in `shown_once` (secrets and keys) are never stored: a
 /// replayed response carries them as null, and the first response is the
 /// only place they appear.
-pub async fn created<T, F>(
+pub async fn created<T, E, F>(
     state: &AppState,
     principal: &Principal,
     headers: &HeaderMap,
@@ -58,10 +58,11 @@ pub async fn created<T, F>(
 ) -> ApiResult<Response>
 where
     T: Serialize,
-    F: Future<Output = ApiResult<T>>,
+    E: Into<ApiError>,
+    F: Future<Output = Result<T, E>>,
 {
     let Some(key) = key_of(headers)? else {
-        let value = create.await?;
+        let value = create.await.map_err(Into::into)?;
         return Ok((StatusCode::CREATED, axum::Json(value)).into_response());
     };
     let scope = principal.scope_name();
@@ -121,7 +122,7 @@ where
             if let Err(e) = state.store.abandon_idempotent(&scope, &key).await {
                 tracing::warn!(error = %e, "could not release an idempotency key");
             }
-            Err(error)
+            Err(error.into())
         }
     }
 }

@@ -12,9 +12,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiQuery};
 use super::{ListResponse, Revealed, idempotency, limit, path_id};
-use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::service::{WebhookChange, WebhookInput};
+use crate::principal::Principal;
+use crate::service::{ServiceError, WebhookChange, WebhookInput};
 use crate::state::AppState;
 use crate::store::{SecretRecord, Webhook, WebhookFilter};
 
@@ -281,7 +281,7 @@ pub async fn create(
                 secret: input.secret.map(|s| s.0),
             };
             let (webhook, secret) = state.create_webhook(&principal, &account, input).await?;
-            Ok(WebhookCreated {
+            Ok::<_, ServiceError>(WebhookCreated {
                 webhook: webhook.into(),
                 secret: Revealed(secret.expose_whsec()),
             })
@@ -366,10 +366,10 @@ pub async fn update(
     {
         Ok(webhook) => Ok(with_etag(webhook)),
         // If-Match has its own status for a failed precondition.
-        Err(ApiError::Conflict(message)) if header_version.is_some() => {
-            Err(ApiError::PreconditionFailed(message))
+        Err(stale @ ServiceError::Stale { .. }) if header_version.is_some() => {
+            Err(ApiError::PreconditionFailed(stale.to_string()))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -28,6 +28,13 @@ pub struct ApiKey {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// Who a live key is: its id and its account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub key: ApiKeyId,
+    pub account: AccountId,
+}
+
 /// A key just created: the only time its text exists outside the client.
 #[derive(Debug)]
 pub struct NewApiKey {
@@ -106,15 +113,19 @@ impl Store {
         active.update(&self.db).await?.try_into()
     }
 
-    /// The account a live key belongs to, if any.
-    pub async fn account_for_key(&self, key: &SecretString) -> StoreResult<Option<AccountId>> {
+    /// The live key whose text is `key`, and its account, if any.
+    pub async fn owner_of_key(&self, key: &SecretString) -> StoreResult<Option<KeyOwner>> {
         let row = api_key::Entity::find()
             .filter(api_key::Column::Hash.eq(hash_key(key.expose_secret())))
             .filter(api_key::Column::RevokedAt.is_null())
             .one(&self.db)
             .await?;
-        row.map(|r| AccountId::parse(&r.account_id).context("stored account id is invalid"))
-            .transpose()
-            .map_err(StoreError::from)
+        row.map(|r| {
+            Ok(KeyOwner {
+                key: ApiKeyId::parse(&r.id).context("stored key id is invalid")?,
+                account: AccountId::parse(&r.account_id).context("stored account id is invalid")?,
+            })
+        })
+        .transpose()
     }
 }

@@ -1,5 +1,7 @@
 //! The delivery log: what was sent where, every attempt and its outcome.
 
+use std::collections::{BTreeMap, HashMap};
+
 use anyhow::Context as _;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -66,6 +68,8 @@ pub struct OutcomeRecord {
     pub response_body: String,
     pub attempted_at: DateTime<Utc>,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The request's headers as sent, by name.
+    pub request_headers: BTreeMap<String, String>,
 }
 
 /// A delivery about to be handed to the workers by the registry itself
@@ -93,6 +97,8 @@ pub struct Delivery {
     pub attempts: u32,
     pub last_attempt: u32,
     pub last_http_status: u16,
+    /// How long the latest attempt waited for its answer.
+    pub last_latency_ms: u32,
     pub last_error: String,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -109,6 +115,9 @@ pub struct Attempt {
     pub error: String,
     pub response_body: String,
     pub attempted_at: DateTime<Utc>,
+    /// The request's headers as sent; empty when the worker did not report
+    /// them.
+    pub request_headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -162,6 +171,7 @@ impl TryFrom<delivery::Model> for Delivery {
             attempts: uint(row.attempts),
             last_attempt: uint(row.last_attempt),
             last_http_status: u16::try_from(row.last_http_status).unwrap_or(0),
+            last_latency_ms: uint(row.last_latency_ms),
             last_error: row.last_error,
             next_attempt_at: row.next_attempt_at,
             created_at: row.created_at,
@@ -183,6 +193,8 @@ impl TryFrom<attempt::Model> for Attempt {
             error: row.error,
             response_body: row.response_body,
             attempted_at: row.attempted_at,
+            // Written by this store from a map; anything else reads as none.
+            request_headers: serde_json::from_str(&row.request_headers).unwrap_or_default(),
         })
     }
 }
@@ -243,6 +255,9 @@ impl Store {
             error: Set(outcome.error.clone()),
             response_body: Set(outcome.response_body.clone()),
             attempted_at: Set(outcome.attempted_at),
+            webhook_id: Set(outcome.webhook_id.to_string()),
+            request_headers: Set(serde_json::to_string(&outcome.request_headers)
+                .context("serialising request headers")?),
         })
         .on_conflict(
             OnConflict::columns([attempt::Column::DeliveryId, attempt::Column::Attempt])
@@ -276,6 +291,10 @@ impl Store {
             .col_expr(
                 delivery::Column::LastHttpStatus,
                 Expr::value(i32::from(outcome.http_status)),
+            )
+            .col_expr(
+                delivery::Column::LastLatencyMs,
+                Expr::value(int(outcome.latency_ms)),
             )
             .col_expr(
                 delivery::Column::LastError,
@@ -340,6 +359,7 @@ impl Store {
             attempts: Set(0),
             last_attempt: Set(0),
             last_http_status: Set(0),
+            last_latency_ms: Set(0),
             last_error: Set(String::new()),
             next_attempt_at: Set(None),
             created_at: Set(at),
@@ -518,6 +538,90 @@ impl Store {
                 .await?;
         }
         Ok(stats)
+    }
+
+    /// The deliveries among `ids` that belong to the scope's account.
+    pub async fn deliveries_by_ids(
+        &self,
+        scope: &AccountScope,
+        ids: &[DeliveryId],
+    ) -> StoreResult<Vec<Delivery>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        delivery::Entity::find()
+            .filter(delivery::Column::AccountId.eq(scope.account().as_str()))
+            .filter(delivery::Column::Id.is_in(ids.iter().map(DeliveryId::as_str)))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Delivery::try_from)
+            .collect()
+    }
+
+    /// Per webhook of the account, its deliveries created since `since` by
+    /// where they stand now.
+    pub async fn recent_stats(
+        &self,
+        scope: &AccountScope,
+        since: DateTime<Utc>,
+    ) -> StoreResult<HashMap<WebhookId, DeliveryStats>> {
+        let rows: Vec<(String, String, i64)> = delivery::Entity::find()
+            .select_only()
+            .column(delivery::Column::WebhookId)
+            .column(delivery::Column::Status)
+            .column_as(delivery::Column::Id.count(), "count")
+            .filter(delivery::Column::AccountId.eq(scope.account().as_str()))
+            .filter(delivery::Column::CreatedAt.gte(since))
+            .group_by(delivery::Column::WebhookId)
+            .group_by(delivery::Column::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut stats: HashMap<WebhookId, DeliveryStats> = HashMap::new();
+        for (webhook, status, count) in rows {
+            let webhook = WebhookId::parse(&webhook).context("stored webhook id is invalid")?;
+            let entry = stats.entry(webhook).or_default();
+            let count = u64::try_from(count).unwrap_or(0);
+            match DeliveryState::parse(&status)? {
+                DeliveryState::Pending => entry.pending += count,
+                DeliveryState::Delivered => entry.delivered += count,
+                DeliveryState::Failed => entry.failed += count,
+                DeliveryState::Exhausted => entry.exhausted += count,
+            }
+        }
+        Ok(stats)
+    }
+
+    /// A webhook's attempts in [from, to): (delivered, failed). The caller
+    /// has checked that the webhook is in its scope.
+    pub async fn attempt_counts(
+        &self,
+        webhook: &WebhookId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<(u64, u64)> {
+        let rows: Vec<(String, i64)> = attempt::Entity::find()
+            .select_only()
+            .column(attempt::Column::Status)
+            .column_as(attempt::Column::Attempt.count(), "count")
+            .filter(attempt::Column::WebhookId.eq(webhook.as_str()))
+            .filter(attempt::Column::AttemptedAt.gte(from))
+            .filter(attempt::Column::AttemptedAt.lt(to))
+            .group_by(attempt::Column::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let (mut delivered, mut failed) = (0, 0);
+        for (status, count) in rows {
+            let count = u64::try_from(count).unwrap_or(0);
+            if status == DeliveryState::Delivered.as_str() {
+                delivered += count;
+            } else {
+                failed += count;
+            }
+        }
+        Ok((delivered, failed))
     }
 
     /// Disables a webhook on the workers' word (its endpoint answered 410

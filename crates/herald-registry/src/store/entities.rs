@@ -164,6 +164,7 @@ pub mod delivery {
         pub attempts: i32,
         pub last_attempt: i32,
         pub last_http_status: i32,
+        pub last_latency_ms: i32,
         pub last_error: String,
         pub next_attempt_at: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
@@ -193,6 +194,42 @@ pub mod attempt {
         pub error: String,
         pub response_body: String,
         pub attempted_at: DateTimeUtc,
+        /// The webhook, so that its attempts can be counted by hour
+        /// without reading its deliveries.
+        pub webhook_id: String,
+        /// JSON object of the request's headers as sent; `{}` when the
+        /// worker did not report them.
+        pub request_headers: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod console_session {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "console_sessions")]
+    pub struct Model {
+        /// Hex SHA-256 of the cookie's token: a leaked table opens nothing.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// None for the admin.
+        pub account_id: Option<String>,
+        /// The account key the session was opened with; revoking it ends
+        /// the session.
+        pub api_key_id: Option<String>,
+        /// Hash of the admin key the session was opened with; a changed
+        /// admin key ends the session.
+        pub admin_key_hash: Option<String>,
+        pub csrf_token: String,
+        /// A one-time message for the next page (JSON).
+        pub flash: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,7 +11,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(DeliveryLog)]
+        vec![Box::new(Initial), Box::new(DeliveryLog), Box::new(Console)]
     }
 }
 
@@ -237,6 +237,7 @@ enum Deliveries {
     Attempts,
     LastAttempt,
     LastHttpStatus,
+    LastLatencyMs,
     LastError,
     NextAttemptAt,
     CreatedAt,
@@ -246,6 +247,8 @@ enum Deliveries {
 #[derive(DeriveIden)]
 enum Attempts {
     Table,
+    WebhookId,
+    RequestHeaders,
     DeliveryId,
     Attempt,
     Status,
@@ -334,6 +337,110 @@ impl MigrationTrait for DeliveryLog {
                             .to(Deliveries::Table, Deliveries::Id)
                             .on_delete(ForeignKeyAction::Cascade),
                     )
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum ConsoleSessions {
+    Table,
+    Id,
+    AccountId,
+    ApiKeyId,
+    AdminKeyHash,
+    CsrfToken,
+    Flash,
+    CreatedAt,
+    ExpiresAt,
+}
+
+/// The console: sessions, and what its delivery pages show (attempts by
+/// webhook and hour, the headers of each request).
+struct Console;
+
+impl MigrationName for Console {
+    fn name(&self) -> &str {
+        "m20261201_000003_console"
+    }
+}
+
+// async_trait's expansion rejects `SchemaManager<'_>` here.
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for Console {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters a table a column at a time.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Deliveries::Table)
+                    .add_column(integer(Deliveries::LastLatencyMs).default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Attempts::Table)
+                    .add_column(string(Attempts::WebhookId).default(""))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Attempts::Table)
+                    .add_column(text(Attempts::RequestHeaders).default("{}"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "UPDATE attempts SET webhook_id = \
+                 (SELECT webhook_id FROM deliveries WHERE deliveries.id = attempts.delivery_id)",
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("attempts_webhook_time")
+                    .table(Attempts::Table)
+                    .col(Attempts::WebhookId)
+                    .col(Attempts::AttemptedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ConsoleSessions::Table)
+                    .col(string(ConsoleSessions::Id).primary_key())
+                    .col(string_null(ConsoleSessions::AccountId))
+                    .col(string_null(ConsoleSessions::ApiKeyId))
+                    .col(string_null(ConsoleSessions::AdminKeyHash))
+                    .col(string(ConsoleSessions::CsrfToken))
+                    .col(text_null(ConsoleSessions::Flash))
+                    .col(timestamp_with_time_zone(ConsoleSessions::CreatedAt))
+                    .col(timestamp_with_time_zone(ConsoleSessions::ExpiresAt))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(ConsoleSessions::Table, ConsoleSessions::ApiKeyId)
+                            .to(ApiKeys::Table, ApiKeys::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("console_sessions_expires_at")
+                    .table(ConsoleSessions::Table)
+                    .col(ConsoleSessions::ExpiresAt)
                     .to_owned(),
             )
             .await?;

@@ -12,6 +12,7 @@ mod entities;
 mod event_types;
 mod idempotency;
 pub mod migration;
+mod sessions;
 mod webhooks;
 
 use anyhow::Context as _;
@@ -21,16 +22,17 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 use sea_orm_migration::MigratorTrait as _;
 
 pub use accounts::Account;
-pub use api_keys::{ApiKey, KEY_PREFIX, NewApiKey, hash_key};
+pub use api_keys::{ApiKey, KEY_PREFIX, KeyOwner, NewApiKey, hash_key};
 pub use deliveries::{
     Attempt, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, IngestReport, OutcomeRecord,
     PendingDelivery,
 };
 pub use event_types::{EventTypeRecord, SEED_CATALOGUE};
 pub use idempotency::{Begin, IdempotencyRecord};
+pub use sessions::{Opener, Session};
 pub use webhooks::{NewWebhook, SecretRecord, Webhook, WebhookFilter, WebhookPatch};
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use cipher::Cipher;
 
 #[derive(Debug, thiserror::Error)]

@@ -72,6 +72,7 @@ fn outcome(
         next_attempt_at: None,
         disable_webhook: http == 410,
         trigger: Trigger::Event.into(),
+        request_headers: [("webhook-id".to_owned(), "as sent".to_owned())].into(),
     }
 }
 
@@ -196,6 +197,11 @@ async fn outcomes_fill_the_log_once_each() {
         })
         .collect();
     assert_eq!(attempts, [(1, "failed", 500), (2, "delivered", 200)]);
+    assert_eq!(
+        logged["attempt_log"][1]["request_headers"],
+        json!({ "webhook-id": "as sent" }),
+        "the headers the worker reports are kept"
+    );
 
     let stats = f.get(&format!("/webhooks/{}/stats", f.webhook)).await;
     assert_eq!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use herald_core::{AccountId, EventFilter, SigningSecret, WebhookId, WebhookUrl};
 use herald_proto::webhooks::v1::WebhookSpec;
-use herald_registry::auth::Principal;
+use herald_registry::principal::Principal;
 use herald_registry::store::{NewWebhook, WebhookPatch};
 use reqwest::{Method, StatusCode};
 use serde_json::json;

@@ -1,0 +1,58 @@
+//! The event type catalogue webhooks subscribe against.
+
+use herald_core::EventType;
+
+use super::{ServiceResult, require_admin};
+use crate::principal::Principal;
+use crate::state::AppState;
+use crate::store::EventTypeRecord;
+
+/// The longest description of an event type.
+const MAX_DESCRIPTION: usize = 1000;
+
+fn check_description(description: &str) -> ServiceResult<()> {
+    if description.chars().count() > MAX_DESCRIPTION {
+        return Err(super::ServiceError::field(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION} characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl AppState {
+    pub async fn list_event_types(&self) -> ServiceResult<Vec<EventTypeRecord>> {
+        Ok(self.store.list_event_types().await?)
+    }
+
+    pub async fn create_event_type(
+        &self,
+        principal: &Principal,
+        name: &EventType,
+        description: &str,
+    ) -> ServiceResult<EventTypeRecord> {
+        require_admin(principal)?;
+        check_description(description)?;
+        Ok(self
+            .store
+            .create_event_type(name.as_str(), description)
+            .await?)
+    }
+
+    pub async fn update_event_type(
+        &self,
+        principal: &Principal,
+        name: &str,
+        description: Option<String>,
+        deprecated: Option<bool>,
+    ) -> ServiceResult<EventTypeRecord> {
+        require_admin(principal)?;
+        if let Some(description) = &description {
+            check_description(description)?;
+        }
+        Ok(self
+            .store
+            .update_event_type(name, description, deprecated)
+            .await?)
+    }
+}
