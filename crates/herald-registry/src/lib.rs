@@ -13,6 +13,7 @@ pub mod projection;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod ui;
 
 use std::sync::Arc;
 

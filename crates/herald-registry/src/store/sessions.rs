@@ -102,7 +102,18 @@ impl Store {
         token: &SecretString,
         admin_key_hash: &str,
     ) -> StoreResult<Option<Session>> {
-        let Some(row) = console_session::Entity::find_by_id(hash_key(token.expose_secret()))
+        self.session_by_id(&hash_key(token.expose_secret()), admin_key_hash)
+            .await
+    }
+
+    /// The session `id` if it is still live, for long requests that check
+    /// again as they go.
+    pub async fn session_by_id(
+        &self,
+        id: &str,
+        admin_key_hash: &str,
+    ) -> StoreResult<Option<Session>> {
+        let Some(row) = console_session::Entity::find_by_id(id)
             .filter(console_session::Column::ExpiresAt.gt(now()))
             .one(&self.db)
             .await?

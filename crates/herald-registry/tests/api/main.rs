@@ -6,6 +6,7 @@
 mod common;
 
 mod accounts;
+mod console;
 mod deliveries;
 mod event_types;
 mod isolation;

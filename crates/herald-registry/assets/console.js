@@ -1,0 +1,111 @@
+// Herald console: small enhancements. Every page works without them.
+(() => {
+  "use strict";
+
+  // Copy buttons: shown only when they can work.
+  for (const button of document.querySelectorAll("button[data-copy]")) {
+    button.hidden = false;
+    button.addEventListener("click", async () => {
+      const field = document.getElementById(button.dataset.copy);
+      if (!field) return;
+      try {
+        await navigator.clipboard.writeText(field.value);
+        button.textContent = "Copied";
+      } catch {
+        field.focus();
+        field.select();
+        button.textContent = "Press Ctrl+C";
+      }
+      setTimeout(() => { button.textContent = "Copy"; }, 2500);
+    });
+  }
+
+  // Buttons that ask first.
+  for (const button of document.querySelectorAll("button[data-confirm]")) {
+    button.addEventListener("click", (event) => {
+      if (!window.confirm(button.dataset.confirm)) event.preventDefault();
+    });
+  }
+
+  // Links to a confirmation page: with scripts on, a dialog asks instead
+  // and OK posts the form the page would have posted.
+  for (const link of document.querySelectorAll("a[data-confirm-post]")) {
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      if (!window.confirm(link.dataset.confirmPost)) return;
+      const form = document.createElement("form");
+      form.method = "post";
+      form.action = link.href;
+      const csrf = document.createElement("input");
+      csrf.type = "hidden";
+      csrf.name = "csrf";
+      csrf.value = link.dataset.csrf;
+      form.append(csrf);
+      document.body.append(form);
+      form.submit();
+    });
+  }
+
+  // Test events: choosing a type puts its example payload in the box,
+  // unless the box has been edited.
+  for (const select of document.querySelectorAll("select[data-example-for]")) {
+    const area = document.getElementById(select.dataset.exampleFor);
+    if (!area) continue;
+    let example = area.value;
+    select.addEventListener("change", () => {
+      const option = select.selectedOptions[0];
+      if (option && area.value.trim() === example.trim()) {
+        area.value = option.dataset.example || "";
+        example = area.value;
+      }
+    });
+  }
+
+  // The delivery log follows its changes while the page is open.
+  for (const table of document.querySelectorAll("table[data-live]")) follow(table);
+
+  function follow(table) {
+    const size = Number(table.dataset.pageSize) || 25;
+    const status = document.querySelector("[data-live-status]");
+    const say = (text) => { if (status) status.textContent = text; };
+    // Reads the log again: on (re)connecting, so that changes made
+    // between the page's rendering and the subscription are not missed,
+    // and when the server says too much changed to follow one by one.
+    const resync = async () => {
+      const response = await fetch(window.location.href, { credentials: "same-origin" });
+      if (!response.ok) return;
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = page.querySelector("table[data-live] tbody");
+      if (fresh) table.tBodies[0].replaceWith(document.adoptNode(fresh));
+      if (fresh && fresh.rows.length > 0) {
+        for (const empty of document.querySelectorAll("[data-empty]")) empty.remove();
+      }
+    };
+    const source = new EventSource(table.dataset.live);
+    source.addEventListener("open", () => {
+      say("This log updates by itself while the page is open.");
+      resync();
+    });
+    source.addEventListener("error", () => say("Live updates paused; reconnecting…"));
+    source.addEventListener("upsert", (event) => {
+      const template = document.createElement("template");
+      template.innerHTML = event.data.trim();
+      const row = template.content.firstElementChild;
+      if (!row || !row.id) return;
+      const body = table.tBodies[0];
+      const existing = document.getElementById(row.id);
+      if (existing) {
+        existing.replaceWith(row);
+      } else {
+        body.prepend(row);
+        while (body.rows.length > size) body.lastElementChild.remove();
+      }
+      row.classList.add("fresh");
+      for (const empty of document.querySelectorAll("[data-empty]")) empty.remove();
+    });
+    source.addEventListener("drop", (event) => {
+      document.getElementById(event.data)?.remove();
+    });
+    source.addEventListener("resync", resync);
+  }
+})();

@@ -1,0 +1,147 @@
+//! The accounts the signed-in key may see, as cards, and an account's page,
+//! which opens on its Webhooks tab.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Redirect, Response};
+use axum::routing::get;
+use herald_core::AccountId;
+use serde::Deserialize;
+
+use super::errors::UiResult;
+use super::session::{Flash, Posted, Viewer};
+use super::view::{Layout, account_path, when};
+use super::{UiError, page, render, see_other};
+use crate::service::ServiceError;
+use crate::state::AppState;
+
+/// Accounts per page of cards.
+const PAGE: u64 = 24;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/accounts", get(list).post(create))
+        .route(
+            "/accounts/{account}",
+            get(|Path(account): Path<String>| async move {
+                Redirect::to(&format!("/ui/accounts/{account}/webhooks"))
+            }),
+        )
+}
+
+/// An account id from a path: a malformed one cannot exist.
+pub fn account_id(text: &str) -> UiResult<AccountId> {
+    AccountId::parse(text).map_err(|_| UiError::NotFound("account"))
+}
+
+#[derive(Debug)]
+struct Card {
+    name: String,
+    id: String,
+    created: String,
+    manage_href: String,
+}
+
+#[derive(Template)]
+#[template(path = "accounts.html")]
+struct AccountsPage {
+    layout: Layout,
+    cards: Vec<Card>,
+    next_page: Option<String>,
+    is_admin: bool,
+    csrf: String,
+    new_name: String,
+    name_error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    cursor: Option<String>,
+}
+
+async fn cards_page(
+    state: &AppState,
+    viewer: &Viewer,
+    cursor: Option<&str>,
+    layout: Layout,
+    new_name: String,
+    name_error: Option<String>,
+) -> UiResult<AccountsPage> {
+    let accounts = state
+        .visible_accounts(viewer.principal(), cursor, PAGE)
+        .await?;
+    Ok(AccountsPage {
+        layout,
+        cards: accounts
+            .items
+            .iter()
+            .map(|account| Card {
+                name: account.name.clone(),
+                id: account.id.to_string(),
+                created: when(&account.created_at),
+                manage_href: account_path(&account.id, "/webhooks"),
+            })
+            .collect(),
+        next_page: accounts.next_cursor.map(|c| {
+            format!(
+                "/ui/accounts?{}",
+                serde_urlencoded::to_string([("cursor", c)]).unwrap_or_default()
+            )
+        }),
+        is_admin: viewer.is_admin(),
+        csrf: viewer.csrf().to_owned(),
+        new_name,
+        name_error,
+    })
+}
+
+async fn list(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(query): Query<ListQuery>,
+) -> UiResult<Response> {
+    let flash = viewer.take_flash().await?;
+    let layout = Layout::new("Accounts", &viewer).with_flash(flash.as_ref());
+    let cards = cards_page(
+        &state,
+        &viewer,
+        query.cursor.as_deref(),
+        layout,
+        String::new(),
+        None,
+    )
+    .await?;
+    Ok(page(&cards))
+}
+
+#[derive(Debug, Deserialize)]
+struct NewAccount {
+    #[serde(default)]
+    name: String,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Posted { viewer, form }: Posted<NewAccount>,
+) -> UiResult<Response> {
+    match state.create_account(viewer.principal(), &form.name).await {
+        Ok(account) => {
+            viewer
+                .flash(&Flash::notice(format!(
+                    "Account “{}” created.",
+                    account.name
+                )))
+                .await;
+            Ok(see_other("/ui/accounts"))
+        }
+        Err(ServiceError::Invalid(errors)) => {
+            let message = errors.into_iter().next().map(|e| e.message);
+            let layout = Layout::new("Accounts", &viewer);
+            let cards = cards_page(&state, &viewer, None, layout, form.name, message).await?;
+            Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &cards))
+        }
+        Err(error) => Err(error.into()),
+    }
+}

@@ -1,0 +1,123 @@
+//! The console's reading of what went wrong: a page in words an admin
+//! understands, with the same status the API would answer. Validation
+//! errors are not here: forms show them beside their fields.
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::view::Layout;
+use crate::service::ServiceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("only the admin can do this")]
+    Forbidden,
+    /// A form post without its session's CSRF token.
+    #[error("form without a valid CSRF token")]
+    BadCsrf,
+    #[error("{0}")]
+    BadForm(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<ServiceError> for UiError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::NotFound(what) => Self::NotFound(what),
+            ServiceError::Forbidden => Self::Forbidden,
+            ServiceError::Conflict(message) => Self::Conflict(message),
+            stale @ ServiceError::Stale { .. } => Self::Conflict(stale.to_string()),
+            ServiceError::Unavailable(message) => Self::Unavailable(message),
+            // Forms catch these first; one that gets here still deserves words.
+            ServiceError::Invalid(errors) => Self::BadForm(
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            ServiceError::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    layout: Layout,
+    heading: String,
+    message: String,
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        let (status, heading, message) = match &self {
+            Self::NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                "Not found".to_owned(),
+                format!("This {what} does not exist, or it is not yours to see."),
+            ),
+            Self::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "Admins only".to_owned(),
+                "Only the admin can do this. Sign in with the admin key to continue.".to_owned(),
+            ),
+            Self::BadCsrf => (
+                StatusCode::FORBIDDEN,
+                "This form has expired".to_owned(),
+                "The form was not sent from this console, or your session changed since it \
+                 was shown. Go back, reload the page and try again."
+                    .to_owned(),
+            ),
+            Self::BadForm(message) => (
+                StatusCode::BAD_REQUEST,
+                "This form could not be read".to_owned(),
+                message.clone(),
+            ),
+            Self::Conflict(message) => (
+                StatusCode::CONFLICT,
+                "That did not happen".to_owned(),
+                message.clone(),
+            ),
+            Self::Unavailable(message) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again shortly".to_owned(),
+                message.clone(),
+            ),
+            Self::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "console request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong".to_owned(),
+                    "An unexpected error occurred; it has been logged.".to_owned(),
+                )
+            }
+        };
+        let page = ErrorPage {
+            layout: Layout::signed_out(heading.clone()),
+            heading,
+            message,
+        };
+        match page.render() {
+            Ok(html) => (status, axum::response::Html(html)).into_response(),
+            Err(error) => {
+                tracing::error!(%error, "cannot render the error page");
+                (status, message_only(status)).into_response()
+            }
+        }
+    }
+}
+
+fn message_only(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("error")
+}
+
+pub type UiResult<T> = Result<T, UiError>;

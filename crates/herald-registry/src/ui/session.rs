@@ -1,0 +1,465 @@
+//! Signing in to the console with an API key, the session cookie, and the
+//! CSRF token every state-changing form carries.
+//!
+//! The cookie holds a random token; the store keeps only its hash. It is
+//! HttpOnly, SameSite=Lax, Secure when `HERALD_SECURE_COOKIES` is set, and
+//! expires with the session. The sign-in form itself is protected by a
+//! double-submit token in a short-lived cookie of its own.
+
+use askama::Template;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Router, body::Bytes};
+use base64::Engine as _;
+use cookie::{Cookie, SameSite};
+use rand::RngCore as _;
+use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
+
+use super::UiError;
+use super::view::Layout;
+use crate::principal::Principal;
+use crate::state::AppState;
+use crate::store::{Opener, Session};
+
+pub const SESSION_COOKIE: &str = "herald_session";
+const SIGN_IN_COOKIE: &str = "herald_sign_in";
+/// The form field that carries the CSRF token.
+pub const CSRF_FIELD: &str = "csrf";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sign-in", get(sign_in_form).post(sign_in))
+        .route("/sign-out", post(sign_out))
+}
+
+/// A one-time message for the next page, kept in the session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Flash {
+    Notice {
+        text: String,
+        error: bool,
+    },
+    /// Show the webhook's signing secrets on its next page: it was just
+    /// created, its secret rotated, or its secrets revealed.
+    Secrets {
+        webhook: String,
+        why: SecretsShown,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretsShown {
+    Created,
+    Rotated,
+    Revealed,
+}
+
+impl Flash {
+    pub fn notice(text: impl Into<String>) -> Self {
+        Self::Notice {
+            text: text.into(),
+            error: false,
+        }
+    }
+
+    pub fn error(text: impl Into<String>) -> Self {
+        Self::Notice {
+            text: text.into(),
+            error: true,
+        }
+    }
+}
+
+/// Whoever is signed in, on a page that needs someone to be.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub session: Session,
+    /// "Admin", or the account's name.
+    pub label: String,
+    state: AppState,
+}
+
+impl Viewer {
+    pub fn principal(&self) -> &Principal {
+        &self.session.principal
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.session.principal.is_admin()
+    }
+
+    pub fn csrf(&self) -> &str {
+        &self.session.csrf_token
+    }
+
+    /// Leaves `flash` for the next page. A flash that cannot be stored is
+    /// logged: the action it reports has already happened.
+    pub async fn flash(&self, flash: &Flash) {
+        let stored = match serde_json::to_string(flash) {
+            Ok(text) => self.state.store.set_flash(&self.session.id, &text).await,
+            Err(error) => Err(anyhow::Error::new(error).into()),
+        };
+        if let Err(error) = stored {
+            tracing::warn!(
+                error = format!("{:#}", anyhow::Error::from(error)),
+                "cannot keep a console notice"
+            );
+        }
+    }
+
+    /// The flash left by the previous action, once.
+    pub async fn take_flash(&self) -> Result<Option<Flash>, UiError> {
+        let text = self
+            .state
+            .store
+            .take_flash(&self.session.id)
+            .await
+            .map_err(|e| UiError::Internal(e.into()))?;
+        // A flash this version cannot read is dropped, not an error page.
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|cookie| cookie.name() == name)
+        .map(|cookie| cookie.value().to_owned())
+}
+
+/// The live session of a request, if it has one.
+pub async fn session_of(headers: &HeaderMap, state: &AppState) -> Result<Option<Viewer>, UiError> {
+    let Some(token) = cookie_value(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let session = state
+        .store
+        .session(&SecretString::from(token), &state.admin_key_hash)
+        .await
+        .map_err(|e| UiError::Internal(e.into()))?;
+    let Some(session) = session else {
+        return Ok(None);
+    };
+    let label = match &session.principal {
+        Principal::Admin => "Admin".to_owned(),
+        Principal::Account(id) => state
+            .store
+            .get_account(id)
+            .await
+            .map_err(|e| UiError::Internal(e.into()))?
+            .map_or_else(|| id.to_string(), |account| account.name),
+    };
+    Ok(Some(Viewer {
+        session,
+        label,
+        state: state.clone(),
+    }))
+}
+
+/// Not signed in (or no longer): to the sign-in page, then back here.
+#[derive(Debug)]
+pub enum NeedsSession {
+    SignIn(String),
+    Failed(UiError),
+}
+
+impl IntoResponse for NeedsSession {
+    fn into_response(self) -> Response {
+        match self {
+            Self::SignIn(next) => {
+                let query =
+                    serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default();
+                Redirect::to(&format!("/ui/sign-in?{query}")).into_response()
+            }
+            Self::Failed(error) => error.into_response(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = NeedsSession;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, NeedsSession> {
+        match session_of(&parts.headers, state).await {
+            Ok(Some(viewer)) => Ok(viewer),
+            Ok(None) => {
+                let next = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/ui/accounts", |p| p.as_str());
+                Err(NeedsSession::SignIn(local_target(next).to_owned()))
+            }
+            Err(error) => Err(NeedsSession::Failed(error)),
+        }
+    }
+}
+
+/// A form posted by the signed-in viewer with the session's CSRF token.
+#[derive(Debug)]
+pub struct Posted<T> {
+    pub viewer: Viewer,
+    pub form: T,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Posted<T> {
+    type Rejection = NeedsSession;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, NeedsSession> {
+        let (mut parts, body) = request.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let bytes = read_form(parts, body, state)
+            .await
+            .map_err(NeedsSession::Failed)?;
+        let token = form_field(&bytes, CSRF_FIELD).unwrap_or_default();
+        if !same(&token, viewer.csrf()) {
+            return Err(NeedsSession::Failed(UiError::BadCsrf));
+        }
+        let form = parse_form(&bytes).map_err(NeedsSession::Failed)?;
+        Ok(Self { viewer, form })
+    }
+}
+
+async fn read_form(
+    parts: Parts,
+    body: axum::body::Body,
+    state: &AppState,
+) -> Result<Bytes, UiError> {
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(UiError::BadForm("expected a submitted form".into()));
+    }
+    let request = Request::from_parts(parts, body);
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| UiError::BadForm(rejection.body_text()))
+}
+
+fn form_field(bytes: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(bytes)
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, UiError> {
+    serde_html_form::from_bytes(bytes).map_err(|e| UiError::BadForm(e.to_string()))
+}
+
+fn same(given: &str, expected: &str) -> bool {
+    !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+/// `next` when it is a page of the console, else the accounts page: a
+/// sign-in link must not send anyone elsewhere.
+fn local_target(next: &str) -> &str {
+    let console = next.starts_with("/ui/") && !next.starts_with("/ui/sign-");
+    if console && !next.contains("//") && !next.contains('\\') {
+        next
+    } else {
+        "/ui/accounts"
+    }
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn set_cookie(response: &mut Response, cookie: &Cookie<'_>) {
+    match HeaderValue::from_str(&cookie.to_string()) {
+        Ok(value) => {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+        // Tokens are base64url: only a broken invariant gets here.
+        Err(error) => tracing::error!(%error, "cannot set a console cookie"),
+    }
+}
+
+fn cookie<'a>(name: &'a str, value: String, path: &'a str, state: &AppState) -> Cookie<'a> {
+    Cookie::build((name, value))
+        .path(path)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(state.config.secure_cookies)
+        .build()
+}
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignInPage {
+    layout: Layout,
+    csrf: String,
+    next: String,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+fn sign_in_page(state: &AppState, next: &str, error: Option<String>) -> Response {
+    let csrf = random_token();
+    let status = if error.is_some() {
+        axum::http::StatusCode::UNAUTHORIZED
+    } else {
+        axum::http::StatusCode::OK
+    };
+    let mut response = super::render(
+        status,
+        &SignInPage {
+            layout: Layout::signed_out("Sign in"),
+            csrf: csrf.clone(),
+            next: local_target(next).to_owned(),
+            error,
+        },
+    );
+    let mut pre = cookie(SIGN_IN_COOKIE, csrf, "/ui/sign-in", state);
+    pre.set_max_age(cookie::time::Duration::hours(1));
+    set_cookie(&mut response, &pre);
+    response
+}
+
+async fn sign_in_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<NextQuery>,
+) -> Result<Response, UiError> {
+    let next = query.next.unwrap_or_default();
+    if session_of(&headers, &state).await?.is_some() {
+        return Ok(Redirect::to(local_target(&next)).into_response());
+    }
+    Ok(sign_in_page(&state, &next, None))
+}
+
+#[derive(Debug, Deserialize)]
+struct SignInForm {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    next: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn sign_in(State(state): State<AppState>, request: Request) -> Result<Response, UiError> {
+    let (parts, body) = request.into_parts();
+    let expected = cookie_value(&parts.headers, SIGN_IN_COOKIE).unwrap_or_default();
+    let bytes = read_form(parts, body, &state).await?;
+    let form: SignInForm = parse_form(&bytes)?;
+    if !same(&form.csrf, &expected) {
+        return Err(UiError::BadCsrf);
+    }
+    let key = SecretString::from(form.key.trim().to_owned());
+    let identified = crate::auth::identify(&state, &key)
+        .await
+        .map_err(|e| UiError::Internal(e.into()))?;
+    let opener = match &identified {
+        Some((Principal::Admin, _)) => Opener::Admin {
+            key_hash: &state.admin_key_hash,
+        },
+        Some((Principal::Account(account), Some(key))) => Opener::Account { account, key },
+        _ => {
+            return Ok(sign_in_page(
+                &state,
+                &form.next,
+                Some("This key is not valid, or it has been revoked.".into()),
+            ));
+        }
+    };
+    let (token, session) = state
+        .store
+        .open_session(opener, state.config.session_ttl)
+        .await
+        .map_err(|e| UiError::Internal(e.into()))?;
+    tracing::info!(admin = session.principal.is_admin(), "console sign-in");
+    let mut response = Redirect::to(local_target(&form.next)).into_response();
+    let mut session_cookie = cookie(
+        SESSION_COOKIE,
+        secrecy::ExposeSecret::expose_secret(&token).to_owned(),
+        "/ui",
+        &state,
+    );
+    session_cookie.set_max_age(
+        cookie::time::Duration::try_from(state.config.session_ttl)
+            .unwrap_or(cookie::time::Duration::hours(12)),
+    );
+    set_cookie(&mut response, &session_cookie);
+    set_cookie(
+        &mut response,
+        &Cookie::build((SIGN_IN_COOKIE, ""))
+            .path("/ui/sign-in")
+            .removal()
+            .build(),
+    );
+    Ok(response)
+}
+
+async fn sign_out(
+    State(state): State<AppState>,
+    posted: Posted<serde::de::IgnoredAny>,
+) -> Result<Response, UiError> {
+    state
+        .store
+        .close_session(&posted.viewer.session.id)
+        .await
+        .map_err(|e| UiError::Internal(e.into()))?;
+    let mut response = Redirect::to("/ui/sign-in").into_response();
+    set_cookie(
+        &mut response,
+        &Cookie::build((SESSION_COOKIE, ""))
+            .path("/ui")
+            .removal()
+            .build(),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_only_returns_to_console_pages() {
+        for (next, expect) in [
+            (
+                "/ui/accounts/acct_1/webhooks",
+                "/ui/accounts/acct_1/webhooks",
+            ),
+            ("/ui/event-types?x=1", "/ui/event-types?x=1"),
+            ("https://evil.example/", "/ui/accounts"),
+            ("//evil.example/ui/", "/ui/accounts"),
+            ("/ui//evil.example", "/ui/accounts"),
+            ("/ui/\\evil", "/ui/accounts"),
+            ("/ui/sign-in", "/ui/accounts"),
+            ("/v1/accounts", "/ui/accounts"),
+            ("", "/ui/accounts"),
+        ] {
+            assert_eq!(local_target(next), expect, "{next}");
+        }
+    }
+
+    #[test]
+    fn csrf_tokens_compare_whole() {
+        assert!(same("abc", "abc"));
+        assert!(!same("ab", "abc"));
+        assert!(!same("", ""));
+        assert!(!same("abd", "abc"));
+    }
+}
