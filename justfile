@@ -17,6 +17,12 @@ test-postgres:
 e2e:
     cargo test -p herald-e2e
 
+# The console in headless Chromium (needs chromium, chromium-driver and
+# `npm ci --prefix tests/ui`); screenshots land in target/ui-screenshots/.
+ui-test:
+    npm ci --prefix tests/ui --no-audit --no-fund
+    cargo test -p herald-e2e --features browser --test ui
+
 # Throughput and latency against a bare HTTP POST loop, in one run.
 bench:
     cargo run --release -p herald -- bench
@@ -25,6 +31,7 @@ bench:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 # Regenerate the checked-in OpenAPI document.
 openapi:

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests unwrap: a panic is a failure with its message.
 
-mod harness;
+use herald_e2e::harness;
 
 mod flows;
 mod outages;

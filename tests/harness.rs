@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 pub const ADMIN: &str = "e2e-admin-key-0123456789";
 pub const WAIT: Duration = Duration::from_secs(20);
 
+#[derive(Debug)]
 pub struct Herald {
     pub nats: NatsServer,
     pub db: TestDatabase,
