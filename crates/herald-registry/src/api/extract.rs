@@ -51,8 +51,18 @@ where
     }
 }
 
-/// Deserialises a JSON body; errors name the JSON path of the culprit.
+/// Deserialises a JSON body, which must be an object; errors name the JSON
+/// path of the culprit.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde reads a struct from an array too (`["x"]` would fill the first
+    // field), which no client means.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "body",
+            "must be a JSON object",
+        )]));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -173,5 +183,8 @@ mod tests {
             r#"{"name": "a", "count": 1} x"#,
             "400 invalid JSON: trailing characters",
         );
+        check(r#"["a", 1]"#, "422 body: must be a JSON object");
+        check(r#" "a""#, "422 body: must be a JSON object");
+        check("", "400 invalid JSON: EOF while parsing a value");
     }
 }

@@ -11,13 +11,7 @@ use crate::store::EventTypeRecord;
 const MAX_DESCRIPTION: usize = 1000;
 
 fn check_description(description: &str) -> ServiceResult<()> {
-    if description.chars().count() > MAX_DESCRIPTION {
-        return Err(super::ServiceError::field(
-            "description",
-            format!("must be at most {MAX_DESCRIPTION} characters"),
-        ));
-    }
-    Ok(())
+    super::free_text("description", description, MAX_DESCRIPTION)
 }
 
 impl AppState {

@@ -84,6 +84,28 @@ impl From<StoreError> for ServiceError {
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
+/// Checks free text (a description): at most `max` characters, and no
+/// control characters but line breaks and tabs. PostgreSQL cannot store a
+/// NUL, and no reader wants the others.
+pub fn free_text(field: &str, text: &str, max: usize) -> ServiceResult<()> {
+    if text.chars().count() > max {
+        return Err(ServiceError::field(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ServiceError::field(
+            field,
+            "must not contain control characters other than line breaks and tabs",
+        ));
+    }
+    Ok(())
+}
+
 fn require_admin(principal: &Principal) -> ServiceResult<()> {
     if principal.is_admin() {
         Ok(())
@@ -92,11 +114,18 @@ fn require_admin(principal: &Principal) -> ServiceResult<()> {
     }
 }
 
-/// Checks `name` as a display name: trimmed, 1–`max` characters.
+/// Checks `name` as a display name: trimmed, 1–`max` characters, no
+/// control characters.
 pub fn display_name(field: &str, name: &str, max: usize) -> ServiceResult<String> {
     let trimmed = name.trim();
     if trimmed.is_empty() {
         return Err(ServiceError::field(field, "must not be empty"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(ServiceError::field(
+            field,
+            "must not contain control characters",
+        ));
     }
     if trimmed.chars().count() > max {
         return Err(ServiceError::field(

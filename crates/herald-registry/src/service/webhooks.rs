@@ -36,13 +36,10 @@ pub struct WebhookChange {
 }
 
 fn check_description(description: Option<String>) -> ServiceResult<Option<String>> {
-    match description {
-        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(ServiceError::field(
-            "description",
-            format!("must be at most {MAX_DESCRIPTION} characters"),
-        )),
-        other => Ok(other),
+    if let Some(d) = &description {
+        super::free_text("description", d, MAX_DESCRIPTION)?;
     }
+    Ok(description)
 }
 
 impl AppState {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use herald_core::{AccountId, WebhookId};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
-    QuerySelect as _, Set, TransactionTrait as _,
+    QuerySelect as _, Set,
 };
 
 use super::entities::{account, webhook};
@@ -81,7 +81,7 @@ impl Store {
     /// Deletes the account with its webhooks and keys; returns the webhooks
     /// that went with it, so that their projections can be removed.
     pub async fn delete_account(&self, id: &AccountId) -> StoreResult<Vec<WebhookId>> {
-        let txn = self.db.begin().await?;
+        let txn = self.write().await?;
         let webhooks: Vec<String> = webhook::Entity::find()
             .select_only()
             .column(webhook::Column::Id)

@@ -9,7 +9,7 @@ use herald_core::{AccountId, DeliveryId, WebhookId};
 use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
 use sea_orm::{
     ColumnTrait as _, Condition, ConnectionTrait, EntityTrait as _, PaginatorTrait as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _, Set, TransactionTrait as _,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _, Set,
 };
 
 use super::entities::{attempt, delivery, webhook};
@@ -223,7 +223,7 @@ impl Store {
     /// changes nothing, so redelivered outcome messages are harmless.
     pub async fn ingest_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<IngestReport> {
         let mut report = IngestReport::default();
-        let txn = self.db.begin().await?;
+        let txn = self.write().await?;
         for (index, outcome) in outcomes.iter().enumerate() {
             if self.record_outcome(&txn, outcome).await? {
                 report.recorded += 1;
@@ -314,7 +314,7 @@ impl Store {
     /// Records one outcome in its own transaction, for when a batch failed:
     /// true when it was newly recorded.
     pub async fn ingest_one(&self, outcome: &OutcomeRecord) -> StoreResult<bool> {
-        let txn = self.db.begin().await?;
+        let txn = self.write().await?;
         let recorded = self.record_outcome(&txn, outcome).await?;
         txn.commit().await?;
         Ok(recorded)
@@ -632,9 +632,10 @@ impl Store {
         id: &WebhookId,
         reason: &str,
     ) -> StoreResult<bool> {
-        let txn = self.db.begin().await?;
+        let txn = self.write().await?;
         let Some(row) = webhook::Entity::find_by_id(id.as_str())
             .filter(webhook::Column::AccountId.eq(scope.account().as_str()))
+            .lock_exclusive()
             .one(&txn)
             .await?
         else {

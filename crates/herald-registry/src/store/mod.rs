@@ -18,7 +18,10 @@ mod webhooks;
 use anyhow::Context as _;
 use base64::Engine as _;
 use herald_core::AccountId;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, SqlErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait as _,
+};
 use sea_orm_migration::MigratorTrait as _;
 
 pub use accounts::Account;
@@ -48,12 +51,15 @@ pub enum StoreError {
 }
 
 impl From<DbErr> for StoreError {
-    /// The one place a unique-constraint violation becomes a conflict.
+    /// The one place a unique-constraint violation becomes a conflict, and
+    /// a foreign-key violation "not found": the row a write hangs on (an
+    /// account, for webhooks and keys) was deleted while it ran.
     fn from(error: DbErr) -> Self {
         match error.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(_)) => {
                 Self::Conflict("a resource with the same unique key already exists".into())
             }
+            Some(SqlErr::ForeignKeyConstraintViolation(_)) => Self::NotFound("account"),
             _ => Self::Other(anyhow::Error::new(error).context("database operation failed")),
         }
     }
@@ -123,6 +129,20 @@ impl Store {
         let store = Self { db, cipher };
         store.seed_event_types().await?;
         Ok(store)
+    }
+
+    /// Begins a transaction that writes. On SQLite it takes the write lock
+    /// at once (`BEGIN IMMEDIATE`): a transaction that reads before it
+    /// writes then waits for another writer (the busy timeout) instead of
+    /// failing with "database is locked" when it would upgrade its lock.
+    /// PostgreSQL ignores the mode.
+    async fn write(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use herald_core::{
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, Condition, ConnectionTrait, EntityTrait as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _, Set, TransactionTrait as _,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _, Set,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -115,7 +115,7 @@ impl Store {
     ) -> StoreResult<Webhook> {
         let at = now();
         let id = WebhookId::new();
-        let txn = self.db.begin().await?;
+        let txn = self.write().await?;
         let row = webhook::ActiveModel {
             id: Set(id.to_string()),
             account_id: Set(scope.account().to_string()),
@@ -173,6 +173,24 @@ impl Store {
             .ok_or(StoreError::NotFound("webhook"))
     }
 
+    /// The webhook's row, locked until the transaction `txn` ends (on
+    /// PostgreSQL; SQLite's write transactions hold the whole database), so
+    /// that concurrent writers take turns instead of failing on a version
+    /// that moved under them.
+    async fn lock_webhook_row(
+        &self,
+        txn: &impl ConnectionTrait,
+        scope: &AccountScope,
+        id: &WebhookId,
+    ) -> StoreResult<webhook::Model> {
+        webhook::Entity::find_by_id(id.as_str())
+            .filter(webhook::Column::AccountId.eq(scope.account().as_str()))
+            .lock_exclusive()
+            .one(txn)
+            .await?
+            .ok_or(StoreError::NotFound("webhook"))
+    }
+
     pub async fn list_webhooks(
         &self,
         scope: &AccountScope,
@@ -221,8 +239,8 @@ impl Store {
         expected_version: Option<u64>,
         patch: WebhookPatch,
     ) -> StoreResult<Webhook> {
-        let txn = self.db.begin().await?;
-        let row = self.find_webhook_row(&txn, scope, id).await?;
+        let txn = self.write().await?;
+        let row = self.lock_webhook_row(&txn, scope, id).await?;
         let current = u64::try_from(row.version).context("stored version is negative")?;
         if let Some(expected) = expected_version
             && expected != current
@@ -353,8 +371,8 @@ impl Store {
     ) -> StoreResult<Webhook> {
         let at = now();
         let expires = at + chrono::Duration::from_std(grace).context("grace period too long")?;
-        let txn = self.db.begin().await?;
-        let row = self.find_webhook_row(&txn, scope, id).await?;
+        let txn = self.write().await?;
+        let row = self.lock_webhook_row(&txn, scope, id).await?;
         // Secrets already past their grace period are of no further use.
         webhook_secret::Entity::delete_many()
             .filter(webhook_secret::Column::WebhookId.eq(id.as_str()))
@@ -371,7 +389,13 @@ impl Store {
             )
             .exec(&txn)
             .await?;
-        self.insert_secret(&txn, id, new, at).await?;
+        self.insert_secret(&txn, id, new, at)
+            .await
+            // Its foreign key names the webhook, deleted meanwhile.
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => StoreError::NotFound("webhook"),
+                other => other,
+            })?;
         self.bump(&txn, &row, row.clone().into()).await?;
         let updated = self.find_webhook_row(&txn, scope, id).await?;
         txn.commit().await?;

@@ -11,5 +11,6 @@ mod deliveries;
 mod event_types;
 mod isolation;
 mod projection;
+mod robustness;
 mod validation;
 mod webhooks;
