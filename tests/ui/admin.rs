@@ -113,7 +113,7 @@ async fn the_admin_creates_and_revokes_an_account_key() {
         "shown once"
     );
     browser
-        .click_button("Revoke booking integration")
+        .click_link("Revoke booking integration")
         .await
         .unwrap();
     assert!(

@@ -20,6 +20,22 @@
     });
   }
 
+  // A form sends once: its buttons rest until the next page.
+  for (const form of document.querySelectorAll("form[method='post']")) {
+    form.addEventListener("submit", () => {
+      // After this turn, so that the pressed button's value is sent.
+      setTimeout(() => {
+        for (const button of form.querySelectorAll("button[type='submit'], button:not([type])")) {
+          button.disabled = true;
+        }
+      });
+    });
+  }
+  // A page restored from the back/forward cache gets its buttons back.
+  window.addEventListener("pageshow", () => {
+    for (const button of document.querySelectorAll("form button[disabled]")) button.disabled = false;
+  });
+
   // Buttons that ask first.
   for (const button of document.querySelectorAll("button[data-confirm]")) {
     button.addEventListener("click", (event) => {
@@ -72,7 +88,12 @@
     // between the page's rendering and the subscription are not missed,
     // and when the server says too much changed to follow one by one.
     const resync = async () => {
-      const response = await fetch(window.location.href, { credentials: "same-origin" });
+      // The header tells the page not to use up a one-time notice meant
+      // for the next page load.
+      const response = await fetch(window.location.href, {
+        credentials: "same-origin",
+        headers: { "herald-resync": "1" },
+      });
       if (!response.ok) return;
       const page = new DOMParser().parseFromString(await response.text(), "text/html");
       const fresh = page.querySelector("table[data-live] tbody");

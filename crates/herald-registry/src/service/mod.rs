@@ -18,7 +18,7 @@ use crate::principal::Principal;
 use crate::store::StoreError;
 
 pub use deliveries::{HourlyHealth, MAX_REPLAY, WebhookHealth};
-pub use webhooks::{DEFAULT_GRACE, MAX_GRACE, WebhookChange, WebhookInput};
+pub use webhooks::{DEFAULT_GRACE, MAX_GRACE, WebhookChange, WebhookInput, webhook_name};
 
 /// One offending field of a request, named as the API names it: `name`,
 /// `url`, `events[1]`.

@@ -35,6 +35,11 @@ pub struct WebhookChange {
     pub url: Option<WebhookUrl>,
 }
 
+/// A webhook's name as it is kept: trimmed, 1–100 characters.
+pub fn webhook_name(name: &str) -> ServiceResult<String> {
+    display_name("name", name, MAX_NAME)
+}
+
 fn check_description(description: Option<String>) -> ServiceResult<Option<String>> {
     if let Some(d) = &description {
         super::free_text("description", d, MAX_DESCRIPTION)?;
@@ -101,7 +106,7 @@ impl AppState {
         input: WebhookInput,
     ) -> ServiceResult<(Webhook, SigningSecret)> {
         let scope = self.store.authorize(principal, account).await?;
-        let name = display_name("name", &input.name, MAX_NAME)?;
+        let name = webhook_name(&input.name)?;
         let description = check_description(input.description)?;
         self.check_url(&input.url)?;
         let events = self.check_events(input.events).await?;
@@ -155,10 +160,7 @@ impl AppState {
         change: WebhookChange,
     ) -> ServiceResult<Webhook> {
         let scope = self.store.authorize(principal, account).await?;
-        let name = change
-            .name
-            .map(|n| display_name("name", &n, MAX_NAME))
-            .transpose()?;
+        let name = change.name.map(|n| webhook_name(&n)).transpose()?;
         let description = match change.description {
             Some(d) => Some(check_description(d)?),
             None => None,

@@ -3,7 +3,7 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
 use axum::routing::get;
@@ -11,6 +11,7 @@ use herald_core::AccountId;
 use serde::Deserialize;
 
 use super::errors::UiResult;
+use super::forms::UiQuery;
 use super::session::{Flash, Posted, Viewer};
 use super::view::{Layout, account_path, when};
 use super::{UiError, page, render, see_other};
@@ -26,7 +27,8 @@ pub fn router() -> Router<AppState> {
         .route(
             "/accounts/{account}",
             get(|Path(account): Path<String>| async move {
-                Redirect::to(&format!("/ui/accounts/{account}/webhooks"))
+                let account = account_id(&account)?;
+                Ok::<_, UiError>(Redirect::to(&account_path(&account, "/webhooks")))
             }),
         )
 }
@@ -100,7 +102,7 @@ async fn cards_page(
 async fn list(
     State(state): State<AppState>,
     viewer: Viewer,
-    Query(query): Query<ListQuery>,
+    UiQuery(query): UiQuery<ListQuery>,
 ) -> UiResult<Response> {
     let flash = viewer.take_flash().await?;
     let layout = Layout::new("Accounts", &viewer).with_flash(flash.as_ref());

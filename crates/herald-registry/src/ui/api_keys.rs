@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
 use herald_core::ApiKeyId;
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::accounts::account_id;
 use super::errors::UiResult;
 use super::session::{Flash, Posted, Viewer};
-use super::view::{AccountView, Layout, Tab, account_path, when};
+use super::view::{AccountView, ConfirmPage, Layout, Tab, account_path, when};
 use super::{UiError, page, render, see_other};
 use crate::service::ServiceError;
 use crate::state::AppState;
@@ -22,7 +22,10 @@ use crate::store::Account;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/accounts/{account}/api-keys", get(list).post(create))
-        .route("/accounts/{account}/api-keys/{key}/revoke", post(revoke))
+        .route(
+            "/accounts/{account}/api-keys/{key}/revoke",
+            get(confirm_revoke).post(revoke),
+        )
 }
 
 #[derive(Debug)]
@@ -31,7 +34,7 @@ struct KeyRow {
     prefix: String,
     created: String,
     revoked: Option<String>,
-    revoke_action: String,
+    revoke_href: String,
 }
 
 #[derive(Template)]
@@ -68,7 +71,7 @@ async fn keys_page(
                 prefix: k.prefix.clone(),
                 created: when(&k.created_at),
                 revoked: k.revoked_at.as_ref().map(when),
-                revoke_action: account_path(&owner.id, &format!("/api-keys/{}/revoke", k.id)),
+                revoke_href: account_path(&owner.id, &format!("/api-keys/{}/revoke", k.id)),
             })
             .collect(),
         new_name,
@@ -133,6 +136,32 @@ async fn create(
         }
         Err(error) => Err(error.into()),
     }
+}
+
+async fn confirm_revoke(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((account, key)): Path<(String, String)>,
+) -> UiResult<Response> {
+    let account = account_id(&account)?;
+    let key = ApiKeyId::parse(&key).map_err(|_| UiError::NotFound("API key"))?;
+    let owner = state.get_account(viewer.principal(), &account).await?;
+    let found = state
+        .list_api_keys(viewer.principal(), &account)
+        .await?
+        .into_iter()
+        .find(|k| k.id == key && k.revoked_at.is_none())
+        .ok_or(UiError::NotFound("API key"))?;
+    Ok(page(&ConfirmPage {
+        layout: Layout::new(format!("Revoke {}", found.name), &viewer),
+        account: AccountView::new(&owner, Tab::ApiKeys, &viewer),
+        heading: format!("Revoke “{}”?", found.name),
+        message: "It stops working at once, for the API and for the console.".to_owned(),
+        action: account_path(&account, &format!("/api-keys/{key}/revoke")),
+        confirm_label: "OK, revoke it",
+        cancel_href: account_path(&account, "/api-keys"),
+        csrf: viewer.csrf().to_owned(),
+    }))
 }
 
 async fn revoke(

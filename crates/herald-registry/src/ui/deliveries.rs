@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::routing::{get, post};
+use axum::routing::get;
 use futures::{Stream, StreamExt as _};
 use herald_core::{AccountId, DeliveryId, EventType, WebhookId};
 use serde::Deserialize;
@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 use super::accounts::account_id;
 use super::errors::UiResult;
-use super::forms::Choice;
+use super::forms::{Choice, UiQuery};
 use super::session::{Flash, Posted, Viewer};
 use super::view::{AccountView, Layout, Tab, account_path, iso, latency, when};
 use super::{UiError, page, see_other};
@@ -34,6 +34,8 @@ use crate::store::{Delivery, DeliveryFilter, DeliveryState, Webhook, WebhookFilt
 pub const PAGE: u64 = 25;
 /// How long the live log gathers notices before it reads their deliveries.
 const GATHER: Duration = Duration::from_millis(250);
+/// How often a quiet live log checks that its session still lives.
+const RECHECK: Duration = Duration::from_secs(15);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -41,7 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/accounts/{account}/deliveries/{delivery}", get(show))
         .route(
             "/accounts/{account}/deliveries/{delivery}/redeliver",
-            post(redeliver),
+            get(back_to_delivery).post(redeliver),
         )
         .route("/accounts/{account}/live", get(live))
 }
@@ -316,7 +318,7 @@ async fn tab(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(account): Path<String>,
-    Query(query): Query<LogQuery>,
+    UiQuery(query): UiQuery<LogQuery>,
 ) -> UiResult<Response> {
     let account = account_id(&account)?;
     let owner = state.get_account(viewer.principal(), &account).await?;
@@ -458,6 +460,16 @@ async fn show(
     }))
 }
 
+/// A visit to the redeliver address goes to the delivery's page.
+async fn back_to_delivery(Path((account, delivery)): Path<(String, String)>) -> UiResult<Response> {
+    let account = account_id(&account)?;
+    let id = DeliveryId::parse(&delivery).map_err(|_| UiError::NotFound("delivery"))?;
+    Ok(see_other(&account_path(
+        &account,
+        &format!("/deliveries/{id}"),
+    )))
+}
+
 async fn redeliver(
     State(state): State<AppState>,
     Path((account, delivery)): Path<(String, String)>,
@@ -508,14 +520,41 @@ impl LiveLog {
         notice.account == self.account && self.webhook.as_ref().is_none_or(|w| *w == notice.webhook)
     }
 
+    /// Whether the session that opened the log still lives: signing out or
+    /// revoking the key closes the log.
+    async fn session_live(&self) -> bool {
+        match self
+            .state
+            .store
+            .session_by_id(&self.session_id, &self.state.admin_key_hash)
+            .await
+        {
+            Ok(session) => session.is_some(),
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{:#}", anyhow::Error::from(error)),
+                    "live log stops"
+                );
+                false
+            }
+        }
+    }
+
     /// Waits for the next notices for this log and turns them into events;
     /// None when the log must close (session over, shutting down).
     async fn next_events(&mut self) -> Option<Vec<SseEvent>> {
         let mut ids: Vec<DeliveryId> = Vec::new();
         let mut lagged = false;
-        // Wait for the first relevant notice, then gather for a moment.
+        // Wait for the first relevant notice, then gather for a moment;
+        // a quiet log still checks its session now and then.
         loop {
-            match self.notices.recv().await {
+            let Ok(received) = tokio::time::timeout(RECHECK, self.notices.recv()).await else {
+                if self.session_live().await {
+                    continue;
+                }
+                return None;
+            };
+            match received {
                 Ok(notice) if self.wants(&notice) => {
                     ids.extend(notice.deliveries.iter().cloned());
                     break;
@@ -537,22 +576,8 @@ impl LiveLog {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
-        // A session signed out or a key revoked closes the log.
-        match self
-            .state
-            .store
-            .session_by_id(&self.session_id, &self.state.admin_key_hash)
-            .await
-        {
-            Ok(Some(_)) => {}
-            Ok(None) => return None,
-            Err(error) => {
-                tracing::warn!(
-                    error = format!("{:#}", anyhow::Error::from(error)),
-                    "live log stops"
-                );
-                return None;
-            }
+        if !self.session_live().await {
+            return None;
         }
         if lagged {
             // Too many changes to follow one by one: the page reloads its log.
@@ -607,7 +632,7 @@ async fn live(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(account): Path<String>,
-    Query(query): Query<LogQuery>,
+    UiQuery(query): UiQuery<LogQuery>,
 ) -> UiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let account = account_id(&account)?;
     let principal = viewer.principal().clone();

@@ -20,6 +20,10 @@ pub enum UiError {
     BadCsrf,
     #[error("{0}")]
     BadForm(String),
+    #[error("the form is too large")]
+    TooLarge,
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -81,6 +85,18 @@ impl IntoResponse for UiError {
                 StatusCode::BAD_REQUEST,
                 "This form could not be read".to_owned(),
                 message.clone(),
+            ),
+            Self::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "This form is too large".to_owned(),
+                "What was typed is larger than the console accepts. Shorten it and try again."
+                    .to_owned(),
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Not here".to_owned(),
+                "This address answers forms, not visits. Go back to the page you came from."
+                    .to_owned(),
             ),
             Self::Conflict(message) => (
                 StatusCode::CONFLICT,

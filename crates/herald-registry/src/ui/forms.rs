@@ -9,9 +9,10 @@ use crate::service::FieldError;
 pub struct FieldErrors(Vec<(String, String)>);
 
 impl FieldErrors {
+    /// Adds `message` for `field`, as a sentence; a field keeps its first.
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
         if self.get(field).is_none() {
-            self.0.push((field.to_owned(), message.into()));
+            self.0.push((field.to_owned(), sentence(&message.into())));
         }
     }
 
@@ -38,6 +39,20 @@ impl FieldErrors {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// The service's messages are phrases ("must not be empty"); beside a
+/// field they read as sentences.
+fn sentence(message: &str) -> String {
+    let mut chars = message.trim().chars();
+    let Some(first) = chars.next() else {
+        return String::new();
+    };
+    let mut text: String = first.to_uppercase().chain(chars).collect();
+    if !text.ends_with(['.', '?', '!']) {
+        text.push('.');
+    }
+    text
 }
 
 /// An option of a select, or a checkbox.
@@ -67,10 +82,18 @@ impl Choice {
 
     /// An id for the element, from the value: letters, digits and dashes.
     pub fn dom_id(&self, prefix: &str) -> String {
+        // Event names are lower-case words, digits and underscores between
+        // dots, so this is one-to-one for them.
         let tail: String = self
             .value
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         format!("{prefix}-{tail}")
     }
@@ -91,16 +114,38 @@ mod tests {
             ],
             |field| field.starts_with("events").then_some("events"),
         );
-        assert_eq!(errors.get("events"), Some("unknown event type x"));
-        assert_eq!(errors.get("form"), Some("odd"));
+        assert_eq!(errors.get("events"), Some("Unknown event type x."));
+        assert_eq!(errors.get("form"), Some("Odd."));
         assert_eq!(errors.get("secret"), None);
     }
 
     #[test]
     fn dom_ids_are_safe() {
-        assert_eq!(
-            Choice::new("booking.*", "", false).dom_id("event"),
-            "event-booking--"
-        );
+        let id = |value: &str| Choice::new(value, "", false).dom_id("event");
+        assert_eq!(id("booking.*"), "event-booking--");
+        assert_ne!(id("a.b_c"), id("a.b.c"));
+    }
+}
+
+/// Query parameters of a page; a query that cannot be read is the
+/// console's 400 page, not a bare text answer.
+#[derive(Debug)]
+pub struct UiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for UiQuery<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = super::UiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, super::UiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_html_form::from_str(query)
+            .map(Self)
+            .map_err(|e| super::UiError::BadForm(format!("the address's query: {e}")))
     }
 }

@@ -44,7 +44,8 @@ pub fn router() -> Router<AppState> {
         .merge(deliveries::router())
         .merge(api_keys::router())
         .merge(catalogue::router())
-        .fallback(|| async { UiError::NotFound("page") });
+        .fallback(|| async { UiError::NotFound("page") })
+        .method_not_allowed_fallback(|| async { UiError::MethodNotAllowed });
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/accounts") }))
         .route("/ui/", get(|| async { Redirect::to("/ui/accounts") }))

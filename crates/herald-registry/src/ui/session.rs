@@ -7,7 +7,7 @@
 //! double-submit token in a short-lived cookie of its own.
 
 use askama::Template;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
 use super::UiError;
+use super::forms::UiQuery;
 use super::view::Layout;
 use crate::principal::Principal;
 use crate::state::AppState;
@@ -128,28 +129,36 @@ impl Viewer {
     }
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+/// Every value the request carries for the cookie `name`: a browser sends
+/// several when cookies of the same name were set for different paths or
+/// by a sibling host, and a planted one must not shadow the real one.
+fn cookie_values(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|cookie| cookie.name() == name)
+        .filter(|cookie| cookie.name() == name)
         .map(|cookie| cookie.value().to_owned())
+        .collect()
 }
 
 /// The live session of a request, if it has one.
 pub async fn session_of(headers: &HeaderMap, state: &AppState) -> Result<Option<Viewer>, UiError> {
-    let Some(token) = cookie_value(headers, SESSION_COOKIE) else {
-        return Ok(None);
-    };
-    let session = state
-        .store
-        .session(&SecretString::from(token), &state.admin_key_hash)
-        .await
-        .map_err(|e| UiError::Internal(e.into()))?;
-    let Some(session) = session else {
+    let mut found = None;
+    // At most a few: each is a database read.
+    for token in cookie_values(headers, SESSION_COOKIE).into_iter().take(4) {
+        found = state
+            .store
+            .session(&SecretString::from(token), &state.admin_key_hash)
+            .await
+            .map_err(|e| UiError::Internal(e.into()))?;
+        if found.is_some() {
+            break;
+        }
+    }
+    let Some(session) = found else {
         return Ok(None);
     };
     let label = match &session.principal {
@@ -195,10 +204,13 @@ impl FromRequestParts<AppState> for Viewer {
         match session_of(&parts.headers, state).await {
             Ok(Some(viewer)) => Ok(viewer),
             Ok(None) => {
-                let next = parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/ui/accounts", |p| p.as_str());
+                // The URI as the browser sent it: inside the console's
+                // nest, `parts.uri` has lost its /ui prefix.
+                let uri = parts
+                    .extensions
+                    .get::<OriginalUri>()
+                    .map_or(&parts.uri, |original| &original.0);
+                let next = uri.path_and_query().map_or("/ui/accounts", |p| p.as_str());
                 Err(NeedsSession::SignIn(local_target(next).to_owned()))
             }
             Err(error) => Err(NeedsSession::Failed(error)),
@@ -247,7 +259,13 @@ async fn read_form(
     let request = Request::from_parts(parts, body);
     Bytes::from_request(request, state)
         .await
-        .map_err(|rejection| UiError::BadForm(rejection.body_text()))
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                UiError::TooLarge
+            } else {
+                UiError::BadForm(rejection.body_text())
+            }
+        })
 }
 
 fn form_field(bytes: &[u8], name: &str) -> Option<String> {
@@ -268,7 +286,8 @@ fn same(given: &str, expected: &str) -> bool {
 /// sign-in link must not send anyone elsewhere.
 fn local_target(next: &str) -> &str {
     let console = next.starts_with("/ui/") && !next.starts_with("/ui/sign-");
-    if console && !next.contains("//") && !next.contains('\\') {
+    let plain = !next.contains("//") && !next.contains('\\') && !next.chars().any(char::is_control);
+    if console && plain {
         next
     } else {
         "/ui/accounts"
@@ -339,7 +358,7 @@ fn sign_in_page(state: &AppState, next: &str, error: Option<String>) -> Response
 async fn sign_in_form(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<NextQuery>,
+    UiQuery(query): UiQuery<NextQuery>,
 ) -> Result<Response, UiError> {
     let next = query.next.unwrap_or_default();
     if session_of(&headers, &state).await?.is_some() {
@@ -360,10 +379,10 @@ struct SignInForm {
 
 async fn sign_in(State(state): State<AppState>, request: Request) -> Result<Response, UiError> {
     let (parts, body) = request.into_parts();
-    let expected = cookie_value(&parts.headers, SIGN_IN_COOKIE).unwrap_or_default();
+    let expected = cookie_values(&parts.headers, SIGN_IN_COOKIE);
     let bytes = read_form(parts, body, &state).await?;
     let form: SignInForm = parse_form(&bytes)?;
-    if !same(&form.csrf, &expected) {
+    if !expected.iter().any(|cookie| same(&form.csrf, cookie)) {
         return Err(UiError::BadCsrf);
     }
     let key = SecretString::from(form.key.trim().to_owned());
@@ -447,6 +466,8 @@ mod tests {
             ("//evil.example/ui/", "/ui/accounts"),
             ("/ui//evil.example", "/ui/accounts"),
             ("/ui/\\evil", "/ui/accounts"),
+            ("/ui/\n/x", "/ui/accounts"),
+            ("/ui/\u{1}", "/ui/accounts"),
             ("/ui/sign-in", "/ui/accounts"),
             ("/v1/accounts", "/ui/accounts"),
             ("", "/ui/accounts"),

@@ -114,6 +114,21 @@ impl AccountView {
     }
 }
 
+/// A page that asks before an action that cannot be undone, for when
+/// scripts are off (with them, a dialog asks instead).
+#[derive(askama::Template)]
+#[template(path = "confirm.html")]
+pub struct ConfirmPage {
+    pub layout: Layout,
+    pub account: AccountView,
+    pub heading: String,
+    pub message: String,
+    pub action: String,
+    pub confirm_label: &'static str,
+    pub cancel_href: String,
+    pub csrf: String,
+}
+
 /// `/ui/accounts/<id><rest>`.
 pub fn account_href(account: &str, rest: &str) -> String {
     format!("/ui/accounts/{account}{rest}")

@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
 use herald_core::{AccountId, EventData, EventPattern, EventType, WebhookId, WebhookUrl};
 use serde::Deserialize;
 
@@ -17,9 +17,9 @@ use super::accounts::account_id;
 use super::chart::Chart;
 use super::deliveries::{LogQuery, LogView, log_view};
 use super::errors::UiResult;
-use super::forms::{Choice, FieldErrors};
+use super::forms::{Choice, FieldErrors, UiQuery};
 use super::session::{Flash, Posted, SecretsShown, Viewer};
-use super::view::{AccountView, Layout, Tab, account_path, events_label, when};
+use super::view::{AccountView, ConfirmPage, Layout, Tab, account_path, events_label, when};
 use super::{UiError, page, render, see_other};
 use crate::service::{DEFAULT_GRACE, ServiceError, WebhookChange, WebhookHealth, WebhookInput};
 use crate::state::AppState;
@@ -43,15 +43,15 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/accounts/{account}/webhooks/{webhook}/test",
-            post(send_test),
+            get(back_to_webhook).post(send_test),
         )
         .route(
             "/accounts/{account}/webhooks/{webhook}/secret/reveal",
-            post(reveal),
+            get(back_to_webhook).post(reveal),
         )
         .route(
             "/accounts/{account}/webhooks/{webhook}/secret/rotate",
-            post(rotate),
+            get(back_to_webhook).post(rotate),
         )
 }
 
@@ -59,6 +59,16 @@ fn ids(account: &str, webhook: &str) -> UiResult<(AccountId, WebhookId)> {
     let account = account_id(account)?;
     let webhook = WebhookId::parse(webhook).map_err(|_| UiError::NotFound("webhook"))?;
     Ok((account, webhook))
+}
+
+/// A visit to an address that takes a form (a reload of a page answered by
+/// one, say) goes to the webhook's page.
+async fn back_to_webhook(Path((account, webhook)): Path<(String, String)>) -> UiResult<Response> {
+    let (account, webhook) = ids(&account, &webhook)?;
+    Ok(see_other(&account_path(
+        &account,
+        &format!("/webhooks/{webhook}"),
+    )))
 }
 
 fn webhook_href(webhook: &Webhook, rest: &str) -> String {
@@ -178,9 +188,9 @@ async fn shown_secrets(
     let (heading, explanation) = match why {
         SecretsShown::Created => (
             format!("“{}” is ready", hook.name),
-            "Its signing secret is shown this once: copy it into the receiving system, \
-             which verifies every delivery with it. You can reveal it again from the \
-             webhook's page.",
+            "Copy its signing secret into the receiving system now: it verifies every \
+             delivery with it. Only people who can manage this account can reveal it \
+             again, from the webhook's page.",
         ),
         SecretsShown::Rotated => (
             format!("New signing secret for “{}”", hook.name),
@@ -214,7 +224,7 @@ async fn list(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(account): Path<String>,
-    Query(query): Query<CursorQuery>,
+    UiQuery(query): UiQuery<CursorQuery>,
 ) -> UiResult<Response> {
     let account = account_id(&account)?;
     let owner = state.get_account(viewer.principal(), &account).await?;
@@ -308,14 +318,29 @@ impl WebhookForm {
     /// Parses what the service takes as typed values; what cannot be parsed
     /// is reported beside its field.
     fn parse(&self, errors: &mut FieldErrors) -> Option<(WebhookUrl, Vec<EventPattern>)> {
-        let url = match WebhookUrl::parse(self.url.trim()) {
-            Ok(url) => Some(url),
-            Err(error) => {
-                errors.add(
-                    "url",
-                    format!("{error}; for example https://my.system.com/webhook"),
-                );
-                None
+        // Checked here too, so that every field's error shows in one round.
+        if let Err(ServiceError::Invalid(invalid)) = crate::service::webhook_name(&self.name) {
+            errors.extend(invalid, form_field);
+        }
+        let url = if self.url.trim().is_empty() {
+            errors.add(
+                "url",
+                "Enter the URL Herald should send events to, e.g. https://my.system.com/webhook",
+            );
+            None
+        } else {
+            match WebhookUrl::parse(self.url.trim()) {
+                Ok(url) => Some(url),
+                Err(error) => {
+                    errors.add(
+                        "url",
+                        format!(
+                            "That is not a URL Herald can send to ({error}); \
+                             for example https://my.system.com/webhook"
+                        ),
+                    );
+                    None
+                }
             }
         };
         let events = if self.events.iter().any(|e| e == ALL_EVENTS) {
@@ -485,7 +510,7 @@ async fn form_page(
             )
         })
         .collect();
-    if !entities.iter().any(|c| c.value == form.account) {
+    if !entities.iter().any(|c| c.value == owner.id.as_str()) {
         entities.insert(
             0,
             Choice::new(owner.id.to_string(), owner.name.clone(), true),
@@ -633,6 +658,11 @@ async fn update(
         .await?;
     let layout = Layout::new(format!("Update {}", hook.name), &viewer);
     let mut errors = FieldErrors::default();
+    // The entity select is not sent (a webhook stays in its account).
+    let form = WebhookForm {
+        account: hook.account.to_string(),
+        ..form
+    };
     let Ok(version) = form.version.trim().parse::<u64>() else {
         return Err(UiError::BadForm(
             "the form lost track of the webhook's version".into(),
@@ -702,18 +732,6 @@ async fn update(
 
 // Removal ----------------------------------------------------------------
 
-#[derive(Template)]
-#[template(path = "webhook_remove.html")]
-struct RemovePage {
-    layout: Layout,
-    account: AccountView,
-    name: String,
-    url: String,
-    action: String,
-    cancel_href: String,
-    csrf: String,
-}
-
 async fn confirm_remove(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -724,12 +742,16 @@ async fn confirm_remove(
     let hook = state
         .get_webhook(viewer.principal(), &account, &webhook)
         .await?;
-    Ok(page(&RemovePage {
+    Ok(page(&ConfirmPage {
         layout: Layout::new(format!("Remove {}", hook.name), &viewer),
         account: AccountView::new(&owner, Tab::Webhooks, &viewer),
-        name: hook.name.clone(),
-        url: hook.url.to_string(),
+        heading: format!("Remove “{}”?", hook.name),
+        message: format!(
+            "Deliveries to {} stop at once. Its delivery log stays.",
+            hook.url
+        ),
         action: webhook_href(&hook, "/remove"),
+        confirm_label: "OK, remove it",
         cancel_href: account_path(&account, "/webhooks"),
         csrf: viewer.csrf().to_owned(),
     }))
@@ -927,10 +949,16 @@ async fn show(
     State(state): State<AppState>,
     viewer: Viewer,
     Path((account, webhook)): Path<(String, String)>,
-    Query(query): Query<LogQuery>,
+    UiQuery(query): UiQuery<LogQuery>,
+    headers: axum::http::HeaderMap,
 ) -> UiResult<Response> {
     let (account, webhook) = ids(&account, &webhook)?;
-    let flash = viewer.take_flash().await?;
+    // The live log re-reading itself leaves the one-time notice alone.
+    let flash = if headers.contains_key("herald-resync") {
+        None
+    } else {
+        viewer.take_flash().await?
+    };
     webhook_page(
         &state,
         &viewer,
@@ -956,12 +984,7 @@ async fn send_test(
         .map_err(|e| errors.add("event_type", e.to_string()))
         .ok();
     let data = EventData::parse(form.payload.trim())
-        .map_err(|e| {
-            errors.add(
-                "payload",
-                format!("{e}: the payload is the event's data, a JSON object"),
-            )
-        })
+        .map_err(|e| errors.add("payload", e.to_string()))
         .ok();
     if let (Some(event_type), Some(data)) = (event_type, data) {
         match state

@@ -499,3 +499,83 @@ async fn form_errors_keep_the_input_and_stale_edits_show_the_current_values() {
         "at the current version"
     );
 }
+
+#[tokio::test]
+async fn deep_links_survive_sign_in_and_odd_addresses_get_pages_not_errors() {
+    let registry = TestRegistry::start().await;
+    let account = registry.create_account("Cool Account").await;
+    let http = no_redirects();
+    let deep = format!("/ui/accounts/{account}/deliveries?status=failed");
+    let anonymous = http
+        .get(format!("{}{deep}", registry.base))
+        .send()
+        .await
+        .unwrap();
+    let expected = format!(
+        "/ui/sign-in?{}",
+        serde_urlencoded::to_string([("next", deep.as_str())]).unwrap()
+    );
+    assert_eq!(
+        location(&anonymous),
+        expected,
+        "the page asked for comes back"
+    );
+
+    let console = Console::sign_in(&registry, ADMIN_KEY).await;
+    // Control characters in a path or a `next` are not followed anywhere.
+    let odd = console.get("/ui/accounts/x%01y").await;
+    assert_eq!(odd.status(), StatusCode::NOT_FOUND);
+    let next = console.get("/ui/sign-in?next=/ui/%0A").await;
+    assert_eq!(location(&next), "/ui/accounts");
+    // A visit to an address that takes forms goes to its page.
+    let hook = registry
+        .create_webhook(&account, ADMIN_KEY, json!({ "name": "hook" }))
+        .await;
+    let id = hook["id"].as_str().unwrap();
+    let visit = console
+        .get(&format!("/ui/accounts/{account}/webhooks/{id}/test"))
+        .await;
+    assert_eq!(visit.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        location(&visit),
+        format!("/ui/accounts/{account}/webhooks/{id}")
+    );
+    // Other methods and unreadable queries are the console's pages too.
+    let wrong = console
+        .http
+        .delete(format!("{}/ui/accounts", registry.base))
+        .header(COOKIE, &console.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(wrong.text().await.unwrap().contains("<h1>Not here</h1>"));
+    let unreadable = console
+        .get(&format!(
+            "/ui/accounts/{account}/deliveries?status=a&status=b"
+        ))
+        .await;
+    assert_eq!(unreadable.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        unreadable
+            .text()
+            .await
+            .unwrap()
+            .contains("could not be read")
+    );
+}
+
+#[tokio::test]
+async fn a_planted_session_cookie_does_not_shadow_the_real_one() {
+    let registry = TestRegistry::start().await;
+    let console = Console::sign_in(&registry, ADMIN_KEY).await;
+    let both = format!("herald_session=planted; {}", console.cookie);
+    let page = console
+        .http
+        .get(format!("{}/ui/accounts", registry.base))
+        .header(COOKIE, both)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+}
