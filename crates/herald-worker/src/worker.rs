@@ -37,8 +37,8 @@ const LOOPS_STOP_LIMIT: Duration = Duration::from_secs(3);
 /// How long the final flush of acks and NAKs may take.
 const FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
-/// Pending messages allowed per consumer across all replicas: far above what the replicas'
-/// permits can hold, so it never limits a healthy deployment.
+/// Pending events allowed for the router's consumer across all replicas: far above what the
+/// replicas' permits can hold, so it never limits a healthy deployment.
 const MAX_ACK_PENDING: i64 = 10_000;
 
 /// A worker running in this process.
@@ -78,7 +78,7 @@ impl Worker {
             },
             sender: ConsumerLimits {
                 ack_wait: config.sender_ack_wait,
-                max_ack_pending: MAX_ACK_PENDING,
+                max_ack_pending: i64::try_from(config.sender_max_ack_pending).unwrap_or(i64::MAX),
                 max_deliver: -1,
             },
             // One message in flight per line across all replicas keeps the head in due order.
