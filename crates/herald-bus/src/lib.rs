@@ -19,8 +19,8 @@ pub use names::DeadSource;
 pub use publish::{PublishError, PublishReceipt, Publisher, dead_letter};
 pub use tiers::{RetryTier, RetryTiers, TierError};
 pub use topology::{
-    ConsumerLimits, Ensured, ProvisionOptions, ProvisionReport, Topology, TopologyError,
-    ensure_consumer, ensure_stream,
+    ConsumerLimits, Ensured, LaneLimits, ProvisionOptions, ProvisionReport, Topology,
+    TopologyError, ensure_consumer, ensure_stream,
 };
 
 /// Any failure of this crate, for callers that handle them alike (e.g. at start-up).

@@ -15,10 +15,14 @@ use async_nats::jetstream::context::{
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType, Stream};
 use async_nats::jetstream::{self, ErrorCode};
 
+use futures::TryStreamExt as _;
+use herald_core::WebhookId;
+
 use crate::names::{
     DEAD_STREAM, DEAD_SUBJECTS, DELIVERIES_STREAM, DELIVERIES_SUBJECTS, EVENTS_STREAM,
-    EVENTS_SUBJECTS, OUTCOMES_CONSUMER, OUTCOMES_STREAM, OUTCOMES_SUBJECTS, ROUTER_CONSUMER,
-    SENDER_CONSUMER, WEBHOOKS_BUCKET_STREAM, WEBHOOKS_BUCKET_SUBJECTS,
+    EVENTS_SUBJECTS, LANES_STREAM, LANES_SUBJECTS, OUTCOMES_CONSUMER, OUTCOMES_STREAM,
+    OUTCOMES_SUBJECTS, ROUTER_CONSUMER, SENDER_CONSUMER, WEBHOOKS_BUCKET_STREAM,
+    WEBHOOKS_BUCKET_SUBJECTS, lane_consumer, lane_subject, lane_webhook,
 };
 use crate::tiers::{RetryTier, RetryTiers};
 
@@ -114,6 +118,17 @@ impl ConsumerLimits {
             max_deliver: -1,
         }
     }
+}
+
+/// Settings of a busy webhook's lane consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneLimits {
+    /// How long a task handed out may go unacknowledged; as the sender's.
+    pub ack_wait: Duration,
+    /// Tasks of the webhook in flight at once, across all replicas: its cap.
+    pub in_flight: i64,
+    /// How long the consumer outlives its last pull request before the server removes it.
+    pub idle: Duration,
 }
 
 /// How to provision the topology.
@@ -223,6 +238,9 @@ impl Topology {
             report_consumer(&mut report, &line, retry_consumer(opts, tier)).await?;
         }
 
+        let (_, ensured) = ensure_stream(js, lanes_stream(opts)).await?;
+        report.items.push((LANES_STREAM.to_owned(), ensured));
+
         let (outcomes, ensured) = ensure_stream(js, outcomes_stream(opts)).await?;
         report.items.push((OUTCOMES_STREAM.to_owned(), ensured));
         report_consumer(&mut report, &outcomes, outcomes_consumer(opts)).await?;
@@ -291,6 +309,43 @@ impl Topology {
         tier: &RetryTier,
     ) -> Result<PullConsumer, TopologyError> {
         get_consumer(js, &tier.stream_name(), &tier.consumer_name()).await
+    }
+
+    /// The consumer of `webhook`'s lane, created (or set to `limits`) on the way. Lanes come
+    /// and go with backlogs: the server removes an idle lane's consumer by itself.
+    pub async fn lane_consumer(
+        js: &jetstream::Context,
+        webhook: &WebhookId,
+        limits: LaneLimits,
+    ) -> Result<PullConsumer, TopologyError> {
+        let stream = js
+            .get_stream_no_info(LANES_STREAM)
+            .await
+            .map_err(|err| TopologyError::stream(LANES_STREAM, "open", err))?;
+        let config = lane_consumer_config(webhook, limits);
+        stream.create_consumer(config).await.map_err(|err| {
+            TopologyError::consumer(LANES_STREAM, &lane_consumer(webhook), "create", err)
+        })
+    }
+
+    /// The webhooks whose lanes hold tasks, in one request (paged by the server for many).
+    pub async fn busy_lanes(js: &jetstream::Context) -> Result<Vec<WebhookId>, TopologyError> {
+        let stream = js
+            .get_stream_no_info(LANES_STREAM)
+            .await
+            .map_err(|err| TopologyError::stream(LANES_STREAM, "open", err))?;
+        let subjects: Vec<(String, usize)> = stream
+            .info_with_subjects(LANES_SUBJECTS)
+            .await
+            .map_err(|err| TopologyError::stream(LANES_STREAM, "list the subjects of", err))?
+            .try_collect()
+            .await
+            .map_err(|err| TopologyError::stream(LANES_STREAM, "list the subjects of", err))?;
+        Ok(subjects
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .filter_map(|(subject, _)| lane_webhook(&subject))
+            .collect())
     }
 }
 
@@ -663,6 +718,19 @@ fn retry_stream(opts: &ProvisionOptions, tier: &RetryTier) -> stream::Config {
     }
 }
 
+/// Busy webhooks' lanes: a work queue too, where each task is removed once sent.
+fn lanes_stream(opts: &ProvisionOptions) -> stream::Config {
+    stream::Config {
+        retention: RetentionPolicy::WorkQueue,
+        ..base_stream(
+            opts,
+            LANES_STREAM.to_owned(),
+            vec![LANES_SUBJECTS.to_owned()],
+            "Herald delivery tasks of busy webhooks, waiting for their webhook's capacity",
+        )
+    }
+}
+
 fn outcomes_stream(opts: &ProvisionOptions) -> stream::Config {
     stream::Config {
         retention: RetentionPolicy::WorkQueue,
@@ -773,6 +841,20 @@ pub fn retry_consumer(opts: &ProvisionOptions, tier: &RetryTier) -> pull::Config
         opts.retry,
         &format!("Herald delay line: moves tasks back after {}", tier.label()),
     )
+}
+
+/// The consumer of one busy webhook's lane: it hands out at most the webhook's cap at a time,
+/// across all replicas, and the server removes it once nobody has pulled for `limits.idle`.
+pub fn lane_consumer_config(webhook: &WebhookId, limits: LaneLimits) -> pull::Config {
+    pull::Config {
+        inactive_threshold: limits.idle,
+        ..base_consumer(
+            &lane_consumer(webhook),
+            lane_subject(webhook),
+            ConsumerLimits::new(limits.ack_wait, limits.in_flight),
+            "Herald lane: a busy webhook's tasks, its cap at a time",
+        )
+    }
 }
 
 #[cfg(test)]

@@ -144,7 +144,7 @@ pub struct WorkerConfig {
     pub stream_replicas: usize,
     /// Requests in flight across all webhooks.
     pub concurrency: usize,
-    /// Requests in flight to one webhook; more tasks for it wait briefly in the stream.
+    /// Requests in flight to one webhook; more tasks for it wait in its lane.
     pub per_webhook_in_flight: usize,
     /// Time allowed for the whole request, response head included.
     pub request_timeout: Duration,

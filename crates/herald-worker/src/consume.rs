@@ -1,8 +1,8 @@
 //! Pulling from a shared durable consumer in bounded batches, one handler task per message.
 //!
-//! Each pull asks for no more messages than there are free permits, so a busy worker stops
-//! taking work (its replicas take it instead) rather than buffering messages whose ack wait is
-//! running. Pull requests are short-lived: a pull lost to a NATS restart simply expires and the
+//! Each pull asks for no more messages than there are free permits (and, for a lane, free
+//! slots of its webhook), so a busy worker stops taking work (its replicas take it instead)
+//! rather than buffering messages whose ack wait is running. Pull requests are short-lived: a pull lost to a NATS restart simply expires and the
 //! next one is made, so the loop needs no reconnection logic of its own.
 
 use std::future::Future;
@@ -26,42 +26,65 @@ pub const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// [`PULL_EXPIRES`]; if it does not (a lost connection), nothing more can arrive anyway.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
-/// Where to pull from and how much at once.
-pub struct Pull<Open> {
-    /// For logs: `router`, `sender`.
-    pub name: &'static str,
+/// Where to pull from, and what a message needs before it is pulled.
+pub struct Pull<Open, Acquire> {
+    /// For logs: `router`, `sender`, `lane wh_…`.
+    pub name: String,
     /// Opens the durable consumer; called again after errors.
     pub open: Open,
-    pub batch: usize,
-    /// One permit per message being handled.
-    pub permits: Arc<Semaphore>,
+    /// Takes what handling a message needs (permits, slots): waits for one, then takes as many
+    /// more as are free, up to a batch. Each pull asks for one message per item; `None` ends
+    /// the loop.
+    pub acquire: Acquire,
 }
 
-impl<Open> std::fmt::Debug for Pull<Open> {
+impl<Open, Acquire> std::fmt::Debug for Pull<Open, Acquire> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pull")
             .field("name", &self.name)
-            .field("batch", &self.batch)
             .finish_non_exhaustive()
     }
 }
 
-/// Pulls until `stopping.fetch` is cancelled, spawning `handle(message, permit)` on `tracker`
-/// for each message. Errors are logged and retried after a bounded back-off; the loop only ends
-/// at shutdown, after handing back any message that arrives while stopping.
-pub async fn pull_loop<Open, OpenFut, E, Handle, HandleFut>(
-    pull: Pull<Open>,
+/// Waits for one permit of `permits`, then takes as many more as are free, up to `max`.
+pub async fn take_permits(
+    permits: Arc<Semaphore>,
+    max: usize,
+) -> Option<Vec<OwnedSemaphorePermit>> {
+    // The semaphore is never closed; if it were, there would be nothing left to do.
+    let first = permits.clone().acquire_owned().await.ok()?;
+    let mut taken = vec![first];
+    while taken.len() < max {
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => taken.push(permit),
+            Err(_) => break,
+        }
+    }
+    Some(taken)
+}
+
+/// Pulls until `stopping.fetch` is cancelled, spawning `handle(message, item)` on `tracker`
+/// for each message, with one of the items `pull.acquire` took. Errors are logged and retried
+/// after a bounded back-off. After a pull that brought nothing, `idle()` decides whether the
+/// loop ends (lanes end when empty; the shared consumers never do). When stopping, messages
+/// that arrive are handed back.
+pub async fn pull_loop<Open, OpenFut, E, Acquire, AcquireFut, Item, Handle, HandleFut>(
+    mut pull: Pull<Open, Acquire>,
     stopping: Stopping,
     tracker: TaskTracker,
     counters: Arc<Counters>,
     handle: Handle,
+    mut idle: impl FnMut() -> bool,
 ) where
     Open: Fn() -> OpenFut,
     OpenFut: Future<Output = Result<PullConsumer, E>>,
     E: std::fmt::Display,
-    Handle: Fn(jetstream::Message, OwnedSemaphorePermit) -> HandleFut,
+    Acquire: FnMut() -> AcquireFut,
+    AcquireFut: Future<Output = Option<Vec<Item>>>,
+    Handle: Fn(jetstream::Message, Item) -> HandleFut,
     HandleFut: Future<Output = ()> + Send + 'static,
 {
+    let name = pull.name.as_str();
     let stop = &stopping.fetch;
     let mut backoff = Backoff::new();
     let mut consumer: Option<PullConsumer> = None;
@@ -76,7 +99,7 @@ pub async fn pull_loop<Open, OpenFut, E, Handle, HandleFut>(
                 match opened {
                     Ok(opened) => opened,
                     Err(err) => {
-                        tracing::warn!(loop_name = pull.name, %err, "cannot open the consumer; retrying");
+                        tracing::warn!(loop_name = name, %err, "cannot open the consumer; retrying");
                         backoff.wait(stop).await;
                         continue;
                     }
@@ -84,42 +107,35 @@ pub async fn pull_loop<Open, OpenFut, E, Handle, HandleFut>(
             }
         };
 
-        let first = tokio::select! {
+        let mut items = tokio::select! {
             () = stop.cancelled() => break,
-            permit = pull.permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // The semaphore is never closed; if it were, there would be nothing to do.
-                Err(_) => break,
+            items = (pull.acquire)() => match items {
+                Some(items) if !items.is_empty() => items,
+                _ => break,
             },
         };
-        let mut permits = vec![first];
-        while permits.len() < pull.batch {
-            match pull.permits.clone().try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => break,
-            }
-        }
 
         let batch = current
             .batch()
-            .max_messages(permits.len())
+            .max_messages(items.len())
             .expires(PULL_EXPIRES)
             .messages()
             .await;
         let mut batch = match batch {
             Ok(batch) => batch,
             Err(err) => {
-                tracing::warn!(loop_name = pull.name, %err, "pull request failed; retrying");
+                tracing::warn!(loop_name = name, %err, "pull request failed; retrying");
                 backoff.wait(stop).await;
                 continue;
             }
         };
         let mut healthy = true;
+        let mut received = 0usize;
         loop {
             let next = tokio::select! {
                 biased;
                 () = stop.cancelled() => {
-                    hand_back(pull.name, &mut batch, &counters).await;
+                    hand_back(name, &mut batch, &counters).await;
                     return;
                 }
                 next = batch.next() => next,
@@ -128,29 +144,35 @@ pub async fn pull_loop<Open, OpenFut, E, Handle, HandleFut>(
                 None => break,
                 Some(Ok(message)) => {
                     backoff.reset();
-                    match permits.pop() {
-                        Some(permit) => {
-                            let work = handle(message, permit);
+                    received += 1;
+                    match items.pop() {
+                        Some(item) => {
+                            let work = handle(message, item);
                             let stopping = stopping.clone();
                             tracker.spawn(async move { stopping.unless_crashed(work).await });
                         }
-                        // The server sends at most the batch asked for, one permit each.
+                        // The server sends at most the batch asked for, one item each.
                         None => nak(&message, None, &counters).await,
                     }
                 }
                 Some(Err(err)) => {
                     // 408/409 statuses (leadership changes, a deleted consumer, too many pending
-                    // acks) end the batch; the next pull sorts itself out.
-                    tracing::debug!(loop_name = pull.name, %err, "pull request ended with an error");
+                    // acks) end the batch; the consumer is opened again before the next pull.
+                    tracing::debug!(loop_name = name, %err, "pull request ended with an error");
                     healthy = false;
                     break;
                 }
             }
         }
-        if healthy {
-            consumer = Some(current);
-        } else {
+        // Items not used go back before anything else happens.
+        drop(items);
+        if !healthy {
             backoff.wait(stop).await;
+            continue;
+        }
+        consumer = Some(current);
+        if received == 0 && idle() {
+            return;
         }
     }
 }

@@ -18,7 +18,8 @@ pub struct Counters {
     dead: AtomicU64,
     dropped: AtomicU64,
     deferred: AtomicU64,
-    throttled: AtomicU64,
+    laned: AtomicU64,
+    lanes_opened: AtomicU64,
     retries_released: AtomicU64,
     requeued: AtomicU64,
     nacked: AtomicU64,
@@ -51,8 +52,10 @@ pub struct CounterSnapshot {
     pub dropped: u64,
     /// Tasks put off by an open circuit breaker, without using an attempt.
     pub deferred: u64,
-    /// Tasks handed back briefly because their webhook had too many requests in flight.
-    pub throttled: u64,
+    /// Tasks moved to their webhook's lane because it had its cap of requests in flight.
+    pub laned: u64,
+    /// Lane readers started (by a move, or by the sweep for a lane with tasks).
+    pub lanes_opened: u64,
     /// Tasks a delay line moved back to the deliveries stream.
     pub retries_released: u64,
     /// Tasks a delay line moved to the back of a line because they were not due yet.
@@ -92,7 +95,8 @@ counter_methods!(
     dead,
     dropped,
     deferred,
-    throttled,
+    laned,
+    lanes_opened,
     retries_released,
     requeued,
     nacked,
@@ -116,10 +120,10 @@ mod tests {
 }
 
 impl CounterSnapshot {
-    /// The counters in the Prometheus text exposition format, with the index size and open
-    /// breakers as gauges.
-    pub fn prometheus(&self, webhooks: usize, open_breakers: usize) -> String {
-        let counters: [(&str, u64, &str); 16] = [
+    /// The counters in the Prometheus text exposition format, with the index size, open
+    /// breakers and open lanes as gauges.
+    pub fn prometheus(&self, webhooks: usize, open_breakers: usize, open_lanes: usize) -> String {
+        let counters: [(&str, u64, &str); 17] = [
             (
                 "events_routed",
                 self.events_routed,
@@ -169,10 +173,11 @@ impl CounterSnapshot {
                 "Tasks put off by an open circuit breaker",
             ),
             (
-                "throttled",
-                self.throttled,
-                "Tasks handed back by the per-webhook cap",
+                "laned",
+                self.laned,
+                "Tasks moved to their webhook's lane by the per-webhook cap",
             ),
+            ("lanes_opened", self.lanes_opened, "Lane readers started"),
             (
                 "retries_released",
                 self.retries_released,
@@ -197,6 +202,9 @@ impl CounterSnapshot {
         out.push_str(&format!(
             "# HELP herald_worker_open_breakers Webhooks whose circuit breaker is open.\n# TYPE herald_worker_open_breakers gauge\nherald_worker_open_breakers {open_breakers}\n"
         ));
+        out.push_str(&format!(
+            "# HELP herald_worker_open_lanes Busy webhooks whose lane this worker reads.\n# TYPE herald_worker_open_lanes gauge\nherald_worker_open_lanes {open_lanes}\n"
+        ));
         out
     }
 }
@@ -212,11 +220,12 @@ mod prometheus_tests {
             dead: 1,
             ..CounterSnapshot::default()
         };
-        let text = snapshot.prometheus(3, 1);
+        let text = snapshot.prometheus(3, 1, 2);
         assert!(text.contains("herald_worker_delivered_total 7\n"), "{text}");
         assert!(text.contains("herald_worker_dead_total 1\n"), "{text}");
         assert!(text.contains("herald_worker_webhooks 3\n"), "{text}");
         assert!(text.contains("herald_worker_open_breakers 1\n"), "{text}");
-        assert_eq!(text.matches("# TYPE").count(), 18);
+        assert!(text.contains("herald_worker_open_lanes 2\n"), "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 20);
     }
 }

@@ -6,8 +6,9 @@
 //!
 //! The flow, one module per step: [`watch`] keeps the [`index`] equal to the webhook bucket;
 //! `router` fans each event out into delivery tasks; `sender` signs and POSTs them through the
-//! [`http`] client, guarded by the [`breaker`]s, records every attempt's outcome and schedules
-//! retries; `delay` lines hold retries until they are due. Every step acknowledges its input
+//! [`http`] client, guarded by the [`breaker`]s and the per-webhook cap (`limits`), records
+//! every attempt's outcome and schedules retries; `delay` lines hold retries until they are
+//! due; `lanes` hold the backlog of a webhook at its cap, at no cost to the others. Every step acknowledges its input
 //! only after its output is stored, and every output carries a message id that makes a repeated
 //! step a no-op, so a crash anywhere repeats work instead of losing it.
 
@@ -21,6 +22,8 @@ pub mod watch;
 mod attempt;
 mod consume;
 mod delay;
+mod lanes;
+mod limits;
 mod router;
 mod sender;
 mod shutdown;

@@ -4,32 +4,33 @@
 //! A task's message is acknowledged only after its outcome (and its retry, if any) is stored, so
 //! a crash at any point leads to a repeated attempt rather than a lost one.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use herald_bus::headers::{set_traceparent, traceparent};
-use herald_bus::names::{header, outcome_subject};
+use herald_bus::headers::{msg_id as header_msg_id, set_traceparent, traceparent};
+use herald_bus::names::{header, lane_subject, outcome_subject};
 use herald_bus::{DeadSource, RetryTiers};
 use herald_core::{RetrySchedule, WebhookId};
 use herald_proto::CONTENT_TYPE_PROTOBUF;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::attempt::{self, AttemptError, Attempted, Verdict, new_traceparent};
 use crate::breaker::{Admission, Breakers};
 use crate::counters::Counters;
 use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
+use crate::lanes::LanePass;
+use crate::limits::{Slot, WebhookLimits};
 use crate::shutdown::{Stopping, ack, bury, nak};
 use crate::task::{Task, msg_id};
 
-/// How long a task waits when its webhook already has the maximum of requests in flight. A
-/// short NAK is the right tool for brief back-pressure (see ARCHITECTURE.md).
-const THROTTLE_DELAY: Duration = Duration::from_secs(1);
+/// How long a task handed back (its aftermath could not be stored, or its webhook is not known
+/// yet) waits before it is tried again.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Deliveries of a task whose webhook is missing or disabled before it is dropped: enough for
 /// a replica whose bucket watch lags a little behind the router's to catch up.
@@ -55,60 +56,6 @@ pub enum SendTaskError {
     DeadLetter(#[from] herald_bus::PublishError),
 }
 
-/// Requests in flight per webhook, capped so that one slow endpoint cannot take every permit.
-#[derive(Debug)]
-pub struct InFlight {
-    limit: usize,
-    counts: Mutex<HashMap<WebhookId, usize>>,
-}
-
-/// One request's place in its webhook's cap; released on drop.
-#[derive(Debug)]
-pub struct Slot {
-    in_flight: Arc<InFlight>,
-    webhook: WebhookId,
-}
-
-impl InFlight {
-    pub fn new(limit: usize) -> Arc<InFlight> {
-        Arc::new(InFlight {
-            limit,
-            counts: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<WebhookId, usize>> {
-        // Counts are updated in single statements; a poisoned map is still consistent.
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A slot for a request to `webhook`, unless it is at its cap.
-    pub fn try_take(self: &Arc<Self>, webhook: &WebhookId) -> Option<Slot> {
-        let mut counts = self.lock();
-        let count = counts.entry(webhook.clone()).or_insert(0);
-        if *count >= self.limit {
-            return None;
-        }
-        *count += 1;
-        Some(Slot {
-            in_flight: self.clone(),
-            webhook: webhook.clone(),
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self.in_flight.lock();
-        if let Some(count) = counts.get_mut(&self.webhook) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                counts.remove(&self.webhook);
-            }
-        }
-    }
-}
-
 /// Shared state of the sender's handlers.
 #[derive(Debug)]
 pub struct Sender {
@@ -116,7 +63,10 @@ pub struct Sender {
     pub index: SharedIndex,
     pub client: DeliveryClient,
     pub breakers: Breakers,
-    pub in_flight: Arc<InFlight>,
+    /// Requests in flight per webhook, and which webhooks have a lane open here.
+    pub limits: Arc<WebhookLimits>,
+    /// Asks for a reader of a lane the sender has just opened.
+    pub open_lanes: mpsc::UnboundedSender<WebhookId>,
     pub schedule: RetrySchedule,
     pub tiers: RetryTiers,
     /// Age of an event past which its tasks are no longer deferred by an open breaker.
@@ -125,20 +75,43 @@ pub struct Sender {
     pub stopping: Stopping,
 }
 
+/// Where a task came from, and what it holds.
+#[derive(Debug)]
+enum Route {
+    /// The shared consumer: the task needs a slot of its webhook, or moves to its lane.
+    Shared,
+    /// The webhook's lane, whose reader took a slot before it pulled the task.
+    Lane(Slot),
+}
+
 impl Sender {
-    /// Handles one task message from start to acknowledgement.
+    /// Handles one task of the shared consumer from start to acknowledgement.
     pub async fn handle(
         self: Arc<Self>,
         message: jetstream::Message,
         _permit: OwnedSemaphorePermit,
     ) {
-        if let Err(err) = self.process(&message).await {
+        self.settle_or_hand_back(&message, Route::Shared).await;
+    }
+
+    /// Handles one task of a webhook's lane from start to acknowledgement.
+    pub async fn handle_lane(self: Arc<Self>, message: jetstream::Message, pass: LanePass) {
+        let LanePass { slot, .. } = pass;
+        self.settle_or_hand_back(&message, Route::Lane(slot)).await;
+    }
+
+    async fn settle_or_hand_back(&self, message: &jetstream::Message, route: Route) {
+        if let Err(err) = self.process(message, route).await {
             tracing::warn!(subject = %message.subject, %err, "task not settled; it will be attempted again");
-            nak(&message, Some(THROTTLE_DELAY), &self.counters).await;
+            nak(message, Some(RETRY_DELAY), &self.counters).await;
         }
     }
 
-    async fn process(&self, message: &jetstream::Message) -> Result<(), SendTaskError> {
+    async fn process(
+        &self,
+        message: &jetstream::Message,
+        route: Route,
+    ) -> Result<(), SendTaskError> {
         let task = match Task::decode(&message.payload) {
             Ok(task) => task,
             Err(err) => {
@@ -174,7 +147,7 @@ impl Sender {
             // the verdict "gone" is only trusted once it has held for a few redeliveries.
             let delivered = message.info().map_or(1, |info| info.delivered);
             if delivered < MISSING_WEBHOOK_DELIVERIES {
-                nak(message, Some(THROTTLE_DELAY), &self.counters).await;
+                nak(message, Some(RETRY_DELAY), &self.counters).await;
                 return Ok(());
             }
             // Deleted or disabled: the registry's word is final. The log says so before the
@@ -243,13 +216,18 @@ impl Sender {
                 return Ok(());
             }
         };
-        let Some(slot) = self.in_flight.try_take(&task.webhook) else {
-            if probe {
-                self.breakers.probe_abandoned(&task.webhook);
-            }
-            self.counters.throttled(1);
-            nak(message, Some(THROTTLE_DELAY), &self.counters).await;
-            return Ok(());
+        let slot = match route {
+            Route::Lane(slot) => slot,
+            Route::Shared => match self.limits.try_send(&task.webhook) {
+                Some(slot) => slot,
+                None => {
+                    if probe {
+                        self.breakers.probe_abandoned(&task.webhook);
+                    }
+                    self.move_to_lane(message, &task).await?;
+                    return Ok(());
+                }
+            },
         };
 
         let trace = message
@@ -355,6 +333,37 @@ impl Sender {
         Ok(())
     }
 
+    /// Moves `task`, whose webhook is at its cap, to the webhook's lane: stored there first, then
+    /// acknowledged here, then the lane's reader is started or told.
+    async fn move_to_lane(
+        &self,
+        message: &jetstream::Message,
+        task: &Task,
+    ) -> Result<(), SendTaskError> {
+        let arrived_with = message
+            .headers
+            .as_ref()
+            .and_then(header_msg_id)
+            .map_or_else(|| msg_id::retry(task, task.attempt), str::to_owned);
+        let trace = message.headers.as_ref().and_then(traceparent);
+        self.publish(
+            lane_subject(&task.webhook),
+            msg_id::lane(&arrived_with),
+            trace,
+            message.payload.clone(),
+        )
+        .await?;
+        ack(message).await;
+        self.counters.laned(1);
+        if self.limits.open_lane(&task.webhook)
+            && self.open_lanes.send(task.webhook.clone()).is_err()
+        {
+            // Only after shutdown; a later sweep (of this or another worker) reads the lane.
+            tracing::debug!(webhook = %task.webhook, "lane not opened: the worker is stopping");
+        }
+        Ok(())
+    }
+
     /// Puts `task` off until `until` through a delay line, without using an attempt.
     async fn defer(
         &self,
@@ -422,27 +431,4 @@ impl Sender {
 /// A std duration as chrono's, saturating: the delays here are at most days.
 pub fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
-mod tests {
-    use super::*;
-
-    #[test]
-    fn in_flight_slots_are_capped_per_webhook_and_released_on_drop() {
-        let in_flight = InFlight::new(2);
-        let a = WebhookId::parse("wh_01BX5ZZKBKACTAV9WEVGEMMVRZ").unwrap();
-        let b = WebhookId::parse("wh_01BX5ZZKBKACTAV9WEVGEMMVS0").unwrap();
-        let first = in_flight.try_take(&a).unwrap();
-        let _second = in_flight.try_take(&a).unwrap();
-        assert!(in_flight.try_take(&a).is_none());
-        // Another webhook is not affected.
-        let _other = in_flight.try_take(&b).unwrap();
-        drop(first);
-        assert!(in_flight.try_take(&a).is_some());
-        drop(_second);
-        drop(_other);
-        assert!(in_flight.lock().is_empty());
-    }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use herald_bus::{ConsumerLimits, ProvisionOptions, Topology, WebhookBucket};
-use tokio::sync::Semaphore;
+use herald_bus::{ConsumerLimits, LaneLimits, ProvisionOptions, Topology, WebhookBucket};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -15,13 +15,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::breaker::Breakers;
 use crate::config::WorkerConfig;
-use crate::consume::{Pull, pull_loop};
+use crate::consume::{Pull, pull_loop, take_permits};
 use crate::counters::{CounterSnapshot, Counters};
 use crate::delay::DelayLine;
 use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
+use crate::lanes::{LANE_IDLE, Lanes};
+use crate::limits::WebhookLimits;
 use crate::router::Router;
-use crate::sender::{InFlight, Sender};
+use crate::sender::Sender;
 use crate::shutdown::{CrashGuard, Stopping, drain};
 use crate::watch;
 
@@ -109,12 +111,14 @@ impl Worker {
             config.request_timeout,
             &config.user_agent,
         )?;
+        let (open_lanes, opened_lanes) = mpsc::unbounded_channel();
         let sender = Arc::new(Sender {
             js: js.clone(),
             index: index.clone(),
             client: delivery_client,
             breakers: Breakers::new(config.breaker.clone()),
-            in_flight: InFlight::new(config.per_webhook_in_flight),
+            limits: WebhookLimits::new(config.per_webhook_in_flight),
+            open_lanes,
             schedule: config.retry_schedule.clone(),
             tiers: tiers.clone(),
             defer_limit: config.retry_schedule.delays().iter().sum::<Duration>()
@@ -140,41 +144,63 @@ impl Worker {
         {
             let js = js.clone();
             let router = router.clone();
+            let permits = Arc::new(Semaphore::new(config.router_concurrency));
+            let batch = config.fetch_batch;
             loops.spawn(pull_loop(
                 Pull {
-                    name: "router",
+                    name: "router".to_owned(),
                     open: move || {
                         let js = js.clone();
                         async move { Topology::router_consumer(&js).await }
                     },
-                    batch: config.fetch_batch,
-                    permits: Arc::new(Semaphore::new(config.router_concurrency)),
+                    acquire: move || take_permits(permits.clone(), batch),
                 },
                 stopping.clone(),
                 tracker.clone(),
                 counters.clone(),
                 move |message, permit| router.clone().handle(message, permit),
+                || false,
             ));
         }
+        // Requests in flight: the sender's consumer and the lanes draw on the same permits,
+        // and the lanes on at most half of them.
+        let permits = Arc::new(Semaphore::new(config.concurrency));
         {
             let js = js.clone();
             let sender = sender.clone();
+            let permits = permits.clone();
+            let batch = config.fetch_batch;
             loops.spawn(pull_loop(
                 Pull {
-                    name: "sender",
+                    name: "sender".to_owned(),
                     open: move || {
                         let js = js.clone();
                         async move { Topology::sender_consumer(&js).await }
                     },
-                    batch: config.fetch_batch,
-                    permits: Arc::new(Semaphore::new(config.concurrency)),
+                    acquire: move || take_permits(permits.clone(), batch),
                 },
                 stopping.clone(),
                 tracker.clone(),
                 counters.clone(),
                 move |message, permit| sender.clone().handle(message, permit),
+                || false,
             ));
         }
+        let lanes = Arc::new(Lanes {
+            js: js.clone(),
+            sender: sender.clone(),
+            limits: LaneLimits {
+                ack_wait: config.sender_ack_wait,
+                in_flight: i64::try_from(config.per_webhook_in_flight).unwrap_or(i64::MAX),
+                idle: LANE_IDLE,
+            },
+            share: Arc::new(Semaphore::new((config.concurrency / 2).max(1))),
+            permits,
+            tracker: tracker.clone(),
+            stopping: stopping.clone(),
+            counters: counters.clone(),
+        });
+        loops.spawn(lanes.run(opened_lanes));
         for tier in tiers.iter() {
             let line = Arc::new(DelayLine {
                 js: js.clone(),
@@ -228,6 +254,11 @@ impl Worker {
     /// Webhooks whose circuit breaker is open or half-open.
     pub fn open_breakers(&self) -> usize {
         self.sender.breakers.open_count()
+    }
+
+    /// Lanes of busy webhooks this worker reads.
+    pub fn open_lanes(&self) -> usize {
+        self.sender.limits.open_lanes()
     }
 
     /// Starts a graceful shutdown; [`wait`](Worker::wait) for it to finish.

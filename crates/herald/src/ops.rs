@@ -52,8 +52,10 @@ pub async fn serve(
 }
 
 async fn metrics(State(worker): State<Arc<herald_worker::Worker>>) -> impl IntoResponse {
-    let text = worker
-        .counters()
-        .prometheus(worker.index().len(), worker.open_breakers());
+    let text = worker.counters().prometheus(
+        worker.index().len(),
+        worker.open_breakers(),
+        worker.open_lanes(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

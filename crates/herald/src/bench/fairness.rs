@@ -305,7 +305,7 @@ pub async fn run(args: &FairnessArgs) -> anyhow::Result<String> {
          healthy throughput {throughput_ratio:.2}× and p99 {p99_ratio:.2}× of the all-healthy run \
          (target: ≥ 0.90× and ≤ 2×): {verdict}\n\
          slow deliveries during the second phase: {slow_during}; worker counters: delivered \
-         {delivered}, throttled {throttled}, nacked {nacked}",
+         {delivered}, moved to a lane {laned}, nacked {nacked}",
         healthy = args.healthy_webhooks,
         rate = args.rate,
         duration = humantime::format_duration(args.duration),
@@ -320,7 +320,7 @@ pub async fn run(args: &FairnessArgs) -> anyhow::Result<String> {
         alone = alone.line("alone"),
         beside = beside_slow.line("beside the slow backlog"),
         delivered = counters.delivered,
-        throttled = counters.throttled,
+        laned = counters.laned,
         nacked = counters.nacked,
     ))
 }
