@@ -52,7 +52,8 @@ pub struct CounterSnapshot {
     pub dropped: u64,
     /// Tasks put off by an open circuit breaker, without using an attempt.
     pub deferred: u64,
-    /// Tasks moved to their webhook's lane because it had its cap of requests in flight.
+    /// Tasks put in their webhook's lane: moved there at its cap, or routed there while the lane
+    /// was open.
     pub laned: u64,
     /// Lane readers started (by a move, or by the sweep for a lane with tasks).
     pub lanes_opened: u64,
@@ -175,7 +176,7 @@ impl CounterSnapshot {
             (
                 "laned",
                 self.laned,
-                "Tasks moved to their webhook's lane by the per-webhook cap",
+                "Tasks put in their webhook's lane by the per-webhook cap",
             ),
             ("lanes_opened", self.lanes_opened, "Lane readers started"),
             (

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::consume::{Pull, pull_loop, take_permits};
 use crate::counters::Counters;
-use crate::limits::Slot;
+use crate::limits::{Slot, WebhookLimits};
 use crate::sender::Sender;
 use crate::shutdown::Stopping;
 
@@ -36,6 +36,35 @@ const SWEEP_LIMIT: Duration = Duration::from_secs(5);
 /// How long a lane's consumer outlives its last pull. Longer than any request (so a consumer
 /// is never removed under a task in flight), short enough that lanes of past bursts go soon.
 pub const LANE_IDLE: Duration = Duration::from_secs(120);
+
+/// Tells the lanes that a task was stored in a webhook's lane, so that its reader starts or
+/// pulls again. The sender and the router hold one each.
+#[derive(Debug, Clone)]
+pub struct LaneOpener {
+    limits: Arc<WebhookLimits>,
+    readers: mpsc::UnboundedSender<WebhookId>,
+}
+
+impl LaneOpener {
+    /// An opener for `limits`, and the receiving end for [`Lanes::run`].
+    pub fn new(limits: Arc<WebhookLimits>) -> (LaneOpener, mpsc::UnboundedReceiver<WebhookId>) {
+        let (readers, opened) = mpsc::unbounded_channel();
+        (LaneOpener { limits, readers }, opened)
+    }
+
+    /// Whether new tasks of `webhook` go straight to its lane: its reader runs here.
+    pub fn is_open(&self, webhook: &WebhookId) -> bool {
+        self.limits.lane_open(webhook)
+    }
+
+    /// A task of `webhook` was stored in its lane: its reader starts, or pulls again.
+    pub fn stored(&self, webhook: &WebhookId) {
+        if self.limits.open_lane(webhook) && self.readers.send(webhook.clone()).is_err() {
+            // Only after shutdown; a later sweep (of this or another worker) reads the lane.
+            tracing::debug!(%webhook, "lane not opened: the worker is stopping");
+        }
+    }
+}
 
 /// What one lane task holds while it is handled: its webhook's slot, its place in the lanes'
 /// share of the worker, and a permit of the worker's concurrency.

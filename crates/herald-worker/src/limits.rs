@@ -162,8 +162,7 @@ impl WebhookLimits {
     }
 
     /// Whether `webhook`'s lane is open here.
-    #[cfg(test)]
-    fn lane_open(&self, webhook: &WebhookId) -> bool {
+    pub fn lane_open(&self, webhook: &WebhookId) -> bool {
         self.lock()
             .get(webhook)
             .is_some_and(|entry| matches!(entry.lane, Lane::Open { .. }))

@@ -12,7 +12,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use herald_bus::headers::{content_type, set_traceparent, traceparent};
-use herald_bus::names::{delivery_msg_id, delivery_subject, event_subject, header};
+use herald_bus::names::{delivery_msg_id, delivery_subject, event_subject, header, lane_subject};
 use herald_bus::{DeadSource, dead_letter};
 use herald_core::{DeliveryId, Event};
 use herald_proto::deliveries::v1::{DeliveryTask, Trigger};
@@ -22,8 +22,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::attempt::new_traceparent;
 use crate::counters::Counters;
 use crate::index::SharedIndex;
+use crate::lanes::LaneOpener;
 use crate::shutdown::{Stopping, ack, nak};
-use crate::task;
+use crate::task::{self, msg_id};
 
 /// How long a failed fan-out waits before the event is tried again; long enough not to spin
 /// through a NATS outage, short enough that events are not noticeably late after one.
@@ -47,6 +48,9 @@ pub enum RouteError {
 pub struct Router {
     pub js: jetstream::Context,
     pub index: SharedIndex,
+    /// A webhook whose lane is open here gets its new tasks straight in the lane, behind its
+    /// backlog, instead of through the shared consumer and a move.
+    pub lanes: LaneOpener,
     pub counters: Arc<Counters>,
     pub stopping: Stopping,
 }
@@ -137,7 +141,8 @@ impl Router {
         Ok(())
     }
 
-    /// Publishes every task, pipelined, then waits for all acknowledgements.
+    /// Publishes every task, pipelined, then waits for all acknowledgements. A task goes to the
+    /// deliveries stream, or to its webhook's lane while that is open here.
     async fn fan_out(
         &self,
         event: &Event,
@@ -146,8 +151,16 @@ impl Router {
     ) -> Result<(), RouteError> {
         let proto_event = encode_event(event);
         let mut pending = Vec::new();
+        let mut laned = Vec::new();
         for (webhook, delivery_id) in tasks {
-            let subject = delivery_subject(&webhook);
+            let id = delivery_msg_id(delivery_id.as_str(), 1);
+            // Under the id the sender would move it with, so the two ways in are one step.
+            let (subject, id) = if self.lanes.is_open(&webhook) {
+                laned.push(webhook.clone());
+                (lane_subject(&webhook), msg_id::lane(&id))
+            } else {
+                (delivery_subject(&webhook), id)
+            };
             let payload = task::encode(&DeliveryTask {
                 delivery_id: delivery_id.to_string(),
                 webhook_id: webhook.to_string(),
@@ -157,10 +170,7 @@ impl Router {
                 trigger: Trigger::Event as i32,
             });
             let mut headers = HeaderMap::new();
-            headers.insert(
-                header::MSG_ID,
-                delivery_msg_id(delivery_id.as_str(), 1).as_str(),
-            );
+            headers.insert(header::MSG_ID, id.as_str());
             headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_PROTOBUF);
             set_traceparent(&mut headers, traceparent);
             let publish = PublishMessage::build().headers(headers).payload(payload);
@@ -185,6 +195,10 @@ impl Router {
                     });
                 }
             }
+        }
+        self.counters.laned(laned.len() as u64);
+        for webhook in &laned {
+            self.lanes.stored(webhook);
         }
         Ok(())
     }

@@ -14,16 +14,16 @@ use chrono::{DateTime, Utc};
 use herald_bus::headers::{msg_id as header_msg_id, set_traceparent, traceparent};
 use herald_bus::names::{header, lane_subject, outcome_subject};
 use herald_bus::{DeadSource, RetryTiers};
-use herald_core::{RetrySchedule, WebhookId};
+use herald_core::RetrySchedule;
 use herald_proto::CONTENT_TYPE_PROTOBUF;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::attempt::{self, AttemptError, Attempted, Verdict, new_traceparent};
 use crate::breaker::{Admission, Breakers};
 use crate::counters::Counters;
 use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
-use crate::lanes::LanePass;
+use crate::lanes::{LaneOpener, LanePass};
 use crate::limits::{Slot, WebhookLimits};
 use crate::shutdown::{Stopping, ack, bury, nak};
 use crate::task::{Task, msg_id};
@@ -65,8 +65,8 @@ pub struct Sender {
     pub breakers: Breakers,
     /// Requests in flight per webhook, and which webhooks have a lane open here.
     pub limits: Arc<WebhookLimits>,
-    /// Asks for a reader of a lane the sender has just opened.
-    pub open_lanes: mpsc::UnboundedSender<WebhookId>,
+    /// Starts or wakes the reader of a lane the sender has moved a task to.
+    pub lanes: LaneOpener,
     pub schedule: RetrySchedule,
     pub tiers: RetryTiers,
     /// Age of an event past which its tasks are no longer deferred by an open breaker.
@@ -355,12 +355,7 @@ impl Sender {
         .await?;
         ack(message).await;
         self.counters.laned(1);
-        if self.limits.open_lane(&task.webhook)
-            && self.open_lanes.send(task.webhook.clone()).is_err()
-        {
-            // Only after shutdown; a later sweep (of this or another worker) reads the lane.
-            tracing::debug!(webhook = %task.webhook, "lane not opened: the worker is stopping");
-        }
+        self.lanes.stored(&task.webhook);
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use herald_bus::{ConsumerLimits, LaneLimits, ProvisionOptions, Topology, WebhookBucket};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use crate::counters::{CounterSnapshot, Counters};
 use crate::delay::DelayLine;
 use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
-use crate::lanes::{LANE_IDLE, Lanes};
+use crate::lanes::{LANE_IDLE, LaneOpener, Lanes};
 use crate::limits::WebhookLimits;
 use crate::router::Router;
 use crate::sender::Sender;
@@ -111,14 +111,15 @@ impl Worker {
             config.request_timeout,
             &config.user_agent,
         )?;
-        let (open_lanes, opened_lanes) = mpsc::unbounded_channel();
+        let limits = WebhookLimits::new(config.per_webhook_in_flight);
+        let (lane_opener, opened_lanes) = LaneOpener::new(limits.clone());
         let sender = Arc::new(Sender {
             js: js.clone(),
             index: index.clone(),
             client: delivery_client,
             breakers: Breakers::new(config.breaker.clone()),
-            limits: WebhookLimits::new(config.per_webhook_in_flight),
-            open_lanes,
+            limits,
+            lanes: lane_opener.clone(),
             schedule: config.retry_schedule.clone(),
             tiers: tiers.clone(),
             defer_limit: config.retry_schedule.delays().iter().sum::<Duration>()
@@ -129,6 +130,7 @@ impl Worker {
         let router = Arc::new(Router {
             js: js.clone(),
             index: index.clone(),
+            lanes: lane_opener,
             counters: counters.clone(),
             stopping: stopping.clone(),
         });

@@ -258,6 +258,7 @@ pub async fn run(args: &FairnessArgs) -> anyhow::Result<String> {
     let alone = phase(&publisher, &healthy_accounts, args, &receipts).await?;
 
     let mut slow_published = 0u64;
+    let burst_started = Instant::now();
     if !slow_accounts.is_empty() {
         let event_type = EventType::parse("booking.created")?;
         let burst = (0..args.backlog)
@@ -281,6 +282,20 @@ pub async fn run(args: &FairnessArgs) -> anyhow::Result<String> {
             .await;
         slow_published = args.backlog;
     }
+    let burst_published = burst_started.elapsed();
+    // The second phase measures the healthy webhooks beside the backlog, once the burst is
+    // routed into tasks: every event waits for the ones published before it to be routed,
+    // which is the router's throughput, not fairness.
+    let routed = alone.offered + slow_published;
+    let routing_deadline = Instant::now() + DRAIN;
+    while worker.counters().events_routed < routed {
+        anyhow::ensure!(
+            Instant::now() < routing_deadline,
+            "the burst was not routed within {DRAIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let burst_routed = burst_started.elapsed();
     let slow_before = receipts.slow.load(Ordering::Relaxed);
     let beside_slow = phase(&publisher, &healthy_accounts, args, &receipts).await?;
     let slow_during = receipts.slow.load(Ordering::Relaxed) - slow_before;
@@ -299,6 +314,8 @@ pub async fn run(args: &FairnessArgs) -> anyhow::Result<String> {
         "herald bench fairness: {healthy} healthy webhooks at {rate} events/s for {duration}; \
          {slow} slow webhooks answering after {answer} with a burst of {slow_published} events \
          (worker: {concurrency} requests in flight, {cap} per webhook)\n\
+         the burst was published in {published:.1} s and routed in {routed:.1} s; the second \
+         phase starts then\n\
          {header:<26} {h1:>9} {h2:>9} {h3:>9} {h4:>9} {h5:>6}\n\
          {alone}\n\
          {beside}\n\
@@ -317,6 +334,8 @@ pub async fn run(args: &FairnessArgs) -> anyhow::Result<String> {
         h3 = "p99 ms",
         h4 = "max ms",
         h5 = "arrived",
+        published = burst_published.as_secs_f64(),
+        routed = burst_routed.as_secs_f64(),
         alone = alone.line("alone"),
         beside = beside_slow.line("beside the slow backlog"),
         delivered = counters.delivered,
