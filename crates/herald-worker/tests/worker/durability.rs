@@ -222,3 +222,28 @@ async fn two_workers_share_the_load() {
         .sum();
     assert_eq!(duplicates, 0, "no failures, so no delivery is repeated");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_left_by_a_killed_worker_is_drained_by_the_next() {
+    let h = Harness::start().await;
+    let mut config = h.config();
+    config.per_webhook_in_flight = 1;
+    let first = h.worker_with(config.clone()).await;
+    let spec = h.spec("/busy", &[]);
+    h.put_indexed(&first, &[&spec]).await;
+    h.receiver.respond("/busy", Response::ok().delay(ms(300)));
+
+    let events: Vec<Event> = (0..20).map(|_| h.event("booking.created")).collect();
+    for event in &events {
+        h.publish(event).await;
+    }
+    wait_counters(&first, |c| c.laned >= 10).await;
+    // No graceful shutdown: the lane keeps its backlog, and nobody reads it.
+    drop(first);
+
+    h.receiver.respond("/busy", Response::ok());
+    let second = h.worker_with(config).await;
+    let expected = expected_ids(&events, &[WebhookId::parse(&spec.id).unwrap()]);
+    wait_all_received(&h, &["/busy"], &expected, &[&second]).await;
+    wait_counters(&second, |c| c.lanes_opened >= 1).await;
+}
