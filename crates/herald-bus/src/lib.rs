@@ -16,7 +16,10 @@ pub mod topology;
 pub use connect::{ConnectError, ConnectRetry, connect, connect_with};
 pub use kv::{KvError, SpecChange, SpecWatch, WebhookBucket};
 pub use names::DeadSource;
-pub use publish::{PublishError, PublishReceipt, Publisher, dead_letter};
+pub use publish::{
+    Outgoing, Persistence, PublishError, PublishReceipt, Publisher, dead_letter, publish,
+    publish_all,
+};
 pub use tiers::{RetryTier, RetryTiers, TierError};
 pub use topology::{
     ConsumerLimits, Ensured, LaneLimits, ProvisionOptions, ProvisionReport, Topology,

@@ -64,6 +64,8 @@ pub mod header {
     pub const DEAD_REASON: &str = "Herald-Dead-Reason";
     /// The subject a dead-lettered message was originally published on.
     pub const DEAD_SUBJECT: &str = "Herald-Dead-Subject";
+    /// Set when a dead letter could not keep its payload (it was too large), with its size.
+    pub const DEAD_PAYLOAD_OMITTED: &str = "Herald-Dead-Payload-Omitted";
 }
 
 /// `events.<account_id>.<event_type>`; event types contain dots, so they span several tokens.

@@ -147,6 +147,11 @@ pub struct ProvisionOptions {
     pub events_max_age: Duration,
     /// How long an outcome waits for the registry before it is discarded.
     pub outcomes_max_age: Duration,
+    /// How many bytes of outcomes wait for the registry at most. When the registry is away so
+    /// long that they fill it, the oldest outcomes are discarded (and missing from the delivery
+    /// log) rather than new ones refused: refusing them would stall deliveries, and repeat
+    /// every request whose outcome could not be stored.
+    pub outcomes_max_bytes: i64,
     /// How long dead-lettered messages are kept for inspection.
     pub dead_max_age: Duration,
     /// Where the router starts when its consumer is first created. Ignored afterwards: NATS
@@ -169,6 +174,7 @@ impl Default for ProvisionOptions {
             retry_tiers: RetryTiers::default(),
             events_max_age: 7 * DAY,
             outcomes_max_age: 7 * DAY,
+            outcomes_max_bytes: 1 << 30,
             dead_max_age: 30 * DAY,
             router_deliver_policy: DeliverPolicy::All,
             router: ConsumerLimits::new(Duration::from_secs(30), 10_000),
@@ -571,6 +577,11 @@ fn stream_differences(
         format!("{:?}", desired.max_age),
     );
     check(
+        "max_bytes",
+        limit(actual.max_bytes).to_string(),
+        limit(desired.max_bytes).to_string(),
+    );
+    check(
         "duplicate_window",
         format!("{:?}", actual.duplicate_window),
         format!("{:?}", desired.duplicate_window),
@@ -735,6 +746,9 @@ fn outcomes_stream(opts: &ProvisionOptions) -> stream::Config {
     stream::Config {
         retention: RetentionPolicy::WorkQueue,
         max_age: opts.outcomes_max_age,
+        max_bytes: opts.outcomes_max_bytes,
+        // Stated, though it is the base's too: the oldest go, new outcomes are always stored.
+        discard: DiscardPolicy::Old,
         ..base_stream(
             opts,
             OUTCOMES_STREAM.to_owned(),
@@ -872,6 +886,15 @@ mod tests {
         let consumer = retry_consumer(&opts, &tier);
         assert_eq!(consumer.durable_name.as_deref(), Some("herald-retry-5m"));
         assert_eq!(consumer.filter_subject, "herald.retry.5m");
+    }
+
+    #[test]
+    fn outcomes_wait_for_the_registry_within_explicit_limits() {
+        let outcomes = outcomes_stream(&ProvisionOptions::default());
+        assert_eq!(outcomes.max_age, 7 * DAY);
+        assert_eq!(outcomes.max_bytes, 1 << 30);
+        assert_eq!(outcomes.discard, DiscardPolicy::Old);
+        assert_eq!(outcomes.retention, RetentionPolicy::WorkQueue);
     }
 
     #[test]

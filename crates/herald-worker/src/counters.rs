@@ -23,6 +23,7 @@ pub struct Counters {
     retries_released: AtomicU64,
     requeued: AtomicU64,
     nacked: AtomicU64,
+    unsettled: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -63,6 +64,9 @@ pub struct CounterSnapshot {
     pub requeued: u64,
     /// Messages handed back for redelivery (publishing failed, or shutdown).
     pub nacked: u64,
+    /// Attempts made whose outcome could not be stored even with patience: their task is
+    /// handed back and the request repeated later.
+    pub unsettled: u64,
 }
 
 macro_rules! counter_methods {
@@ -101,6 +105,7 @@ counter_methods!(
     retries_released,
     requeued,
     nacked,
+    unsettled,
 );
 
 #[cfg(test)]
@@ -124,7 +129,7 @@ impl CounterSnapshot {
     /// The counters in the Prometheus text exposition format, with the index size, open
     /// breakers and open lanes as gauges.
     pub fn prometheus(&self, webhooks: usize, open_breakers: usize, open_lanes: usize) -> String {
-        let counters: [(&str, u64, &str); 17] = [
+        let counters: [(&str, u64, &str); 18] = [
             (
                 "events_routed",
                 self.events_routed,
@@ -190,6 +195,11 @@ impl CounterSnapshot {
                 "Tasks a delay line moved to the back",
             ),
             ("nacked", self.nacked, "Messages handed back for redelivery"),
+            (
+                "unsettled",
+                self.unsettled,
+                "Attempts made whose outcome could not be stored",
+            ),
         ];
         let mut out = String::new();
         for (name, value, help) in counters {
@@ -227,6 +237,6 @@ mod prometheus_tests {
         assert!(text.contains("herald_worker_webhooks 3\n"), "{text}");
         assert!(text.contains("herald_worker_open_breakers 1\n"), "{text}");
         assert!(text.contains("herald_worker_open_lanes 2\n"), "{text}");
-        assert_eq!(text.matches("# TYPE").count(), 20);
+        assert_eq!(text.matches("# TYPE").count(), 21);
     }
 }

@@ -7,15 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use herald_bus::headers::{msg_id as header_msg_id, set_traceparent, traceparent};
-use herald_bus::names::{header, lane_subject, outcome_subject};
-use herald_bus::{DeadSource, RetryTiers};
+use herald_bus::headers::{msg_id as header_msg_id, traceparent};
+use herald_bus::names::{lane_subject, outcome_subject};
+use herald_bus::{DeadSource, Outgoing, Persistence, PublishError, RetryTiers};
 use herald_core::RetrySchedule;
-use herald_proto::CONTENT_TYPE_PROTOBUF;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::attempt::{self, AttemptError, Attempted, Verdict, new_traceparent};
@@ -25,7 +23,7 @@ use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
 use crate::lanes::{LaneOpener, LanePass};
 use crate::limits::{Slot, WebhookLimits};
-use crate::shutdown::{Stopping, ack, bury, nak};
+use crate::shutdown::{Stopping, ack, bury, in_progress, nak};
 use crate::task::{Task, msg_id};
 
 /// How long a task handed back (its aftermath could not be stored, or its webhook is not known
@@ -40,20 +38,33 @@ const MISSING_WEBHOOK_DELIVERIES: i64 = 3;
 /// delay line, so that long waits never sit in the consumer's pending set.
 const SHORT_WAIT: Duration = Duration::from_secs(5);
 
-/// Retries of a publish whose acknowledgement did not come, before the task is handed back.
-const PUBLISH_ATTEMPTS: u32 = 3;
+/// How long the sender keeps trying to store an attempt's outcome (and retry) once its request
+/// was made, holding the task meanwhile: handing it back would repeat the request.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Why a task's aftermath could not be stored; the task is handed back and attempted again.
+/// The first wait of a task handed back because its attempt's aftermath could not be stored;
+/// it doubles with each delivery up to [`UNSETTLED_MAX_DELAY`], so that an outage of the
+/// outcomes stream repeats a request at most that often rather than every second.
+const UNSETTLED_DELAY: Duration = Duration::from_secs(30);
+const UNSETTLED_MAX_DELAY: Duration = Duration::from_secs(10 * 60);
+
+/// Why a task could not be settled; it is handed back and attempted again.
 #[derive(Debug, thiserror::Error)]
 pub enum SendTaskError {
-    #[error("cannot publish to {subject}: {source}")]
-    Publish {
-        subject: String,
-        #[source]
-        source: async_nats::Error,
-    },
-    #[error("cannot dead-letter an undecodable task: {0}")]
-    DeadLetter(#[from] herald_bus::PublishError),
+    /// Nothing was sent yet.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The request was made but its outcome (or retry) could not be stored: trying again
+    /// repeats the request.
+    #[error("the attempt was made, but its aftermath could not be stored: {0}")]
+    Aftermath(#[source] PublishError),
+}
+
+/// The wait before a task whose attempt could not be settled is delivered again, by how many
+/// times it has been delivered.
+fn unsettled_delay(delivered: i64) -> Duration {
+    let doublings = u32::try_from(delivered.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+    (UNSETTLED_DELAY * 2u32.pow(doublings)).min(UNSETTLED_MAX_DELAY)
 }
 
 /// Shared state of the sender's handlers.
@@ -71,6 +82,8 @@ pub struct Sender {
     pub tiers: RetryTiers,
     /// Age of an event past which its tasks are no longer deferred by an open breaker.
     pub defer_limit: Duration,
+    /// The sender's consumers' ack wait; a task held longer reports progress.
+    pub ack_wait: Duration,
     pub counters: Arc<Counters>,
     pub stopping: Stopping,
 }
@@ -101,9 +114,24 @@ impl Sender {
     }
 
     async fn settle_or_hand_back(&self, message: &jetstream::Message, route: Route) {
-        if let Err(err) = self.process(message, route).await {
-            tracing::warn!(subject = %message.subject, %err, "task not settled; it will be attempted again");
-            nak(message, Some(RETRY_DELAY), &self.counters).await;
+        match self.process(message, route).await {
+            Ok(()) => {}
+            Err(err @ SendTaskError::Aftermath(_)) => {
+                let delivered = message.info().map_or(1, |info| info.delivered);
+                let delay = unsettled_delay(delivered);
+                tracing::error!(
+                    subject = %message.subject,
+                    %err,
+                    ?delay,
+                    "attempt made but not recorded; the task is handed back and its request will be repeated"
+                );
+                self.counters.unsettled(1);
+                nak(message, Some(delay), &self.counters).await;
+            }
+            Err(err) => {
+                tracing::warn!(subject = %message.subject, %err, "task not settled; it will be attempted again");
+                nak(message, Some(RETRY_DELAY), &self.counters).await;
+            }
         }
     }
 
@@ -164,6 +192,7 @@ impl Sender {
                 msg_id::outcome(&task),
                 None,
                 Bytes::from(herald_proto::encode(&outcome)),
+                Persistence::BRIEF,
             )
             .await?;
             self.counters.dropped(1);
@@ -246,8 +275,19 @@ impl Sender {
 
         let verdict = attempt::decide(&task, &attempted, &self.schedule, &mut rand::rng());
         self.update_breaker(&task, &attempted, verdict, probe);
-        self.settle(message, &task, &attempted, verdict, &trace)
-            .await?;
+        // The request is made: repeating it is what must not happen now, so the aftermath is
+        // stored with patience, the task held (its ack wait extended) meanwhile.
+        in_progress(
+            message,
+            self.ack_wait,
+            self.settle(message, &task, &attempted, verdict, &trace),
+        )
+        .await
+        .map_err(|err| match err {
+            SendTaskError::Publish(err) | SendTaskError::Aftermath(err) => {
+                SendTaskError::Aftermath(err)
+            }
+        })?;
         ack(message).await;
         self.count(&attempted, verdict);
         Ok(())
@@ -299,11 +339,13 @@ impl Sender {
         trace: &str,
     ) -> Result<(), SendTaskError> {
         let outcome = attempt::outcome(task, attempted, verdict);
+        let patient = Persistence::patient(SETTLE_PATIENCE);
         let outcome_publish = self.publish(
             outcome_subject(&task.webhook),
             msg_id::outcome(task),
             None,
             Bytes::from(herald_proto::encode(&outcome)),
+            patient,
         );
         let retry_publish = async {
             let Verdict::Retry(delay) = verdict else {
@@ -317,6 +359,7 @@ impl Sender {
                 msg_id::retry(task, next),
                 Some(trace),
                 task.encode_for(next, not_before),
+                patient,
             )
             .await
         };
@@ -351,6 +394,7 @@ impl Sender {
             msg_id::lane(&arrived_with),
             trace,
             message.payload.clone(),
+            Persistence::BRIEF,
         )
         .await?;
         ack(message).await;
@@ -374,6 +418,7 @@ impl Sender {
             msg_id::deferral(task, until),
             trace,
             task.encode_for(task.attempt, until),
+            Persistence::BRIEF,
         )
         .await?;
         ack(message).await;
@@ -381,49 +426,36 @@ impl Sender {
         Ok(())
     }
 
-    /// Publishes with a few quick retries: a lost acknowledgement is usually a blip, and the
-    /// message id makes a repeated publish harmless.
     async fn publish(
         &self,
         subject: String,
         id: String,
         trace: Option<&str>,
         payload: Bytes,
+        persistence: Persistence,
     ) -> Result<(), SendTaskError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::MSG_ID, id.as_str());
-        headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_PROTOBUF);
-        if let Some(trace) = trace {
-            set_traceparent(&mut headers, trace);
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let publish = PublishMessage::build()
-                .headers(headers.clone())
-                .payload(payload.clone());
-            let stored = match self.js.send_publish(subject.clone(), publish).await {
-                Ok(ack) => ack.await.map(|_| ()),
-                Err(err) => Err(err),
-            };
-            match stored {
-                Ok(()) => return Ok(()),
-                Err(err) if attempt >= PUBLISH_ATTEMPTS || self.stopping.hard.is_cancelled() => {
-                    return Err(SendTaskError::Publish {
-                        subject,
-                        source: err.into(),
-                    });
-                }
-                Err(err) => {
-                    tracing::debug!(%subject, %err, attempt, "publish not acknowledged; retrying");
-                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
-                }
-            }
-        }
+        let message = Outgoing::protobuf(subject, &id, payload).traceparent(trace);
+        herald_bus::publish(&self.js, &message, persistence).await?;
+        Ok(())
     }
 }
 
 /// A std duration as chrono's, saturating: the delays here are at most days.
 pub fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsettled_task_waits_longer_each_time_up_to_a_bound() {
+        let waits: Vec<u64> = [1, 2, 3, 4, 5, 6, 100, i64::MAX]
+            .into_iter()
+            .map(|delivered| unsettled_delay(delivered).as_secs())
+            .collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 600, 600, 600]);
+        assert_eq!(unsettled_delay(0), UNSETTLED_DELAY);
+    }
 }

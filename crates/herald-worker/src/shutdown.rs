@@ -77,6 +77,30 @@ pub async fn nak(message: &jetstream::Message, delay: Option<Duration>, counters
     }
 }
 
+/// Runs `work` while telling the server that `message` is still being worked on, three times
+/// per `ack_wait`, so that it is not redelivered meanwhile (a publish ridden out through a NATS
+/// restart, a long wait). A failed progress report is only logged: the worst case is a
+/// redelivery, which every handler tolerates.
+pub async fn in_progress<T>(
+    message: &jetstream::Message,
+    ack_wait: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticker.tick() => {
+                if let Err(err) = message.ack_with(AckKind::Progress).await {
+                    tracing::debug!(subject = %message.subject, %err, "progress report failed");
+                }
+            }
+        }
+    }
+}
+
 /// Sets `message` aside in HERALD_DEAD with `reason`, counts it and acknowledges it, so that a
 /// message that can never be handled does not block its stream.
 pub async fn bury(

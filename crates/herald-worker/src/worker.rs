@@ -124,6 +124,7 @@ impl Worker {
             tiers: tiers.clone(),
             defer_limit: config.retry_schedule.delays().iter().sum::<Duration>()
                 + config.breaker.max_cool_down,
+            ack_wait: config.sender_ack_wait,
             counters: counters.clone(),
             stopping: stopping.clone(),
         });
