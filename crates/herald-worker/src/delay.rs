@@ -8,8 +8,8 @@
 //!
 //! A task may wait longer than its tier's delay (a `Retry-After`, a circuit breaker's rest, a
 //! delay between two tiers). Holding such a head would stall every task behind it, so a head is
-//! held at most its tier's delay plus the jitter allowance after it was stored; a task still not
-//! due then goes to the back of the line that fits its remaining wait.
+//! held at most its tier's delay plus the jitter allowance ([`HOLD`]) after it was stored; a
+//! task still not due then goes to the back of the line that fits its remaining wait.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use herald_bus::headers::{msg_id as header_msg_id, propagate_traceparent};
 use herald_bus::names::{delivery_subject, header};
+use herald_bus::tiers::HOLD;
 use herald_bus::{DeadSource, RetryTier, RetryTiers, Topology};
 use herald_proto::CONTENT_TYPE_PROTOBUF;
 
@@ -137,7 +138,7 @@ impl DelayLine {
             .map(|info| DateTime::<Utc>::from(SystemTime::from(info.published)))
             .unwrap_or_else(|_| Utc::now());
         let due = task.not_before.unwrap_or(stored_at);
-        let hold_limit = stored_at + chrono_duration(self.tier.delay() + self.tier.delay() / 5);
+        let hold_limit = stored_at + chrono_duration(self.tier.delay().mul_f64(HOLD));
         let wake = due.min(hold_limit);
         let progress_every = self.ack_wait / 3;
         // `to_std` fails once `wake` has passed.
