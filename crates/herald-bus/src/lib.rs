@@ -13,7 +13,7 @@ pub mod publish;
 pub mod tiers;
 pub mod topology;
 
-pub use connect::{ConnectError, ConnectRetry, connect, connect_with};
+pub use connect::{ConnectError, ConnectRetry, connect, connect_with, jetstream};
 pub use kv::{KvError, SpecChange, SpecWatch, WebhookBucket};
 pub use names::DeadSource;
 pub use publish::{

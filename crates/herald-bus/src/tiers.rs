@@ -63,6 +63,22 @@ impl RetryTier {
         RetryTiers::default().for_delay(delay).clone()
     }
 
+    /// The tier whose stream is `name` (`HERALD_RETRY_5M`), also one of an earlier schedule
+    /// whose label this schedule would spell differently.
+    pub fn from_stream_name(name: &str) -> Option<RetryTier> {
+        let label = name.strip_prefix(RETRY_STREAM_PREFIX)?.to_ascii_lowercase();
+        let (number, unit) = label.split_at(label.find(|c: char| !c.is_ascii_digit())?);
+        let number: u64 = number.parse().ok()?;
+        let delay = match unit {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.checked_mul(MINUTE)?),
+            "h" => Duration::from_secs(number.checked_mul(HOUR)?),
+            _ => return None,
+        };
+        (!delay.is_zero()).then_some(RetryTier { delay, label })
+    }
+
     /// How long tasks in this tier wait.
     pub fn delay(&self) -> Duration {
         self.delay
@@ -372,6 +388,32 @@ mod tests {
             Some(secs(90))
         );
         assert_eq!(tiers.by_subject("herald.retry.7s"), None);
+    }
+
+    #[test]
+    fn tiers_are_read_back_from_their_stream_names() {
+        for tier in RetryTiers::default().iter() {
+            assert_eq!(
+                RetryTier::from_stream_name(&tier.stream_name()).as_ref(),
+                Some(tier)
+            );
+        }
+        let odd = RetryTier::from_stream_name("HERALD_RETRY_60S").unwrap();
+        assert_eq!(odd.delay(), secs(60));
+        assert_eq!(odd.consumer_name(), "herald-retry-60s");
+        assert_eq!(
+            RetryTier::from_stream_name("HERALD_RETRY_1500MS").map(|t| t.delay()),
+            Some(Duration::from_millis(1500))
+        );
+        for bad in [
+            "HERALD_RETRY_",
+            "HERALD_RETRY_5",
+            "HERALD_RETRY_0S",
+            "HERALD_RETRY_5D",
+            "EVENTS",
+        ] {
+            assert_eq!(RetryTier::from_stream_name(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -317,6 +317,57 @@ impl Topology {
         get_consumer(js, &tier.stream_name(), &tier.consumer_name()).await
     }
 
+    /// The router's consumer, made to exist as `opts` says first: a consumer deleted from under
+    /// a running worker is created again (from `opts.router_deliver_policy`, like the first
+    /// time).
+    pub async fn open_router(
+        js: &jetstream::Context,
+        opts: &ProvisionOptions,
+    ) -> Result<PullConsumer, TopologyError> {
+        ensure_and_open(js, EVENTS_STREAM, router_consumer(opts)).await
+    }
+
+    /// The sender's consumer, made to exist as `opts` says first.
+    pub async fn open_sender(
+        js: &jetstream::Context,
+        opts: &ProvisionOptions,
+    ) -> Result<PullConsumer, TopologyError> {
+        ensure_and_open(js, DELIVERIES_STREAM, sender_consumer(opts)).await
+    }
+
+    /// A delay line's consumer, made to exist as `opts` says first.
+    pub async fn open_retry(
+        js: &jetstream::Context,
+        opts: &ProvisionOptions,
+        tier: &RetryTier,
+    ) -> Result<PullConsumer, TopologyError> {
+        ensure_and_open(js, &tier.stream_name(), retry_consumer(opts, tier)).await
+    }
+
+    /// Delay lines that exist but are not among `current`: those of an earlier retry schedule,
+    /// whose tasks must still be moved on.
+    pub async fn retired_tiers(
+        js: &jetstream::Context,
+        current: &RetryTiers,
+    ) -> Result<Vec<RetryTier>, TopologyError> {
+        let names: Vec<String> = js
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(|err| TopologyError::stream("(all)", "list", err))?;
+        let mut retired: Vec<RetryTier> = names
+            .iter()
+            .filter_map(|name| RetryTier::from_stream_name(name))
+            .filter(|tier| {
+                current
+                    .iter()
+                    .all(|kept| kept.stream_name() != tier.stream_name())
+            })
+            .collect();
+        retired.sort();
+        Ok(retired)
+    }
+
     /// The consumer of `webhook`'s lane, created (or set to `limits`) on the way. Lanes come
     /// and go with backlogs: the server removes an idle lane's consumer by itself.
     pub async fn lane_consumer(
@@ -368,6 +419,25 @@ async fn report_consumer(
     let ensured = ensure_consumer(stream, config).await?;
     report.items.push((name, ensured));
     Ok(())
+}
+
+async fn ensure_and_open(
+    js: &jetstream::Context,
+    stream: &str,
+    config: pull::Config,
+) -> Result<PullConsumer, TopologyError> {
+    let consumer = config.durable_name.clone().unwrap_or_default();
+    let handle = js
+        .get_stream(stream)
+        .await
+        .map_err(|err| TopologyError::stream(stream, "open", err))?;
+    if ensure_consumer(&handle, config).await? == Ensured::Created {
+        tracing::warn!(%stream, %consumer, "consumer was missing; created it again");
+    }
+    handle
+        .get_consumer(&consumer)
+        .await
+        .map_err(|err| TopologyError::consumer(stream, &consumer, "open", err))
 }
 
 async fn get_consumer(

@@ -22,6 +22,11 @@ use crate::shutdown::{Backoff, Stopping, nak};
 /// for messages already on their way, and how quickly a lost pull request is replaced.
 pub const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
+/// How long past [`PULL_EXPIRES`] a pull request is waited for. The server ends it at
+/// `PULL_EXPIRES`; one made just as the server went away is never answered (async-nats would
+/// wait five more seconds), and the next pull must go to the server once it is back.
+pub const PULL_GRACE: Duration = Duration::from_secs(1);
+
 /// How long a stopping loop waits for its open pull request to end. The server ends it at
 /// [`PULL_EXPIRES`]; if it does not (a lost connection), nothing more can arrive anyway.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
@@ -131,6 +136,8 @@ pub async fn pull_loop<Open, OpenFut, E, Acquire, AcquireFut, Item, Handle, Hand
         };
         let mut healthy = true;
         let mut received = 0usize;
+        let lost = tokio::time::sleep(PULL_EXPIRES + PULL_GRACE);
+        tokio::pin!(lost);
         loop {
             let next = tokio::select! {
                 biased;
@@ -139,6 +146,11 @@ pub async fn pull_loop<Open, OpenFut, E, Acquire, AcquireFut, Item, Handle, Hand
                     return;
                 }
                 next = batch.next() => next,
+                () = &mut lost => {
+                    tracing::debug!(loop_name = name, "pull request unanswered; making another");
+                    healthy = false;
+                    break;
+                }
             };
             match next {
                 None => break,

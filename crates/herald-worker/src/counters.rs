@@ -24,6 +24,7 @@ pub struct Counters {
     requeued: AtomicU64,
     nacked: AtomicU64,
     unsettled: AtomicU64,
+    too_large: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -67,6 +68,8 @@ pub struct CounterSnapshot {
     /// Attempts made whose outcome could not be stored even with patience: their task is
     /// handed back and the request repeated later.
     pub unsettled: u64,
+    /// Events too large to make delivery tasks of: dead-lettered, and logged as exhausted.
+    pub too_large: u64,
 }
 
 macro_rules! counter_methods {
@@ -106,6 +109,7 @@ counter_methods!(
     requeued,
     nacked,
     unsettled,
+    too_large,
 );
 
 #[cfg(test)]
@@ -129,7 +133,7 @@ impl CounterSnapshot {
     /// The counters in the Prometheus text exposition format, with the index size, open
     /// breakers and open lanes as gauges.
     pub fn prometheus(&self, webhooks: usize, open_breakers: usize, open_lanes: usize) -> String {
-        let counters: [(&str, u64, &str); 18] = [
+        let counters: [(&str, u64, &str); 19] = [
             (
                 "events_routed",
                 self.events_routed,
@@ -200,6 +204,11 @@ impl CounterSnapshot {
                 self.unsettled,
                 "Attempts made whose outcome could not be stored",
             ),
+            (
+                "too_large",
+                self.too_large,
+                "Events too large to make delivery tasks of",
+            ),
         ];
         let mut out = String::new();
         for (name, value, help) in counters {
@@ -237,6 +246,6 @@ mod prometheus_tests {
         assert!(text.contains("herald_worker_webhooks 3\n"), "{text}");
         assert!(text.contains("herald_worker_open_breakers 1\n"), "{text}");
         assert!(text.contains("herald_worker_open_lanes 2\n"), "{text}");
-        assert_eq!(text.matches("# TYPE").count(), 21);
+        assert_eq!(text.matches("# TYPE").count(), 22);
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream;
 use herald_bus::{ConsumerLimits, LaneLimits, ProvisionOptions, Topology, WebhookBucket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -67,7 +66,7 @@ impl Worker {
         config.validate()?;
         let tiers = config.retry_tiers()?;
         let client = herald_bus::connect(&config.nats_url, CLIENT_NAME).await?;
-        let js = jetstream::new(client.clone());
+        let js = herald_bus::jetstream(client.clone());
 
         let options = ProvisionOptions {
             create_events_stream: config.create_streams,
@@ -94,6 +93,18 @@ impl Worker {
         Topology::provision(&js, &options)
             .await
             .context("cannot provision Herald's NATS topology")?;
+        // Lines of an earlier schedule still hold tasks; they are read until empty (and then
+        // stay idle, which costs one short pull a second).
+        let retired = Topology::retired_tiers(&js, &tiers)
+            .await
+            .context("cannot list the delay lines")?;
+        if !retired.is_empty() {
+            tracing::info!(
+                tiers = ?retired.iter().map(|tier| tier.label().to_owned()).collect::<Vec<_>>(),
+                "reading delay lines of an earlier retry schedule until they are empty"
+            );
+        }
+        let options = Arc::new(options);
 
         let bucket = WebhookBucket::open(&js)
             .await
@@ -132,6 +143,7 @@ impl Worker {
             js: js.clone(),
             index: index.clone(),
             lanes: lane_opener,
+            ack_wait: config.router_ack_wait,
             counters: counters.clone(),
             stopping: stopping.clone(),
         });
@@ -152,9 +164,12 @@ impl Worker {
             loops.spawn(pull_loop(
                 Pull {
                     name: "router".to_owned(),
-                    open: move || {
-                        let js = js.clone();
-                        async move { Topology::router_consumer(&js).await }
+                    open: {
+                        let options = options.clone();
+                        move || {
+                            let (js, options) = (js.clone(), options.clone());
+                            async move { Topology::open_router(&js, &options).await }
+                        }
                     },
                     acquire: move || take_permits(permits.clone(), batch),
                 },
@@ -176,9 +191,12 @@ impl Worker {
             loops.spawn(pull_loop(
                 Pull {
                     name: "sender".to_owned(),
-                    open: move || {
-                        let js = js.clone();
-                        async move { Topology::sender_consumer(&js).await }
+                    open: {
+                        let options = options.clone();
+                        move || {
+                            let (js, options) = (js.clone(), options.clone());
+                            async move { Topology::open_sender(&js, &options).await }
+                        }
                     },
                     acquire: move || take_permits(permits.clone(), batch),
                 },
@@ -204,7 +222,7 @@ impl Worker {
             counters: counters.clone(),
         });
         loops.spawn(lanes.run(opened_lanes));
-        for tier in tiers.iter() {
+        for tier in tiers.iter().chain(&retired) {
             let line = Arc::new(DelayLine {
                 js: js.clone(),
                 tier: tier.clone(),
@@ -213,9 +231,25 @@ impl Worker {
                 counters: counters.clone(),
                 stopping: stopping.clone(),
             });
-            loops.spawn(line.run());
+            let (js, options, tier) = (js.clone(), options.clone(), tier.clone());
+            // One head at a time: the consumer hands out one message across all replicas.
+            let permits = Arc::new(Semaphore::new(1));
+            loops.spawn(pull_loop(
+                Pull {
+                    name: format!("delay line {tier}"),
+                    open: move || {
+                        let (js, options, tier) = (js.clone(), options.clone(), tier.clone());
+                        async move { Topology::open_retry(&js, &options, &tier).await }
+                    },
+                    acquire: move || take_permits(permits.clone(), 1),
+                },
+                stopping.clone(),
+                tracker.clone(),
+                counters.clone(),
+                move |message, permit| line.clone().handle(message, permit),
+                || false,
+            ));
         }
-
         let stop = shutdown.child_token();
         let supervisor = tokio::spawn(supervise(
             stop.clone(),
