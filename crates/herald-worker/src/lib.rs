@@ -15,6 +15,7 @@
 pub mod breaker;
 pub mod config;
 pub mod counters;
+pub mod health;
 pub mod http;
 pub mod index;
 pub mod watch;
@@ -33,5 +34,6 @@ mod worker;
 pub use breaker::BreakerConfig;
 pub use config::{ConfigError, WorkerConfig};
 pub use counters::{CounterSnapshot, Counters};
+pub use health::{Health, HealthState};
 pub use index::{SharedIndex, Subscription};
 pub use worker::{Worker, run};

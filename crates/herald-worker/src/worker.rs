@@ -1,6 +1,7 @@
 //! The running worker: connects, provisions the topology, loads the subscription index, then runs
 //! the router, the sender and the delay lines until shutdown.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::config::WorkerConfig;
 use crate::consume::{Pull, pull_loop, take_permits};
 use crate::counters::{CounterSnapshot, Counters};
 use crate::delay::DelayLine;
+use crate::health::Health;
 use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
 use crate::lanes::{LANE_IDLE, LaneOpener, Lanes};
@@ -51,6 +53,9 @@ const MAX_ACK_PENDING: i64 = 10_000;
 pub struct Worker {
     stop: CancellationToken,
     supervisor: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Cancelled once the worker has stopped, whatever stopped it.
+    done: CancellationToken,
+    health: Health,
     counters: Arc<Counters>,
     index: SharedIndex,
     sender: Arc<Sender>,
@@ -148,36 +153,41 @@ impl Worker {
             stopping: stopping.clone(),
         });
 
-        let mut loops = JoinSet::new();
-        loops.spawn(watch::follow(
+        // Each loop's task returns its name, so that one ending early can be named.
+        let mut loops: JoinSet<String> = JoinSet::new();
+        let watching = watch::follow(
             bucket,
             index.clone(),
             watch,
             stopping.fetch.clone(),
             INDEX_LOAD_TIMEOUT,
-        ));
+        );
+        loops.spawn(named("bucket watch", watching));
         {
             let js = js.clone();
             let router = router.clone();
             let permits = Arc::new(Semaphore::new(config.router_concurrency));
             let batch = config.fetch_batch;
-            loops.spawn(pull_loop(
-                Pull {
-                    name: "router".to_owned(),
-                    open: {
-                        let options = options.clone();
-                        move || {
-                            let (js, options) = (js.clone(), options.clone());
-                            async move { Topology::open_router(&js, &options).await }
-                        }
+            loops.spawn(named(
+                "router",
+                pull_loop(
+                    Pull {
+                        name: "router".to_owned(),
+                        open: {
+                            let options = options.clone();
+                            move || {
+                                let (js, options) = (js.clone(), options.clone());
+                                async move { Topology::open_router(&js, &options).await }
+                            }
+                        },
+                        acquire: move || take_permits(permits.clone(), batch),
                     },
-                    acquire: move || take_permits(permits.clone(), batch),
-                },
-                stopping.clone(),
-                tracker.clone(),
-                counters.clone(),
-                move |message, permit| router.clone().handle(message, permit),
-                || false,
+                    stopping.clone(),
+                    tracker.clone(),
+                    counters.clone(),
+                    move |message, permit| router.clone().handle(message, permit),
+                    || false,
+                ),
             ));
         }
         // Requests in flight: the sender's consumer and the lanes draw on the same permits,
@@ -188,23 +198,26 @@ impl Worker {
             let sender = sender.clone();
             let permits = permits.clone();
             let batch = config.fetch_batch;
-            loops.spawn(pull_loop(
-                Pull {
-                    name: "sender".to_owned(),
-                    open: {
-                        let options = options.clone();
-                        move || {
-                            let (js, options) = (js.clone(), options.clone());
-                            async move { Topology::open_sender(&js, &options).await }
-                        }
+            loops.spawn(named(
+                "sender",
+                pull_loop(
+                    Pull {
+                        name: "sender".to_owned(),
+                        open: {
+                            let options = options.clone();
+                            move || {
+                                let (js, options) = (js.clone(), options.clone());
+                                async move { Topology::open_sender(&js, &options).await }
+                            }
+                        },
+                        acquire: move || take_permits(permits.clone(), batch),
                     },
-                    acquire: move || take_permits(permits.clone(), batch),
-                },
-                stopping.clone(),
-                tracker.clone(),
-                counters.clone(),
-                move |message, permit| sender.clone().handle(message, permit),
-                || false,
+                    stopping.clone(),
+                    tracker.clone(),
+                    counters.clone(),
+                    move |message, permit| sender.clone().handle(message, permit),
+                    || false,
+                ),
             ));
         }
         let lanes = Arc::new(Lanes {
@@ -221,7 +234,7 @@ impl Worker {
             stopping: stopping.clone(),
             counters: counters.clone(),
         });
-        loops.spawn(lanes.run(opened_lanes));
+        loops.spawn(named("lanes", lanes.run(opened_lanes)));
         for tier in tiers.iter().chain(&retired) {
             let line = Arc::new(DelayLine {
                 js: js.clone(),
@@ -234,31 +247,46 @@ impl Worker {
             let (js, options, tier) = (js.clone(), options.clone(), tier.clone());
             // One head at a time: the consumer hands out one message across all replicas.
             let permits = Arc::new(Semaphore::new(1));
-            loops.spawn(pull_loop(
-                Pull {
-                    name: format!("delay line {tier}"),
-                    open: move || {
-                        let (js, options, tier) = (js.clone(), options.clone(), tier.clone());
-                        async move { Topology::open_retry(&js, &options, &tier).await }
+            let name = format!("delay line {tier}");
+            loops.spawn(named(
+                name.clone(),
+                pull_loop(
+                    Pull {
+                        name,
+                        open: move || {
+                            let (js, options, tier) = (js.clone(), options.clone(), tier.clone());
+                            async move { Topology::open_retry(&js, &options, &tier).await }
+                        },
+                        acquire: move || take_permits(permits.clone(), 1),
                     },
-                    acquire: move || take_permits(permits.clone(), 1),
-                },
-                stopping.clone(),
-                tracker.clone(),
-                counters.clone(),
-                move |message, permit| line.clone().handle(message, permit),
-                || false,
+                    stopping.clone(),
+                    tracker.clone(),
+                    counters.clone(),
+                    move |message, permit| line.clone().handle(message, permit),
+                    || false,
+                ),
             ));
         }
         let stop = shutdown.child_token();
-        let supervisor = tokio::spawn(supervise(
-            stop.clone(),
-            loops,
-            tracker,
-            stopping,
-            config.shutdown_deadline,
-            client,
-        ));
+        let health = Health::default();
+        let done = CancellationToken::new();
+        let supervisor = tokio::spawn({
+            let supervised = supervise(
+                stop.clone(),
+                loops,
+                tracker,
+                stopping,
+                config.shutdown_deadline,
+                Some(client),
+                health.clone(),
+            );
+            let done = done.clone();
+            async move {
+                let result = supervised.await;
+                done.cancel();
+                result
+            }
+        });
         tracing::info!(
             webhooks = index.len(),
             tiers = ?tiers.iter().map(|tier| tier.label().to_owned()).collect::<Vec<_>>(),
@@ -267,6 +295,8 @@ impl Worker {
         Ok(Worker {
             stop,
             supervisor: Some(supervisor),
+            done,
+            health,
             counters,
             index,
             sender,
@@ -298,13 +328,24 @@ impl Worker {
         self.sender.limits.open_lanes()
     }
 
+    /// Running, stopping, or failed (a loop that must run ended): what `/readyz` answers.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Returns once the worker has stopped: after [`stop`](Worker::stop), or by itself when it
+    /// failed. [`wait`](Worker::wait) then says how it ended.
+    pub async fn stopped(&self) {
+        self.done.cancelled().await;
+    }
+
     /// Starts a graceful shutdown; [`wait`](Worker::wait) for it to finish.
     pub fn stop(&self) {
         self.stop.cancel();
     }
 
     /// Waits until the worker has stopped (after [`stop`](Worker::stop) or the `shutdown` token
-    /// given to [`start`](Worker::start)).
+    /// given to [`start`](Worker::start)); an error when it stopped because it failed.
     pub async fn wait(mut self) -> anyhow::Result<()> {
         match self.supervisor.take() {
             Some(supervisor) => supervisor.await.context("the worker's supervisor failed")?,
@@ -321,27 +362,42 @@ impl Drop for Worker {
     }
 }
 
+/// `work`, returning `name` when it ends.
+async fn named(name: impl Into<String>, work: impl Future<Output = ()>) -> String {
+    work.await;
+    name.into()
+}
+
 /// Runs until `stop`, then shuts down gracefully: the loops stop fetching (handing back what
 /// arrives meanwhile), handlers get until the deadline, and the rest hand their messages back.
-/// Aborting this task (dropping the [`Worker`]) aborts everything it owns.
+/// A loop that ends before `stop` fails the worker: it shuts down the same way, and the result
+/// is an error naming the loop. Aborting this task (dropping the [`Worker`]) aborts everything
+/// it owns.
 async fn supervise(
     stop: CancellationToken,
-    mut loops: JoinSet<()>,
+    mut loops: JoinSet<String>,
     tracker: TaskTracker,
     stopping: Stopping,
     deadline: Duration,
-    client: async_nats::Client,
+    client: Option<async_nats::Client>,
+    health: Health,
 ) -> anyhow::Result<()> {
     // Handlers run outside the JoinSet; if this task is aborted (the Worker dropped), the guard
     // abandons them too, which is what a crash means for a worker inside a process.
     let crash = CrashGuard::new(&stopping);
-    tokio::select! {
-        () = stop.cancelled() => {}
+    let failure = tokio::select! {
+        () = stop.cancelled() => None,
         Some(ended) = loops.join_next() => {
-            // Loops only end at shutdown; one ending early is a bug worth stopping for.
-            tracing::error!(?ended, "a worker loop ended unexpectedly; stopping");
+            let reason = match ended {
+                Ok(name) => format!("the {name} loop ended"),
+                Err(err) => format!("a loop failed: {err}"),
+            };
+            tracing::error!(%reason, "herald-worker cannot go on; stopping");
+            health.failed(reason.clone());
+            Some(reason)
         }
-    }
+    };
+    health.stopping();
     tracing::info!("herald-worker stopping");
     stopping.fetch.cancel();
     let deadline = Instant::now() + deadline;
@@ -366,20 +422,109 @@ async fn supervise(
     cut_off.abort();
     // Acks and NAKs are queued on the connection; make sure they reach the server before the
     // connection is dropped with the worker.
-    if tokio::time::timeout(FLUSH_LIMIT, client.flush())
-        .await
-        .is_err()
+    if let Some(client) = client
+        && tokio::time::timeout(FLUSH_LIMIT, client.flush())
+            .await
+            .is_err()
     {
         tracing::warn!(
             "could not flush the NATS connection; unsettled messages are redelivered after their ack wait"
         );
     }
     crash.disarm();
-    tracing::info!("herald-worker stopped");
-    Ok(())
+    match failure {
+        None => {
+            tracing::info!("herald-worker stopped");
+            Ok(())
+        }
+        Some(reason) => Err(anyhow::anyhow!("herald-worker failed: {reason}")),
+    }
 }
 
 /// Runs a worker until `shutdown` is cancelled, then stops it gracefully.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     Worker::start(config, shutdown).await?.wait().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::health::HealthState;
+
+    #[tokio::test]
+    async fn a_loop_that_ends_fails_the_worker() {
+        let mut loops = JoinSet::new();
+        let stopping = Stopping::new();
+        let fetch = stopping.fetch.clone();
+        loops.spawn(named("sender", async move { fetch.cancelled().await }));
+        loops.spawn(named("router", async {}));
+        let health = Health::default();
+        let result = supervise(
+            CancellationToken::new(),
+            loops,
+            TaskTracker::new(),
+            stopping.clone(),
+            Duration::from_secs(1),
+            None,
+            health.clone(),
+        )
+        .await;
+        let err = result.err().map(|err| err.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("herald-worker failed: the router loop ended")
+        );
+        assert_eq!(
+            health.state(),
+            HealthState::Failed("the router loop ended".to_owned())
+        );
+        assert!(!health.state().is_ready());
+        // The others were told to stop.
+        assert!(stopping.fetch.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_loop_fails_the_worker_too() {
+        let mut loops = JoinSet::new();
+        loops.spawn(named("lanes", async { panic!("a bug") }));
+        let health = Health::default();
+        let result = supervise(
+            CancellationToken::new(),
+            loops,
+            TaskTracker::new(),
+            Stopping::new(),
+            Duration::from_secs(1),
+            None,
+            health.clone(),
+        )
+        .await;
+        assert!(result.is_err());
+        assert!(
+            matches!(health.state(), HealthState::Failed(reason) if reason.contains("panicked"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_requested_stop_is_not_a_failure() {
+        let mut loops = JoinSet::new();
+        let stopping = Stopping::new();
+        let fetch = stopping.fetch.clone();
+        loops.spawn(named("sender", async move { fetch.cancelled().await }));
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let health = Health::default();
+        let result = supervise(
+            stop,
+            loops,
+            TaskTracker::new(),
+            stopping,
+            Duration::from_secs(1),
+            None,
+            health.clone(),
+        )
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(health.state(), HealthState::Stopping);
+    }
 }
