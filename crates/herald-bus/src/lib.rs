@@ -14,7 +14,7 @@ pub mod tiers;
 pub mod topology;
 
 pub use connect::{ConnectError, ConnectRetry, connect, connect_with, jetstream};
-pub use kv::{KvError, SpecChange, SpecWatch, WebhookBucket};
+pub use kv::{Current, Held, KvError, SpecChange, SpecWatch, WebhookBucket, Written};
 pub use names::DeadSource;
 pub use publish::{
     Outgoing, Persistence, PublishError, PublishReceipt, Publisher, dead_letter, publish,

@@ -27,7 +27,8 @@ use crate::limits::{Slot, WebhookLimits};
 use crate::sender::Sender;
 use crate::shutdown::Stopping;
 
-/// How often the lanes stream is checked for lanes that hold tasks but have no reader here.
+/// How often the lanes stream is checked for lanes that hold tasks but have no reader here (and
+/// the breakers of deleted webhooks are forgotten).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// How long one sweep may take.
@@ -106,7 +107,10 @@ impl Lanes {
                     // The sender holds the other end for as long as the worker runs.
                     None => return,
                 },
-                _ = sweep.tick() => self.sweep().await,
+                _ = sweep.tick() => {
+                    self.sweep().await;
+                    self.sender.forget_deleted();
+                }
             }
         }
     }

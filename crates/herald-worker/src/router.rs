@@ -44,6 +44,8 @@ pub const TASK_HEADROOM: usize = 16 * 1024;
 pub enum RouteError {
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error("the webhook index is being reloaded; routing waits for it")]
+    StaleIndex,
 }
 
 /// Shared state of the router's handlers.
@@ -76,6 +78,10 @@ impl Router {
         };
         match routed {
             Ok(()) => ack(&message).await,
+            Err(RouteError::StaleIndex) => {
+                tracing::debug!(subject = %message.subject, "index not current; event handed back");
+                nak(&message, Some(RETRY_DELAY), &self.counters).await;
+            }
             Err(err) => {
                 tracing::warn!(subject = %message.subject, %err, "routing failed; the event will be routed again");
                 nak(&message, Some(RETRY_DELAY), &self.counters).await;
@@ -127,6 +133,11 @@ impl Router {
             }
         };
 
+        // A stale index could miss a webhook created meanwhile (and ack the event as matching
+        // nothing): the event waits until the index follows the bucket again.
+        if !self.index.is_current() {
+            return Err(RouteError::StaleIndex);
+        }
         let matching = self.index.matching(&event.account, &event.event_type);
         if matching.is_empty() {
             self.counters.events_unmatched(1);

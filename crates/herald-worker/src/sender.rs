@@ -171,6 +171,12 @@ impl Sender {
 
         let held = self.index.get(&task.webhook);
         let Some(subscription) = held.clone().filter(|s| s.enabled) else {
+            // A stale index (being reloaded) may not know a webhook created or enabled
+            // meanwhile: its word is not taken until it follows the bucket again.
+            if !self.index.is_current() {
+                nak(message, Some(RETRY_DELAY), &self.counters).await;
+                return Ok(());
+            }
             // Another replica may have made this task from a spec this one has not seen yet, so
             // the verdict "gone" is only trusted once it has held for a few redeliveries.
             let delivered = message.info().map_or(1, |info| info.delivered);
@@ -374,6 +380,16 @@ impl Sender {
             "attempt settled"
         );
         Ok(())
+    }
+
+    /// Forgets the circuit breakers of webhooks the index no longer holds (their in-flight
+    /// slots go with their last request). Only on a current index: a stale one may not know
+    /// a webhook yet.
+    pub fn forget_deleted(&self) {
+        if self.index.is_current() {
+            self.breakers
+                .retain(|webhook| self.index.get(webhook).is_some());
+        }
     }
 
     /// Moves `task`, whose webhook is at its cap, to the webhook's lane: stored there first, then

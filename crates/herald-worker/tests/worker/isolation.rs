@@ -202,3 +202,25 @@ async fn a_slow_endpoint_with_a_backlog_does_not_hold_up_healthy_ones() {
         .await
         .expect("an empty lane closes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_webhooks_breaker_is_forgotten() {
+    let h = Harness::start().await;
+    let mut config = h.config();
+    config.breaker.failures_to_open = 1;
+    config.breaker.cool_down = Duration::from_secs(10);
+    config.breaker.max_cool_down = Duration::from_secs(10);
+    let worker = h.worker_with(config).await;
+    let spec = h.spec("/broken", &[]);
+    h.put_indexed(&worker, &[&spec]).await;
+    h.receiver.respond("/broken", 500);
+    h.publish(&h.event("booking.created")).await;
+    wait_until(WAIT, || async { worker.open_breakers() == 1 })
+        .await
+        .unwrap();
+
+    h.bucket.delete(&spec.id).await.unwrap();
+    wait_until(WAIT, || async { worker.open_breakers() == 0 })
+        .await
+        .expect("the breaker of a deleted webhook is forgotten");
+}

@@ -150,3 +150,56 @@ async fn deliveries_resume_within_seconds_of_a_nats_restart() {
         worker.counters()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_index_neither_acks_events_as_unmatched_nor_drops_tasks() {
+    let h = Harness::start().await;
+    let worker = h.worker().await;
+    // The bucket is being read again after its watch broke, and a webhook created meanwhile
+    // is not in the index yet.
+    worker.index().set_current(false);
+    let spec = h.spec("/new", &[]);
+    let routed = h.event("booking.created");
+    h.publish(&routed).await;
+    // A task another replica, which knows the webhook, made already.
+    let sent = h.event("booking.created");
+    let webhook = WebhookId::parse(&spec.id).unwrap();
+    let delivery_id = DeliveryId::derive(&sent.id, &webhook);
+    let task = DeliveryTask {
+        delivery_id: delivery_id.to_string(),
+        webhook_id: spec.id.clone(),
+        event: Some(herald_proto::encode_event(&sent)),
+        attempt: 1,
+        not_before: None,
+        trigger: Trigger::Event as i32,
+    };
+    let message = Outgoing::protobuf(
+        herald_bus::names::delivery_subject(&webhook),
+        delivery_id.as_str(),
+        herald_proto::encode(&task).into(),
+    );
+    herald_bus::publish(&h.js, &message, Persistence::BRIEF)
+        .await
+        .unwrap();
+
+    // Both are handed back, again and again: more often than a task of a missing webhook is
+    // delivered before it is dropped.
+    wait_counters(&worker, |c| c.nacked >= 8).await;
+    let counters = worker.counters();
+    assert_eq!((counters.events_unmatched, counters.dropped), (0, 0));
+
+    h.put_indexed(&worker, &[&spec]).await;
+    worker.index().set_current(true);
+    let requests = h.receiver.wait_for_requests("/new", 2, WAIT).await.unwrap();
+    let mut ids: Vec<_> = requests
+        .iter()
+        .filter_map(|r| r.header("webhook-id"))
+        .collect();
+    ids.sort_unstable();
+    let mut expected = vec![
+        DeliveryId::derive(&routed.id, &webhook).to_string(),
+        delivery_id.to_string(),
+    ];
+    expected.sort();
+    assert_eq!(ids, expected);
+}
