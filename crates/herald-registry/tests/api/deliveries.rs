@@ -458,3 +458,70 @@ async fn test_events_redelivery_and_replay_hand_tasks_to_the_workers() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_redelivery_that_cannot_be_handed_over_leaves_the_delivery_as_it_was() {
+    let f = fixture().await;
+    let e = event(&f.account, "booking.created");
+    let delivery = DeliveryId::derive(&e.id, &f.webhook).to_string();
+    report(
+        &f.js,
+        &outcome(&e, &f.webhook, 1, DeliveryStatus::Exhausted, 500),
+    )
+    .await;
+    f.wait_for_delivery(&delivery, |d| d["status"] == "exhausted")
+        .await;
+
+    // The workers' stream is away.
+    f.js.delete_stream(herald_bus::names::DELIVERIES_STREAM)
+        .await
+        .unwrap();
+    expect(
+        f.post(&format!("/deliveries/{delivery}/redeliver"), json!({}))
+            .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    let detail = f.get(&format!("/deliveries/{delivery}")).await;
+    assert_eq!(detail["status"], "exhausted", "not pending forever");
+}
+
+#[tokio::test]
+async fn a_replay_reads_its_deliveries_in_pages() {
+    let f = fixture().await;
+    let count = 230;
+    for _ in 0..count {
+        let e = event(&f.account, "booking.created");
+        report(
+            &f.js,
+            &outcome(&e, &f.webhook, 1, DeliveryStatus::Exhausted, 500),
+        )
+        .await;
+    }
+    herald_testkit::wait_until(WAIT, || async {
+        f.get(&format!("/webhooks/{}/stats", f.webhook)).await["exhausted"] == count
+    })
+    .await
+    .unwrap();
+    let since = (Utc::now() - Age::minutes(5)).to_rfc3339();
+    let replayed = expect(
+        f.post(
+            &format!("/webhooks/{}/replay", f.webhook),
+            json!({ "since": since }),
+        )
+        .await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    assert_eq!(replayed["replayed"], count);
+    let stream =
+        f.js.get_stream(herald_bus::names::DELIVERIES_STREAM)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+    assert_eq!(stream, count, "every delivery handed over once");
+}
