@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
+use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use futures::StreamExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::counters::Counters;
-use crate::shutdown::{Backoff, Stopping, nak};
+use crate::shutdown::{Stopping, nak};
 
 /// How long one pull request waits for messages. It bounds how long a stopping worker waits
 /// for messages already on their way, and how quickly a lost pull request is replaced.
@@ -48,6 +50,54 @@ impl<Open, Acquire> std::fmt::Debug for Pull<Open, Acquire> {
         f.debug_struct("Pull")
             .field("name", &self.name)
             .finish_non_exhaustive()
+    }
+}
+
+/// Pauses between failed attempts at something that runs until shutdown (opening a consumer,
+/// pulling, reloading the bucket): backon's exponential back-off with jitter, from 50 ms up to
+/// 2 s so that a recovered NATS is noticed within a couple of seconds, started over after a
+/// success, and cut short by shutdown.
+#[derive(Debug)]
+pub struct Pauses {
+    delays: ExponentialBackoff,
+}
+
+impl Pauses {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(2);
+
+    pub fn new() -> Self {
+        Pauses {
+            delays: Self::builder().build(),
+        }
+    }
+
+    fn builder() -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(Self::FIRST)
+            .with_max_delay(Self::MAX)
+            .with_jitter()
+            .without_max_times()
+    }
+
+    /// After a success: the next failure pauses briefly again.
+    pub fn reset(&mut self) {
+        self.delays = Self::builder().build();
+    }
+
+    /// Pauses before the next attempt. Returns false when `stop` was cancelled meanwhile.
+    pub async fn pause(&mut self, stop: &CancellationToken) -> bool {
+        let delay = self.delays.next().unwrap_or(Self::MAX);
+        tokio::select! {
+            () = stop.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+impl Default for Pauses {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -91,7 +141,7 @@ pub async fn pull_loop<Open, OpenFut, E, Acquire, AcquireFut, Item, Handle, Hand
 {
     let name = pull.name.as_str();
     let stop = &stopping.fetch;
-    let mut backoff = Backoff::new();
+    let mut backoff = Pauses::new();
     let mut consumer: Option<PullConsumer> = None;
     while !stop.is_cancelled() {
         let current = match consumer.take() {
@@ -105,7 +155,7 @@ pub async fn pull_loop<Open, OpenFut, E, Acquire, AcquireFut, Item, Handle, Hand
                     Ok(opened) => opened,
                     Err(err) => {
                         tracing::warn!(loop_name = name, %err, "cannot open the consumer; retrying");
-                        backoff.wait(stop).await;
+                        backoff.pause(stop).await;
                         continue;
                     }
                 }
@@ -130,7 +180,7 @@ pub async fn pull_loop<Open, OpenFut, E, Acquire, AcquireFut, Item, Handle, Hand
             Ok(batch) => batch,
             Err(err) => {
                 tracing::warn!(loop_name = name, %err, "pull request failed; retrying");
-                backoff.wait(stop).await;
+                backoff.pause(stop).await;
                 continue;
             }
         };
@@ -179,7 +229,7 @@ pub async fn pull_loop<Open, OpenFut, E, Acquire, AcquireFut, Item, Handle, Hand
         // Items not used go back before anything else happens.
         drop(items);
         if !healthy {
-            backoff.wait(stop).await;
+            backoff.pause(stop).await;
             continue;
         }
         consumer = Some(current);
@@ -215,5 +265,38 @@ pub async fn hand_back(
             "handed back messages fetched during shutdown"
         ),
         Err(_) => tracing::warn!(loop_name = name, "pull request did not end while stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_grow_to_their_bound_start_over_and_stop_on_cancel() {
+        let stop = CancellationToken::new();
+        let mut pauses = Pauses::new();
+        let mut lengths = Vec::new();
+        for _ in 0..10 {
+            let started = tokio::time::Instant::now();
+            assert!(pauses.pause(&stop).await);
+            lengths.push(started.elapsed());
+        }
+        // Doubling from 50 ms (jitter adds up to one more delay), then held at the bound.
+        assert!(
+            lengths[0] >= Duration::from_millis(50) && lengths[0] <= Duration::from_millis(100)
+        );
+        assert!(
+            lengths
+                .iter()
+                .all(|length| *length <= Duration::from_secs(4))
+        );
+        assert!(lengths[9] >= Duration::from_secs(2));
+        pauses.reset();
+        let started = tokio::time::Instant::now();
+        assert!(pauses.pause(&stop).await);
+        assert!(started.elapsed() <= Duration::from_millis(100));
+        stop.cancel();
+        assert!(!pauses.pause(&stop).await);
     }
 }

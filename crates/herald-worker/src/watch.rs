@@ -13,8 +13,8 @@ use herald_core::WebhookId;
 use herald_proto::webhooks::v1::WebhookSpec;
 use tokio_util::sync::CancellationToken;
 
+use crate::consume::Pauses;
 use crate::index::{Put, SharedIndex, Subscription, SubscriptionIndex};
-use crate::shutdown::Backoff;
 
 /// Why the index could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +126,7 @@ pub async fn follow(
     stop: CancellationToken,
     reload_timeout: Duration,
 ) {
-    let mut backoff = Backoff::new();
+    let mut backoff = Pauses::new();
     loop {
         let next = tokio::select! {
             () = stop.cancelled() => return,
@@ -145,7 +145,7 @@ pub async fn follow(
         // index's word that an event matches nothing or a webhook is gone.
         index.set_current(false);
         loop {
-            if !backoff.wait(&stop).await {
+            if !backoff.pause(&stop).await {
                 return;
             }
             let reloaded = tokio::select! {
