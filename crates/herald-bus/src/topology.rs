@@ -317,14 +317,20 @@ impl Topology {
         get_consumer(js, &tier.stream_name(), &tier.consumer_name()).await
     }
 
-    /// The router's consumer, made to exist as `opts` says first: a consumer deleted from under
-    /// a running worker is created again (from `opts.router_deliver_policy`, like the first
-    /// time).
+    /// The router's consumer, made to exist as `opts` says first. A consumer deleted from under
+    /// a running worker is created again starting at stream sequence `resume_at` when given
+    /// (the first event this worker has not finished routing): starting at the beginning would
+    /// route again every event the stream keeps, beyond what de-duplication remembers.
     pub async fn open_router(
         js: &jetstream::Context,
         opts: &ProvisionOptions,
+        resume_at: Option<u64>,
     ) -> Result<PullConsumer, TopologyError> {
-        ensure_and_open(js, EVENTS_STREAM, router_consumer(opts)).await
+        let mut config = router_consumer(opts);
+        if let Some(start_sequence) = resume_at {
+            config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
+        }
+        ensure_and_open(js, EVENTS_STREAM, config).await
     }
 
     /// The sender's consumer, made to exist as `opts` says first.

@@ -4,7 +4,8 @@
 //! leads to a redelivery of the event, and the derived delivery ids make the repeated fan-out a
 //! no-op for the tasks already stored.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream;
@@ -60,6 +61,43 @@ pub struct Router {
     pub ack_wait: Duration,
     pub counters: Arc<Counters>,
     pub stopping: Stopping,
+    /// Where this worker is in the events stream, to resume there if the consumer must be
+    /// created again.
+    pub positions: Positions,
+}
+
+/// The stream sequences of the events this worker is routing (or handed back), and the highest
+/// it has finished.
+#[derive(Debug, Default)]
+pub struct Positions {
+    inner: Mutex<(BTreeSet<u64>, u64)>,
+}
+
+impl Positions {
+    fn lock(&self) -> MutexGuard<'_, (BTreeSet<u64>, u64)> {
+        // Updated in single statements; a poisoned value is still consistent.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn started(&self, sequence: u64) {
+        self.lock().0.insert(sequence);
+    }
+
+    fn finished(&self, sequence: u64) {
+        let mut positions = self.lock();
+        positions.0.remove(&sequence);
+        positions.1 = positions.1.max(sequence);
+    }
+
+    /// The first event not finished here: the lowest still being routed (or handed back), or
+    /// the one after the highest finished; `None` before any.
+    pub fn resume_at(&self) -> Option<u64> {
+        let positions = self.lock();
+        match positions.0.first() {
+            Some(lowest) => Some(*lowest),
+            None => (positions.1 > 0).then_some(positions.1 + 1),
+        }
+    }
 }
 
 impl Router {
@@ -69,6 +107,10 @@ impl Router {
         message: jetstream::Message,
         _permit: OwnedSemaphorePermit,
     ) {
+        let sequence = message.info().ok().map(|info| info.stream_sequence);
+        if let Some(sequence) = sequence {
+            self.positions.started(sequence);
+        }
         let routed = tokio::select! {
             routed = in_progress(&message, self.ack_wait, self.route(&message)) => routed,
             () = self.stopping.hard.cancelled() => {
@@ -77,7 +119,12 @@ impl Router {
             }
         };
         match routed {
-            Ok(()) => ack(&message).await,
+            Ok(()) => {
+                ack(&message).await;
+                if let Some(sequence) = sequence {
+                    self.positions.finished(sequence);
+                }
+            }
             Err(RouteError::StaleIndex) => {
                 tracing::debug!(subject = %message.subject, "index not current; event handed back");
                 nak(&message, Some(RETRY_DELAY), &self.counters).await;
@@ -271,5 +318,25 @@ impl Router {
         self.counters.dead(1);
         self.counters.too_large(1);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resume_point_is_the_first_event_not_finished() {
+        let positions = Positions::default();
+        assert_eq!(positions.resume_at(), None);
+        for sequence in [3, 4, 5] {
+            positions.started(sequence);
+        }
+        positions.finished(4);
+        assert_eq!(positions.resume_at(), Some(3));
+        positions.finished(3);
+        assert_eq!(positions.resume_at(), Some(5));
+        positions.finished(5);
+        assert_eq!(positions.resume_at(), Some(6));
     }
 }

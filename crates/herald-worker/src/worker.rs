@@ -151,6 +151,7 @@ impl Worker {
             ack_wait: config.router_ack_wait,
             counters: counters.clone(),
             stopping: stopping.clone(),
+            positions: Default::default(),
         });
 
         // Each loop's task returns its name, so that one ending early can be named.
@@ -174,10 +175,11 @@ impl Worker {
                     Pull {
                         name: "router".to_owned(),
                         open: {
-                            let options = options.clone();
+                            let (options, router) = (options.clone(), router.clone());
                             move || {
                                 let (js, options) = (js.clone(), options.clone());
-                                async move { Topology::open_router(&js, &options).await }
+                                let resume_at = router.positions.resume_at();
+                                async move { Topology::open_router(&js, &options, resume_at).await }
                             }
                         },
                         acquire: move || take_permits(permits.clone(), batch),

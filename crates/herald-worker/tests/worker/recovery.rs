@@ -52,6 +52,10 @@ async fn consumers_deleted_from_under_the_worker_are_created_again() {
             .any(|r| r.header("webhook-id") == Some(expected.as_str())),
         "the event published after the deletion is delivered"
     );
+    // The router's consumer came back where the worker was, not at the stream's start: the
+    // first event was not routed again.
+    wait_counters(&worker, |c| c.events_routed == 2).await;
+    assert_eq!(worker.counters().tasks_duplicate, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
