@@ -303,15 +303,18 @@ async fn gone_endpoints_disable_their_webhook() {
         .unwrap();
     let webhook = f.get(&path).await;
     assert_eq!(webhook["disabled_reason"], "the endpoint answered 410 Gone");
-    let spec = f
-        .registry
-        .bucket()
-        .await
-        .get(f.webhook.as_str())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!spec.enabled, "workers learn of it through the projection");
+    // The projection follows the database write, so it is waited for too.
+    let bucket = f.registry.bucket().await;
+    herald_testkit::wait_until(WAIT, || async {
+        bucket
+            .get(f.webhook.as_str())
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|spec| !spec.enabled)
+    })
+    .await
+    .expect("workers learn of it through the projection");
 
     // Enabling it again clears the reason.
     let response = f
