@@ -58,6 +58,26 @@ impl Default for ConnectRetry {
 /// Time allowed for one connection attempt, including the handshake.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a JetStream API request (stream and consumer info, creating a consumer) may go
+/// unanswered. A request made just as the server went away is never answered; it must fail
+/// soon, so that the caller tries again once the server is back.
+pub const API_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a publish waits for its acknowledgement, for the same reason (async-nats waits 30 s
+/// by default). A publish whose acknowledgement was merely slow is published again under the
+/// same id, which the stream drops.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A JetStream context over `client` whose requests and publishes give up after
+/// [`API_TIMEOUT`] and [`ACK_TIMEOUT`], so that work in flight when NATS restarts is retried
+/// within seconds of the server being back, not after half a minute.
+pub fn jetstream(client: async_nats::Client) -> async_nats::jetstream::Context {
+    async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(API_TIMEOUT)
+        .ack_timeout(ACK_TIMEOUT)
+        .build(client)
+}
+
 /// Connects to the NATS server at `url` as `client_name` (shown in the server's connection
 /// list), retrying with [`ConnectRetry::default`].
 pub async fn connect(url: &str, client_name: &str) -> Result<async_nats::Client, ConnectError> {

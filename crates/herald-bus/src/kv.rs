@@ -55,6 +55,51 @@ pub enum SpecChange {
     CaughtUp,
 }
 
+/// A spec as the bucket holds it, with the revision it was written at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub spec: WebhookSpec,
+    pub revision: u64,
+}
+
+/// What the bucket holds for one webhook id, and the revision a conditional write must name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Current {
+    /// Never written (revision 0).
+    Absent,
+    /// Removed at this revision.
+    Deleted(u64),
+    Spec(Held),
+}
+
+impl Current {
+    /// The revision a write must expect to replace this.
+    pub fn revision(&self) -> u64 {
+        match self {
+            Current::Absent => 0,
+            Current::Deleted(revision) => *revision,
+            Current::Spec(held) => held.revision,
+        }
+    }
+
+    pub fn spec(&self) -> Option<&WebhookSpec> {
+        match self {
+            Current::Spec(held) => Some(&held.spec),
+            Current::Absent | Current::Deleted(_) => None,
+        }
+    }
+}
+
+/// What a conditional write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Stored at this revision.
+    Stored(u64),
+    /// The key was written (or removed) since the expected revision: nothing was written; read
+    /// it again and decide again.
+    Changed,
+}
+
 /// The webhook specs bucket.
 #[derive(Debug, Clone)]
 pub struct WebhookBucket {
@@ -85,6 +130,72 @@ impl WebhookBucket {
                 id: spec.id.clone(),
                 source: err.into(),
             })
+    }
+
+    /// What the bucket holds for webhook `id`, with the revision to name in a conditional write.
+    pub async fn current(&self, id: &str) -> Result<Current, KvError> {
+        let entry = self.store.entry(id).await.map_err(|err| KvError::Read {
+            id: id.to_owned(),
+            source: err.into(),
+        })?;
+        let Some(entry) = entry else {
+            return Ok(Current::Absent);
+        };
+        match entry.operation {
+            kv::Operation::Delete | kv::Operation::Purge => Ok(Current::Deleted(entry.revision)),
+            kv::Operation::Put => herald_proto::decode::<WebhookSpec>(&entry.value)
+                .map(|spec| {
+                    Current::Spec(Held {
+                        spec,
+                        revision: entry.revision,
+                    })
+                })
+                .map_err(|source| KvError::Malformed {
+                    id: id.to_owned(),
+                    source,
+                }),
+        }
+    }
+
+    /// Stores `spec` only if its key is still at revision `expected` (0: never written), so
+    /// that of two writers racing, the one that read an older state cannot overwrite the
+    /// other: it gets [`Written::Changed`], reads again and decides again.
+    pub async fn put_if(&self, spec: &WebhookSpec, expected: u64) -> Result<Written, KvError> {
+        let value = Bytes::from(herald_proto::encode(spec));
+        let failed = |err: async_nats::Error| KvError::Write {
+            id: spec.id.clone(),
+            source: err,
+        };
+        if expected == 0 {
+            return match self.store.create(&spec.id, value).await {
+                Ok(revision) => Ok(Written::Stored(revision)),
+                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    Ok(Written::Changed)
+                }
+                Err(err) => Err(failed(err.into())),
+            };
+        }
+        match self.store.update(&spec.id, value, expected).await {
+            Ok(revision) => Ok(Written::Stored(revision)),
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                Ok(Written::Changed)
+            }
+            Err(err) => Err(failed(err.into())),
+        }
+    }
+
+    /// Removes webhook `id` only if it is still at revision `expected`.
+    pub async fn delete_if(&self, id: &str, expected: u64) -> Result<Written, KvError> {
+        match self.store.purge_expect_revision(id, Some(expected)).await {
+            Ok(()) => Ok(Written::Stored(expected)),
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                Ok(Written::Changed)
+            }
+            Err(err) => Err(KvError::Write {
+                id: id.to_owned(),
+                source: err.into(),
+            }),
+        }
     }
 
     /// Removes webhook `id`. Watchers see [`SpecChange::Deleted`].
@@ -165,23 +276,22 @@ impl WebhookBucket {
 }
 
 impl WebhookBucket {
-    /// Every spec in the bucket, read in one pass (no request per key), keyed by webhook id.
-    /// Malformed values are skipped, as in [`snapshot_then_watch`](Self::snapshot_then_watch).
-    pub async fn snapshot(
-        &self,
-    ) -> Result<std::collections::HashMap<String, WebhookSpec>, KvError> {
+    /// Every spec in the bucket with its revision, read in one pass (no request per key), keyed
+    /// by webhook id. Malformed values are skipped, as in
+    /// [`snapshot_then_watch`](Self::snapshot_then_watch).
+    pub async fn snapshot(&self) -> Result<std::collections::HashMap<String, Held>, KvError> {
         use futures::StreamExt as _;
         let mut specs = std::collections::HashMap::new();
         let mut watch = self.snapshot_then_watch().await?;
         while let Some(change) = watch.next().await {
             match change? {
-                SpecChange::Put(spec) => {
-                    specs.insert(spec.id.clone(), spec);
+                (SpecChange::Put(spec), revision) => {
+                    specs.insert(spec.id.clone(), Held { spec, revision });
                 }
-                SpecChange::Deleted(id) => {
+                (SpecChange::Deleted(id), _) => {
                     specs.remove(&id);
                 }
-                SpecChange::CaughtUp => break,
+                (SpecChange::CaughtUp, _) => break,
             }
         }
         Ok(specs)
@@ -190,7 +300,7 @@ impl WebhookBucket {
 
 /// The stream returned by [`WebhookBucket::snapshot_then_watch`].
 pub struct SpecWatch {
-    inner: BoxStream<'static, Result<SpecChange, KvError>>,
+    inner: BoxStream<'static, Result<(SpecChange, u64), KvError>>,
 }
 
 impl std::fmt::Debug for SpecWatch {
@@ -200,7 +310,8 @@ impl std::fmt::Debug for SpecWatch {
 }
 
 impl Stream for SpecWatch {
-    type Item = Result<SpecChange, KvError>;
+    /// A change and the bucket revision it was written at (0 for [`SpecChange::CaughtUp`]).
+    type Item = Result<(SpecChange, u64), KvError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.poll_next_unpin(cx)
@@ -216,11 +327,11 @@ struct WatchState {
 }
 
 impl WatchState {
-    async fn next(mut self) -> Option<(Result<SpecChange, KvError>, WatchState)> {
+    async fn next(mut self) -> Option<(Result<(SpecChange, u64), KvError>, WatchState)> {
         loop {
             if self.pending_caught_up {
                 self.pending_caught_up = false;
-                return Some((Ok(SpecChange::CaughtUp), self));
+                return Some((Ok((SpecChange::CaughtUp, 0)), self));
             }
             let entry = match self.watch.next().await? {
                 Ok(entry) => entry,
@@ -231,8 +342,9 @@ impl WatchState {
                 self.caught_up = true;
                 self.pending_caught_up = true;
             }
+            let revision = entry.revision;
             if let Some(change) = change(entry) {
-                return Some((Ok(change), self));
+                return Some((Ok((change, revision)), self));
             }
         }
     }

@@ -13,14 +13,17 @@ pub mod publish;
 pub mod tiers;
 pub mod topology;
 
-pub use connect::{ConnectError, ConnectRetry, connect, connect_with};
-pub use kv::{KvError, SpecChange, SpecWatch, WebhookBucket};
+pub use connect::{ConnectError, ConnectRetry, connect, connect_with, jetstream};
+pub use kv::{Current, Held, KvError, SpecChange, SpecWatch, WebhookBucket, Written};
 pub use names::DeadSource;
-pub use publish::{PublishError, PublishReceipt, Publisher, dead_letter};
+pub use publish::{
+    Outgoing, Persistence, PublishError, PublishReceipt, Publisher, dead_letter, publish,
+    publish_all,
+};
 pub use tiers::{RetryTier, RetryTiers, TierError};
 pub use topology::{
-    ConsumerLimits, Ensured, ProvisionOptions, ProvisionReport, Topology, TopologyError,
-    ensure_consumer, ensure_stream,
+    ConsumerLimits, Ensured, LaneLimits, ProvisionOptions, ProvisionReport, Topology,
+    TopologyError, ensure_consumer, ensure_stream,
 };
 
 /// Any failure of this crate, for callers that handle them alike (e.g. at start-up).

@@ -27,6 +27,17 @@ pub const RETRY_SUBJECT_PREFIX: &str = "herald.retry.";
 /// Prefix of the retry delay-line consumers (`herald-retry-5s`, …).
 pub const RETRY_CONSUMER_PREFIX: &str = "herald-retry-";
 
+/// Tasks of webhooks that have more waiting than they may send at once, one subject per webhook
+/// (`herald.lanes.<webhook_id>`). Each busy webhook's subject is read through its own durable
+/// consumer, which hands out at most the webhook's cap at a time, so the rest wait in the
+/// stream at no cost to anyone.
+pub const LANES_STREAM: &str = "HERALD_LANES";
+pub const LANES_SUBJECTS: &str = "herald.lanes.>";
+/// Prefix of a lane's subject; the webhook id follows.
+pub const LANE_SUBJECT_PREFIX: &str = "herald.lanes.";
+/// Prefix of a lane's durable consumer (`herald-lane-<webhook_id>`).
+pub const LANE_CONSUMER_PREFIX: &str = "herald-lane-";
+
 /// The KV bucket holding one `WebhookSpec` per webhook id.
 pub const WEBHOOKS_BUCKET: &str = "herald-webhooks";
 /// The stream behind [`WEBHOOKS_BUCKET`], named by the KV convention `KV_<bucket>`.
@@ -53,6 +64,8 @@ pub mod header {
     pub const DEAD_REASON: &str = "Herald-Dead-Reason";
     /// The subject a dead-lettered message was originally published on.
     pub const DEAD_SUBJECT: &str = "Herald-Dead-Subject";
+    /// Set when a dead letter could not keep its payload (it was too large), with its size.
+    pub const DEAD_PAYLOAD_OMITTED: &str = "Herald-Dead-Payload-Omitted";
 }
 
 /// `events.<account_id>.<event_type>`; event types contain dots, so they span several tokens.
@@ -63,6 +76,21 @@ pub fn event_subject(account: &AccountId, event_type: &EventType) -> String {
 /// `herald.deliveries.<webhook_id>`.
 pub fn delivery_subject(webhook: &WebhookId) -> String {
     format!("herald.deliveries.{}", webhook.as_str())
+}
+
+/// `herald.lanes.<webhook_id>`: the lane of a busy webhook.
+pub fn lane_subject(webhook: &WebhookId) -> String {
+    format!("{LANE_SUBJECT_PREFIX}{}", webhook.as_str())
+}
+
+/// The webhook whose lane `subject` is.
+pub fn lane_webhook(subject: &str) -> Option<WebhookId> {
+    WebhookId::parse(subject.strip_prefix(LANE_SUBJECT_PREFIX)?).ok()
+}
+
+/// `herald-lane-<webhook_id>`: the durable consumer of a webhook's lane.
+pub fn lane_consumer(webhook: &WebhookId) -> String {
+    format!("{LANE_CONSUMER_PREFIX}{}", webhook.as_str())
 }
 
 /// `herald.outcomes.<webhook_id>`.
@@ -181,6 +209,21 @@ mod tests {
         assert!(dead_subject(DeadSource::Retry).starts_with(&prefix(DEAD_SUBJECTS)));
         assert!(WEBHOOKS_BUCKET_SUBJECTS.starts_with(&format!("$KV.{WEBHOOKS_BUCKET}.")));
         assert_eq!(WEBHOOKS_BUCKET_STREAM, format!("KV_{WEBHOOKS_BUCKET}"));
+    }
+
+    #[test]
+    fn lanes_are_named_after_their_webhook() {
+        let webhook = WebhookId::parse("wh_01JDX7Z3J6Q8W7H7N1M9D5T0AB").unwrap();
+        let subject = lane_subject(&webhook);
+        assert_eq!(subject, "herald.lanes.wh_01JDX7Z3J6Q8W7H7N1M9D5T0AB");
+        assert!(subject.starts_with(LANES_SUBJECTS.trim_end_matches('>')));
+        assert_eq!(lane_webhook(&subject), Some(webhook.clone()));
+        assert_eq!(lane_webhook("herald.lanes.nope"), None);
+        assert_eq!(lane_webhook(&delivery_subject(&webhook)), None);
+        assert_eq!(
+            lane_consumer(&webhook),
+            "herald-lane-wh_01JDX7Z3J6Q8W7H7N1M9D5T0AB"
+        );
     }
 
     #[test]

@@ -1,19 +1,28 @@
-//! Publishing to Herald's streams: the booking platform's one-call event publisher, and
-//! dead-lettering of messages that cannot be processed.
+//! Publishing to Herald's streams, one way for every caller: a message is given its headers
+//! (`Nats-Msg-Id`, content type, trace context), published, and its acknowledgement awaited,
+//! with retries paced by `backon` as the caller's [`Persistence`] allows. Every message carries
+//! an id, so a retried publish whose first acknowledgement was lost is dropped by the stream.
+//!
+//! On top of it: the booking platform's one-call event [`Publisher`], and dead-lettering of
+//! messages that cannot be processed.
+
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use backon::{ExponentialBuilder, Retryable as _};
 use bytes::Bytes;
+use futures::future::join_all;
 use herald_core::{AccountId, Event, EventId, EventType};
 use herald_proto::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, encode_event};
 
-use crate::headers::single_line;
+use crate::headers::{set_traceparent, single_line};
 use crate::names::{DEAD_STREAM, DeadSource, EVENTS_STREAM, dead_subject, event_subject, header};
 
 /// Longest dead-letter reason kept; a reason is a diagnosis, not a dump.
 const MAX_REASON_LEN: usize = 1024;
 
-/// Why a message was not handed over.
+/// Why a message was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error(
@@ -34,6 +43,21 @@ pub enum PublishError {
         #[source]
         source: async_nats::Error,
     },
+    #[error("a message of {size} bytes to {subject} is larger than the server accepts ({source})")]
+    TooLarge {
+        subject: String,
+        size: usize,
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+impl PublishError {
+    /// Worth trying again: the server may be restarting, or an acknowledgement was lost. A
+    /// message too large never fits.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, PublishError::TooLarge { .. })
+    }
 }
 
 /// What the stream said about a published message.
@@ -44,6 +68,229 @@ pub struct PublishReceipt {
     pub duplicate: bool,
     /// The stream sequence of the stored message (of the original one, for a duplicate).
     pub sequence: u64,
+}
+
+/// A message for one of Herald's streams.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+    /// Insist on this stream: a subject captured by another stream would be acknowledged by it.
+    stream: Option<&'static str>,
+}
+
+impl Outgoing {
+    /// `payload` of `content_type` for `subject`, de-duplicated by `id`.
+    pub fn new(subject: impl Into<String>, id: &str, content_type: &str, payload: Bytes) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::MSG_ID, id);
+        headers.insert(header::CONTENT_TYPE, content_type);
+        Outgoing {
+            subject: subject.into(),
+            headers,
+            payload,
+            stream: None,
+        }
+    }
+
+    /// A protobuf `payload` for `subject`, de-duplicated by `id`.
+    pub fn protobuf(subject: impl Into<String>, id: &str, payload: Bytes) -> Self {
+        Outgoing::new(subject, id, CONTENT_TYPE_PROTOBUF, payload)
+    }
+
+    /// Carries the trace on, if there is one.
+    pub fn traceparent(mut self, traceparent: Option<&str>) -> Self {
+        if let Some(traceparent) = traceparent {
+            set_traceparent(&mut self.headers, traceparent);
+        }
+        self
+    }
+
+    /// Adds `headers`, replacing those of the same names.
+    pub fn headers(mut self, headers: &HeaderMap) -> Self {
+        for (name, values) in headers.iter() {
+            for value in values {
+                self.headers.insert(name.clone(), value.clone());
+            }
+        }
+        self
+    }
+
+    /// Only this stream may store the message.
+    pub fn in_stream(mut self, stream: &'static str) -> Self {
+        self.stream = Some(stream);
+        self
+    }
+
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// Bytes on the wire, near enough: the payload and the headers.
+    pub fn size(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, values)| {
+                values
+                    .iter()
+                    .map(|value| name.to_string().len() + value.as_str().len() + 4)
+                    .sum::<usize>()
+            })
+            .sum();
+        self.payload.len() + headers + 12
+    }
+}
+
+/// How hard a publish tries before it reports failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistence {
+    /// Attempts in all, at least one.
+    pub attempts: usize,
+    /// Wait after the first failure; it doubles, with jitter, up to `max_delay`.
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Longest time spent waiting between attempts in all.
+    pub total: Duration,
+}
+
+impl Persistence {
+    /// One attempt: the caller retries in its own way.
+    pub const ONCE: Persistence = Persistence {
+        attempts: 1,
+        min_delay: Duration::ZERO,
+        max_delay: Duration::ZERO,
+        total: Duration::ZERO,
+    };
+
+    /// A few quick attempts within about two seconds: a lost acknowledgement is usually a
+    /// blip, and a caller that waits for the publish should not wait long.
+    pub const BRIEF: Persistence = Persistence {
+        attempts: 5,
+        min_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(800),
+        total: Duration::from_secs(2),
+    };
+
+    /// Keeps trying for up to `total`, pausing at most a second, so that a NATS restart is
+    /// ridden out and noticed within a second of the server being back.
+    pub const fn patient(total: Duration) -> Persistence {
+        Persistence {
+            attempts: usize::MAX,
+            min_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(1),
+            total,
+        }
+    }
+
+    fn backoff(self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.attempts.max(1) - 1)
+            .with_total_delay(Some(self.total))
+            .with_jitter()
+    }
+}
+
+/// Stores `message`, trying as hard as `persistence` says.
+pub async fn publish(
+    js: &jetstream::Context,
+    message: &Outgoing,
+    persistence: Persistence,
+) -> Result<PublishReceipt, PublishError> {
+    (|| publish_once(js, message))
+        .retry(persistence.backoff())
+        .when(PublishError::is_transient)
+        .notify(|err, wait| {
+            tracing::debug!(subject = %message.subject, %err, ?wait, "publish not stored; retrying");
+        })
+        .await
+}
+
+/// Stores every message: all are sent at once and their acknowledgements awaited together,
+/// then any that failed are retried as `persistence` says. Receipts are in `messages`' order.
+pub async fn publish_all(
+    js: &jetstream::Context,
+    messages: &[Outgoing],
+    persistence: Persistence,
+) -> Result<Vec<PublishReceipt>, PublishError> {
+    let mut pending = Vec::with_capacity(messages.len());
+    for message in messages {
+        pending.push(
+            match js
+                .send_publish(message.subject.clone(), build(message))
+                .await
+            {
+                Ok(ack) => Some(ack.into_future()),
+                Err(_) => None,
+            },
+        );
+    }
+    let acked = join_all(pending.into_iter().map(|ack| async move {
+        match ack {
+            Some(ack) => ack.await.ok(),
+            None => None,
+        }
+    }))
+    .await;
+    let mut receipts = Vec::with_capacity(messages.len());
+    for (message, ack) in messages.iter().zip(acked) {
+        receipts.push(match ack {
+            Some(ack) => PublishReceipt {
+                duplicate: ack.duplicate,
+                sequence: ack.sequence,
+            },
+            None => publish(js, message, persistence).await?,
+        });
+    }
+    Ok(receipts)
+}
+
+fn build(message: &Outgoing) -> PublishMessage {
+    let built = PublishMessage::build()
+        .headers(message.headers.clone())
+        .payload(message.payload.clone());
+    match message.stream {
+        Some(stream) => built.expected_stream(stream),
+        None => built,
+    }
+}
+
+async fn publish_once(
+    js: &jetstream::Context,
+    message: &Outgoing,
+) -> Result<PublishReceipt, PublishError> {
+    let subject = message.subject.clone();
+    let failed = |err: jetstream::context::PublishError| match err.kind() {
+        PublishErrorKind::StreamNotFound => PublishError::NoStream {
+            stream: message.stream.unwrap_or("(any)"),
+            subject: subject.clone(),
+            source: err.into(),
+        },
+        PublishErrorKind::MaxPayloadExceeded => PublishError::TooLarge {
+            subject: subject.clone(),
+            size: message.size(),
+            source: err.into(),
+        },
+        _ => PublishError::NotAcknowledged {
+            subject: subject.clone(),
+            source: err.into(),
+        },
+    };
+    let ack = match js
+        .send_publish(message.subject.clone(), build(message))
+        .await
+    {
+        Ok(pending) => pending.await,
+        Err(err) => Err(err),
+    }
+    .map_err(failed)?;
+    Ok(PublishReceipt {
+        duplicate: ack.duplicate,
+        sequence: ack.sequence,
+    })
 }
 
 /// Publishes domain events to the `EVENTS` stream.
@@ -109,24 +356,20 @@ impl Publisher {
         subject: String,
         event_id: &EventId,
         content_type: &str,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         payload: Bytes,
     ) -> Result<PublishReceipt, PublishError> {
-        headers.insert(header::CONTENT_TYPE, content_type);
-        headers.insert(header::MSG_ID, event_id.as_str());
-        let message = PublishMessage::build()
-            .headers(headers)
-            .payload(payload)
-            // A subject captured by some other stream would be acknowledged by it; insisting on
-            // EVENTS turns that misconfiguration into an error.
-            .expected_stream(EVENTS_STREAM);
-        publish(&self.js, EVENTS_STREAM, subject, message).await
+        let message = Outgoing::new(subject, event_id.as_str(), content_type, payload)
+            .headers(&headers)
+            .in_stream(EVENTS_STREAM);
+        publish(&self.js, &message, Persistence::BRIEF).await
     }
 }
 
 /// Publishes `payload` to `HERALD_DEAD` under `source`, with `reason` and the original subject in
 /// headers, and the original headers (including `Nats-Msg-Id`, so that dead-lettering the same
-/// message twice stores it once).
+/// message twice stores it once). A payload too large to be stored with them is left out, and
+/// the letter says so: it still names the message and why it could not be processed.
 pub async fn dead_letter(
     js: &jetstream::Context,
     source: DeadSource,
@@ -146,37 +389,21 @@ pub async fn dead_letter(
     }
     headers.insert(header::DEAD_REASON, reason.as_str());
     headers.insert(header::DEAD_SUBJECT, original_subject);
-    let message = PublishMessage::build().headers(headers).payload(payload);
-    publish(js, DEAD_STREAM, dead_subject(source), message).await
-}
-
-async fn publish(
-    js: &jetstream::Context,
-    stream: &'static str,
-    subject: String,
-    message: PublishMessage,
-) -> Result<PublishReceipt, PublishError> {
-    let failed = |subject: String, err: jetstream::context::PublishError| {
-        if matches!(err.kind(), PublishErrorKind::StreamNotFound) {
-            PublishError::NoStream {
-                stream,
-                subject,
-                source: err.into(),
-            }
-        } else {
-            PublishError::NotAcknowledged {
-                subject,
-                source: err.into(),
-            }
-        }
+    let letter = |payload: Bytes, headers: &HeaderMap| Outgoing {
+        subject: dead_subject(source),
+        headers: headers.clone(),
+        payload,
+        stream: Some(DEAD_STREAM),
     };
-    let ack = match js.send_publish(subject.clone(), message).await {
-        Ok(pending) => pending.await,
-        Err(err) => Err(err),
+    let size = payload.len();
+    match publish(js, &letter(payload, &headers), Persistence::BRIEF).await {
+        Err(PublishError::TooLarge { .. }) => {
+            headers.insert(
+                header::DEAD_PAYLOAD_OMITTED,
+                format!("{size} bytes, more than the server accepts").as_str(),
+            );
+            publish(js, &letter(Bytes::new(), &headers), Persistence::BRIEF).await
+        }
+        stored => stored,
     }
-    .map_err(|err| failed(subject, err))?;
-    Ok(PublishReceipt {
-        duplicate: ack.duplicate,
-        sequence: ack.sequence,
-    })
 }

@@ -15,10 +15,14 @@ use async_nats::jetstream::context::{
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType, Stream};
 use async_nats::jetstream::{self, ErrorCode};
 
+use futures::TryStreamExt as _;
+use herald_core::WebhookId;
+
 use crate::names::{
     DEAD_STREAM, DEAD_SUBJECTS, DELIVERIES_STREAM, DELIVERIES_SUBJECTS, EVENTS_STREAM,
-    EVENTS_SUBJECTS, OUTCOMES_CONSUMER, OUTCOMES_STREAM, OUTCOMES_SUBJECTS, ROUTER_CONSUMER,
-    SENDER_CONSUMER, WEBHOOKS_BUCKET_STREAM, WEBHOOKS_BUCKET_SUBJECTS,
+    EVENTS_SUBJECTS, LANES_STREAM, LANES_SUBJECTS, OUTCOMES_CONSUMER, OUTCOMES_STREAM,
+    OUTCOMES_SUBJECTS, ROUTER_CONSUMER, SENDER_CONSUMER, WEBHOOKS_BUCKET_STREAM,
+    WEBHOOKS_BUCKET_SUBJECTS, lane_consumer, lane_subject, lane_webhook,
 };
 use crate::tiers::{RetryTier, RetryTiers};
 
@@ -116,6 +120,17 @@ impl ConsumerLimits {
     }
 }
 
+/// Settings of a busy webhook's lane consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneLimits {
+    /// How long a task handed out may go unacknowledged; as the sender's.
+    pub ack_wait: Duration,
+    /// Tasks of the webhook in flight at once, across all replicas: its cap.
+    pub in_flight: i64,
+    /// How long the consumer outlives its last pull request before the server removes it.
+    pub idle: Duration,
+}
+
 /// How to provision the topology.
 #[derive(Debug, Clone)]
 pub struct ProvisionOptions {
@@ -132,6 +147,11 @@ pub struct ProvisionOptions {
     pub events_max_age: Duration,
     /// How long an outcome waits for the registry before it is discarded.
     pub outcomes_max_age: Duration,
+    /// How many bytes of outcomes wait for the registry at most. When the registry is away so
+    /// long that they fill it, the oldest outcomes are discarded (and missing from the delivery
+    /// log) rather than new ones refused: refusing them would stall deliveries, and repeat
+    /// every request whose outcome could not be stored.
+    pub outcomes_max_bytes: i64,
     /// How long dead-lettered messages are kept for inspection.
     pub dead_max_age: Duration,
     /// Where the router starts when its consumer is first created. Ignored afterwards: NATS
@@ -154,6 +174,7 @@ impl Default for ProvisionOptions {
             retry_tiers: RetryTiers::default(),
             events_max_age: 7 * DAY,
             outcomes_max_age: 7 * DAY,
+            outcomes_max_bytes: 1 << 30,
             dead_max_age: 30 * DAY,
             router_deliver_policy: DeliverPolicy::All,
             router: ConsumerLimits::new(Duration::from_secs(30), 10_000),
@@ -222,6 +243,9 @@ impl Topology {
             report.items.push((tier.stream_name(), ensured));
             report_consumer(&mut report, &line, retry_consumer(opts, tier)).await?;
         }
+
+        let (_, ensured) = ensure_stream(js, lanes_stream(opts)).await?;
+        report.items.push((LANES_STREAM.to_owned(), ensured));
 
         let (outcomes, ensured) = ensure_stream(js, outcomes_stream(opts)).await?;
         report.items.push((OUTCOMES_STREAM.to_owned(), ensured));
@@ -292,6 +316,100 @@ impl Topology {
     ) -> Result<PullConsumer, TopologyError> {
         get_consumer(js, &tier.stream_name(), &tier.consumer_name()).await
     }
+
+    /// The router's consumer, made to exist as `opts` says first. A consumer deleted from under
+    /// a running worker is created again starting at stream sequence `resume_at` when given
+    /// (the first event this worker has not finished routing): starting at the beginning would
+    /// route again every event the stream keeps, beyond what de-duplication remembers.
+    pub async fn open_router(
+        js: &jetstream::Context,
+        opts: &ProvisionOptions,
+        resume_at: Option<u64>,
+    ) -> Result<PullConsumer, TopologyError> {
+        let mut config = router_consumer(opts);
+        if let Some(start_sequence) = resume_at {
+            config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
+        }
+        ensure_and_open(js, EVENTS_STREAM, config).await
+    }
+
+    /// The sender's consumer, made to exist as `opts` says first.
+    pub async fn open_sender(
+        js: &jetstream::Context,
+        opts: &ProvisionOptions,
+    ) -> Result<PullConsumer, TopologyError> {
+        ensure_and_open(js, DELIVERIES_STREAM, sender_consumer(opts)).await
+    }
+
+    /// A delay line's consumer, made to exist as `opts` says first.
+    pub async fn open_retry(
+        js: &jetstream::Context,
+        opts: &ProvisionOptions,
+        tier: &RetryTier,
+    ) -> Result<PullConsumer, TopologyError> {
+        ensure_and_open(js, &tier.stream_name(), retry_consumer(opts, tier)).await
+    }
+
+    /// Delay lines that exist but are not among `current`: those of an earlier retry schedule,
+    /// whose tasks must still be moved on.
+    pub async fn retired_tiers(
+        js: &jetstream::Context,
+        current: &RetryTiers,
+    ) -> Result<Vec<RetryTier>, TopologyError> {
+        let names: Vec<String> = js
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(|err| TopologyError::stream("(all)", "list", err))?;
+        let mut retired: Vec<RetryTier> = names
+            .iter()
+            .filter_map(|name| RetryTier::from_stream_name(name))
+            .filter(|tier| {
+                current
+                    .iter()
+                    .all(|kept| kept.stream_name() != tier.stream_name())
+            })
+            .collect();
+        retired.sort();
+        Ok(retired)
+    }
+
+    /// The consumer of `webhook`'s lane, created (or set to `limits`) on the way. Lanes come
+    /// and go with backlogs: the server removes an idle lane's consumer by itself.
+    pub async fn lane_consumer(
+        js: &jetstream::Context,
+        webhook: &WebhookId,
+        limits: LaneLimits,
+    ) -> Result<PullConsumer, TopologyError> {
+        let stream = js
+            .get_stream_no_info(LANES_STREAM)
+            .await
+            .map_err(|err| TopologyError::stream(LANES_STREAM, "open", err))?;
+        let config = lane_consumer_config(webhook, limits);
+        stream.create_consumer(config).await.map_err(|err| {
+            TopologyError::consumer(LANES_STREAM, &lane_consumer(webhook), "create", err)
+        })
+    }
+
+    /// The webhooks whose lanes hold tasks, in one request (paged by the server for many).
+    pub async fn busy_lanes(js: &jetstream::Context) -> Result<Vec<WebhookId>, TopologyError> {
+        let stream = js
+            .get_stream_no_info(LANES_STREAM)
+            .await
+            .map_err(|err| TopologyError::stream(LANES_STREAM, "open", err))?;
+        let subjects: Vec<(String, usize)> = stream
+            .info_with_subjects(LANES_SUBJECTS)
+            .await
+            .map_err(|err| TopologyError::stream(LANES_STREAM, "list the subjects of", err))?
+            .try_collect()
+            .await
+            .map_err(|err| TopologyError::stream(LANES_STREAM, "list the subjects of", err))?;
+        Ok(subjects
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .filter_map(|(subject, _)| lane_webhook(&subject))
+            .collect())
+    }
 }
 
 async fn report_consumer(
@@ -307,6 +425,25 @@ async fn report_consumer(
     let ensured = ensure_consumer(stream, config).await?;
     report.items.push((name, ensured));
     Ok(())
+}
+
+async fn ensure_and_open(
+    js: &jetstream::Context,
+    stream: &str,
+    config: pull::Config,
+) -> Result<PullConsumer, TopologyError> {
+    let consumer = config.durable_name.clone().unwrap_or_default();
+    let handle = js
+        .get_stream(stream)
+        .await
+        .map_err(|err| TopologyError::stream(stream, "open", err))?;
+    if ensure_consumer(&handle, config).await? == Ensured::Created {
+        tracing::warn!(%stream, %consumer, "consumer was missing; created it again");
+    }
+    handle
+        .get_consumer(&consumer)
+        .await
+        .map_err(|err| TopologyError::consumer(stream, &consumer, "open", err))
 }
 
 async fn get_consumer(
@@ -368,10 +505,11 @@ pub async fn ensure_stream(
             Ok(stream) => return Ok((stream, Ensured::Created)),
             // Another process created it between our look-up and our create; reconcile with
             // what it made.
-            Err(err) if is_stream_exists(&err) => js
-                .get_stream(&name)
-                .await
-                .map_err(|err| TopologyError::stream(&name, "look up", err))?,
+            Err(err) if is_stream_exists(&err) => match js.get_stream(&name).await {
+                Ok(stream) => stream,
+                // No stream of that name: the subjects belong to another stream.
+                Err(_) => return Err(TopologyError::stream(&name, "create", err)),
+            },
             Err(err) => return Err(TopologyError::stream(&name, "create", err)),
         },
         Err(err) => return Err(TopologyError::stream(&name, "look up", err)),
@@ -482,8 +620,17 @@ fn is_stream_not_found(err: &jetstream::context::GetStreamError) -> bool {
     matches!(err.kind(), GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
 
+/// Whether a create failed because a racing process created the stream first. nats-server
+/// 2.9 may say so as "subjects overlap" (the new stream's subjects are the racer's) rather than
+/// "name in use"; the caller looks the stream up by name either way, and a true overlap with
+/// another stream then fails that look-up.
 fn is_stream_exists(err: &jetstream::context::CreateStreamError) -> bool {
-    matches!(err.kind(), CreateStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NAME_EXIST)
+    matches!(
+        err.kind(),
+        CreateStreamErrorKind::JetStream(js)
+            if js.error_code() == ErrorCode::STREAM_NAME_EXIST
+                || js.error_code() == ErrorCode::STREAM_SUBJECT_OVERLAP
+    )
 }
 
 /// The server reports "no limit" as -1 whatever was sent (0 or -1).
@@ -514,6 +661,11 @@ fn stream_differences(
         "max_age",
         format!("{:?}", actual.max_age),
         format!("{:?}", desired.max_age),
+    );
+    check(
+        "max_bytes",
+        limit(actual.max_bytes).to_string(),
+        limit(desired.max_bytes).to_string(),
     );
     check(
         "duplicate_window",
@@ -663,10 +815,26 @@ fn retry_stream(opts: &ProvisionOptions, tier: &RetryTier) -> stream::Config {
     }
 }
 
+/// Busy webhooks' lanes: a work queue too, where each task is removed once sent.
+fn lanes_stream(opts: &ProvisionOptions) -> stream::Config {
+    stream::Config {
+        retention: RetentionPolicy::WorkQueue,
+        ..base_stream(
+            opts,
+            LANES_STREAM.to_owned(),
+            vec![LANES_SUBJECTS.to_owned()],
+            "Herald delivery tasks of busy webhooks, waiting for their webhook's capacity",
+        )
+    }
+}
+
 fn outcomes_stream(opts: &ProvisionOptions) -> stream::Config {
     stream::Config {
         retention: RetentionPolicy::WorkQueue,
         max_age: opts.outcomes_max_age,
+        max_bytes: opts.outcomes_max_bytes,
+        // Stated, though it is the base's too: the oldest go, new outcomes are always stored.
+        discard: DiscardPolicy::Old,
         ..base_stream(
             opts,
             OUTCOMES_STREAM.to_owned(),
@@ -775,6 +943,20 @@ pub fn retry_consumer(opts: &ProvisionOptions, tier: &RetryTier) -> pull::Config
     )
 }
 
+/// The consumer of one busy webhook's lane: it hands out at most the webhook's cap at a time,
+/// across all replicas, and the server removes it once nobody has pulled for `limits.idle`.
+pub fn lane_consumer_config(webhook: &WebhookId, limits: LaneLimits) -> pull::Config {
+    pull::Config {
+        inactive_threshold: limits.idle,
+        ..base_consumer(
+            &lane_consumer(webhook),
+            lane_subject(webhook),
+            ConsumerLimits::new(limits.ack_wait, limits.in_flight),
+            "Herald lane: a busy webhook's tasks, its cap at a time",
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -790,6 +972,15 @@ mod tests {
         let consumer = retry_consumer(&opts, &tier);
         assert_eq!(consumer.durable_name.as_deref(), Some("herald-retry-5m"));
         assert_eq!(consumer.filter_subject, "herald.retry.5m");
+    }
+
+    #[test]
+    fn outcomes_wait_for_the_registry_within_explicit_limits() {
+        let outcomes = outcomes_stream(&ProvisionOptions::default());
+        assert_eq!(outcomes.max_age, 7 * DAY);
+        assert_eq!(outcomes.max_bytes, 1 << 30);
+        assert_eq!(outcomes.discard, DiscardPolicy::Old);
+        assert_eq!(outcomes.retention, RetentionPolicy::WorkQueue);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use herald_bus::{ProvisionOptions, SpecChange, SpecWatch, Topology, WebhookBucket, names};
+use herald_bus::{
+    Current, ProvisionOptions, SpecChange, SpecWatch, Topology, WebhookBucket, Written, names,
+};
 use herald_core::{AccountId, WebhookId};
 use herald_proto::webhooks::v1::WebhookSpec;
 use herald_testkit::NatsServer;
@@ -33,6 +35,7 @@ async fn next(watch: &mut SpecWatch) -> SpecChange {
         .expect("the watch yielded nothing in time")
         .expect("the watch ended")
         .expect("the watch failed")
+        .0
 }
 
 #[tokio::test]
@@ -234,6 +237,42 @@ async fn snapshot_reads_every_live_spec_in_one_pass() -> anyhow::Result<()> {
     let mut expected = vec![&kept.id, &changed.id];
     expected.sort();
     assert_eq!(ids, expected);
-    assert_eq!(snapshot[&changed.id].version, 2);
+    assert_eq!(snapshot[&changed.id].spec.version, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_conditional_write_never_overwrites_what_it_did_not_read() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let bucket = WebhookBucket::open(&nats.jetstream().await?).await?;
+    let v1 = spec("a");
+    let v2 = WebhookSpec {
+        version: 2,
+        ..v1.clone()
+    };
+
+    assert_eq!(bucket.current(&v1.id).await?, Current::Absent);
+    let Written::Stored(first) = bucket.put_if(&v1, 0).await? else {
+        panic!("an absent key is created");
+    };
+    // A second creator read "absent" too: it must not overwrite.
+    assert_eq!(bucket.put_if(&v1, 0).await?, Written::Changed);
+    // Two writers read revision `first`; the one with v2 stores, the late one with v1 cannot.
+    assert!(matches!(
+        bucket.put_if(&v2, first).await?,
+        Written::Stored(_)
+    ));
+    assert_eq!(bucket.put_if(&v1, first).await?, Written::Changed);
+    let current = bucket.current(&v1.id).await?;
+    assert_eq!(current.spec(), Some(&v2));
+
+    // A delete that read an older revision does not remove the newer spec...
+    assert_eq!(bucket.delete_if(&v1.id, first).await?, Written::Changed);
+    // ...and a write that read the spec before the delete does not bring it back.
+    let before_delete = current.revision();
+    bucket.delete(&v1.id).await?;
+    assert!(matches!(bucket.current(&v1.id).await?, Current::Deleted(_)));
+    assert_eq!(bucket.put_if(&v2, before_delete).await?, Written::Changed);
+    assert_eq!(bucket.get(&v1.id).await?, None);
     Ok(())
 }

@@ -182,3 +182,42 @@ async fn dead_letters_keep_the_message_its_headers_and_a_reason() -> anyhow::Res
     assert_eq!(headers::content_type(&stored.headers), Some("text/plain"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_dead_letter_too_large_for_the_server_keeps_its_reason_without_the_payload()
+-> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let js = provisioned(&nats).await?;
+    let max = js.client().server_info().max_payload;
+    let mut original = async_nats::HeaderMap::new();
+    original.insert(names::header::MSG_ID, "evt_huge");
+    let stored = dead_letter(
+        &js,
+        DeadSource::Events,
+        "too large to deliver",
+        "events.acct_x.booking.created",
+        Some(&original),
+        Bytes::from(vec![b'x'; max]),
+    )
+    .await?;
+    assert!(!stored.duplicate);
+    let letter = js
+        .get_stream(names::DEAD_STREAM)
+        .await?
+        .get_last_raw_message_by_subject("herald.dead.events")
+        .await?;
+    assert!(letter.payload.is_empty());
+    assert_eq!(
+        headers::dead_reason(&letter.headers),
+        Some("too large to deliver")
+    );
+    assert_eq!(
+        letter
+            .headers
+            .get(names::header::DEAD_PAYLOAD_OMITTED)
+            .map(|v| v.as_str().to_owned()),
+        Some(format!("{max} bytes, more than the server accepts"))
+    );
+    assert_eq!(headers::msg_id(&letter.headers), Some("evt_huge"));
+    Ok(())
+}

@@ -31,6 +31,7 @@ async fn provisioning_creates_everything_once() -> anyhow::Result<()> {
         "HERALD_RETRY_2H",
         "HERALD_RETRY_5H",
         "HERALD_RETRY_10H",
+        "HERALD_LANES",
         "HERALD_OUTCOMES",
         "HERALD_DEAD",
         "KV_herald-webhooks",

@@ -9,6 +9,7 @@ use async_nats::jetstream;
 use futures::StreamExt as _;
 use herald_core::{AccountId, DeliveryId, Event, EventData, EventId, EventType, WebhookId};
 use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, DeliveryTask, Trigger};
+use sea_orm::{DbErr, RuntimeErr};
 use tokio_util::sync::CancellationToken;
 
 use crate::live::LogNotices;
@@ -236,13 +237,23 @@ async fn record_batch(
                 );
                 return false;
             }
-            // The database answers, so one outcome spoilt the batch: record
-            // the rest one by one and set the culprit aside.
+            // The database answers, so one outcome may have spoilt the batch:
+            // record the rest one by one and set aside only an outcome the
+            // database refuses for what it is. A temporary error (a lock, a
+            // lost connection) says nothing about the outcome: the batch
+            // comes back, and what was recorded meanwhile is a duplicate then.
             let mut new = Vec::new();
             for (index, record) in records.iter().enumerate() {
                 match store.ingest_one(record).await {
                     Ok(true) => new.push(index),
                     Ok(false) => {}
+                    Err(error) if is_temporary(&error) => {
+                        tracing::warn!(
+                            error = format!("{:#}", anyhow::Error::from(error)),
+                            "cannot record outcomes for now; they will be redelivered"
+                        );
+                        return false;
+                    }
                     Err(error) => {
                         let reason = format!("{:#}", anyhow::Error::from(error));
                         dead_letter(js, sources[index], &reason).await;
@@ -266,6 +277,57 @@ async fn record_batch(
         disable_gone(store, projector, &record.account, &record.webhook_id).await;
     }
     true
+}
+
+/// Whether a database error is about the moment rather than the data: the
+/// database busy or locked (SQLite), a serialization failure, deadlock or
+/// lock timeout, a connection lost or a pool exhausted. Such an error must
+/// never get a good outcome dead-lettered.
+pub fn is_temporary(error: &StoreError) -> bool {
+    use sea_orm::sqlx;
+    let StoreError::Other(error) = error else {
+        return false;
+    };
+    let Some(db) = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<DbErr>())
+    else {
+        return false;
+    };
+    let runtime = match db {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
+        DbErr::Exec(runtime) | DbErr::Query(runtime) => runtime,
+        _ => return false,
+    };
+    let RuntimeErr::SqlxError(sqlx_error) = runtime else {
+        return false;
+    };
+    match sqlx_error.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            // SQLite: BUSY, LOCKED and their extended codes. PostgreSQL:
+            // connection exceptions (08…), serialization failure, deadlock,
+            // lock not available, too many connections, shutting down.
+            matches!(
+                code.as_ref(),
+                "5" | "6"
+                    | "261"
+                    | "262"
+                    | "517"
+                    | "40001"
+                    | "40P01"
+                    | "55P03"
+                    | "53300"
+                    | "57P01"
+                    | "57P02"
+                    | "57P03"
+            ) || code.starts_with("08")
+        }),
+        _ => false,
+    }
 }
 
 async fn dead_letter(js: &jetstream::Context, message: &jetstream::Message, reason: &str) {
@@ -325,23 +387,17 @@ pub fn task(
 /// Hands a task to the workers. Its message id (the delivery id and the
 /// attempt) makes a retried hand-off harmless.
 pub async fn hand_over(js: &jetstream::Context, task: &DeliveryTask) -> anyhow::Result<()> {
-    use herald_bus::names::{DELIVERIES_STREAM, delivery_msg_id, delivery_subject, header};
+    use herald_bus::names::{DELIVERIES_STREAM, delivery_msg_id, delivery_subject};
     let webhook = WebhookId::parse(&task.webhook_id).context("task for a bad webhook id")?;
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        header::MSG_ID,
-        delivery_msg_id(&task.delivery_id, task.attempt).as_str(),
-    );
-    headers.insert(header::CONTENT_TYPE, herald_proto::CONTENT_TYPE_PROTOBUF);
-    let message = jetstream::message::PublishMessage::build()
-        .headers(headers)
-        .payload(herald_proto::encode(task).into())
-        .expected_stream(DELIVERIES_STREAM);
-    js.send_publish(delivery_subject(&webhook), message)
+    let message = herald_bus::Outgoing::protobuf(
+        delivery_subject(&webhook),
+        &delivery_msg_id(&task.delivery_id, task.attempt),
+        herald_proto::encode(task).into(),
+    )
+    .in_stream(DELIVERIES_STREAM);
+    herald_bus::publish(js, &message, herald_bus::Persistence::BRIEF)
         .await
-        .context("cannot hand the task to the workers")?
-        .await
-        .context("the workers' stream did not acknowledge the task")?;
+        .context("the workers' stream did not store the task")?;
     Ok(())
 }
 
@@ -355,4 +411,45 @@ pub fn event_of(delivery: &crate::store::Delivery) -> anyhow::Result<Event> {
         timestamp: delivery.event_timestamp,
         data: EventData::parse(&delivery.payload).context("stored payload is invalid")?,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
+mod tests {
+    use sea_orm::{ConnectionTrait as _, Database, TransactionTrait as _};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_locked_database_is_temporary_and_a_bad_value_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let holder = Database::connect(&url).await.unwrap();
+        holder
+            .execute_unprepared("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .await
+            .unwrap();
+        let other = Database::connect(&url).await.unwrap();
+        // Another writer holds the database: a write waits for its busy timeout, then fails.
+        let txn = holder.begin().await.unwrap();
+        txn.execute_unprepared("INSERT INTO t (id) VALUES (1)")
+            .await
+            .unwrap();
+        let locked = other
+            .execute_unprepared("INSERT INTO t (id) VALUES (2)")
+            .await
+            .unwrap_err();
+        assert!(is_temporary(&StoreError::from(locked)));
+        txn.commit().await.unwrap();
+
+        let gone = DbErr::Conn(RuntimeErr::Internal("connection reset".into()));
+        assert!(is_temporary(&StoreError::from(gone)));
+
+        let bad = other
+            .execute_unprepared("INSERT INTO t (id) VALUES ('not a number')")
+            .await
+            .unwrap_err();
+        assert!(!is_temporary(&StoreError::from(bad)));
+        assert!(!is_temporary(&StoreError::NotFound("delivery")));
+    }
 }

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use herald_bus::WebhookBucket;
+use herald_bus::{WebhookBucket, Written};
 use herald_core::WebhookId;
 use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,10 @@ const RECONCILE_PAGE: u64 = 500;
 /// How long a request waits for its projection before leaving it to the
 /// reconciler: an API write must not hang on a NATS outage.
 const PROJECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads and conditional writes a projection tries before leaving the
+/// webhook to the reconciler (only under a storm of writes to it).
+const PROJECT_ROUNDS: usize = 5;
 
 #[derive(Debug, Clone)]
 pub struct Projector {
@@ -68,23 +72,7 @@ impl Projector {
     /// Projects one webhook after a write. A failure is logged, not returned:
     /// the write has committed and the reconciler will repair the bucket.
     pub async fn project(&self, store: &Store, scope: &AccountScope, id: &WebhookId) {
-        let write = async {
-            match store.projection_of(scope, id).await {
-                Ok((webhook, secrets)) => self
-                    .bucket
-                    .put(&spec_of(&webhook, &secrets))
-                    .await
-                    .map(|_| ())
-                    .map_err(anyhow::Error::from),
-                Err(StoreError::NotFound(_)) => self
-                    .bucket
-                    .delete(id.as_str())
-                    .await
-                    .map_err(anyhow::Error::from),
-                Err(e) => Err(anyhow::Error::from(e)),
-            }
-        };
-        let result = tokio::time::timeout(PROJECT_TIMEOUT, write)
+        let result = tokio::time::timeout(PROJECT_TIMEOUT, self.project_now(store, scope, id))
             .await
             .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {PROJECT_TIMEOUT:?}")));
         if let Err(error) = result {
@@ -94,6 +82,44 @@ impl Projector {
                 "projection failed; the reconciler will repair it"
             );
         }
+    }
+
+    /// Makes the bucket hold the database's spec of `id` (or nothing), unless it holds a newer
+    /// version. The bucket is read before the database and written only if unchanged since,
+    /// so a writer that read an older state (a concurrent update, or a delete) never wins: it
+    /// reads both again and decides again.
+    async fn project_now(
+        &self,
+        store: &Store,
+        scope: &AccountScope,
+        id: &WebhookId,
+    ) -> anyhow::Result<()> {
+        for _ in 0..PROJECT_ROUNDS {
+            let current = self.bucket.current(id.as_str()).await?;
+            let written = match store.projection_of(scope, id).await {
+                Ok((webhook, secrets)) => {
+                    let spec = spec_of(&webhook, &secrets);
+                    match current.spec() {
+                        Some(held) if *held == spec || held.version > spec.version => {
+                            return Ok(());
+                        }
+                        _ => self.bucket.put_if(&spec, current.revision()).await?,
+                    }
+                }
+                // Deleted in the database, which is final: removed whatever the bucket holds.
+                Err(StoreError::NotFound(_)) => {
+                    if current.spec().is_some() {
+                        self.bucket.delete(id.as_str()).await?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Written::Stored(_) = written {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the bucket kept changing under {PROJECT_ROUNDS} attempts")
     }
 
     /// Removes a deleted webhook's projection; failures as in [`Self::project`].
@@ -115,9 +141,11 @@ impl Projector {
     ///
     /// Safe beside concurrent API writes (and other registry replicas): the
     /// bucket's keys are listed before the database is read, so a webhook
-    /// created meanwhile is never taken for an orphan; a spec is never
-    /// replaced by an older version; and a spec written for a webhook that
-    /// was deleted meanwhile is removed again at once.
+    /// created meanwhile is never taken for an orphan; every write names the
+    /// revision the snapshot saw, so a spec written meanwhile (newer, by the
+    /// database's order) is left to the writer that wrote it; and a spec
+    /// written for a webhook that was deleted meanwhile is removed again at
+    /// once.
     pub async fn reconcile(&self, store: &Store) -> anyhow::Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
         // One read of the whole bucket rather than a request per webhook.
@@ -133,23 +161,37 @@ impl Projector {
             for (webhook, secrets) in &page {
                 let spec = spec_of(webhook, secrets);
                 live.insert(spec.id.clone());
-                match held.get(&spec.id) {
-                    Some(current) if *current == spec => report.unchanged += 1,
+                let expected = match held.get(&spec.id) {
+                    Some(current) if current.spec == spec => {
+                        report.unchanged += 1;
+                        continue;
+                    }
                     // Written meanwhile by a newer API write: leave it.
-                    Some(current) if current.version > spec.version => report.unchanged += 1,
-                    _ => {
-                        self.bucket.put(&spec).await?;
+                    Some(current) if current.spec.version > spec.version => {
+                        report.unchanged += 1;
+                        continue;
+                    }
+                    Some(current) => current.revision,
+                    // Absent from the snapshot: never written, or removed; read which.
+                    None => self.bucket.current(&spec.id).await?.revision(),
+                };
+                match self.bucket.put_if(&spec, expected).await? {
+                    Written::Stored(_) => {
                         report.written += 1;
                         if !store.webhook_exists(&webhook.id).await? {
                             self.bucket.delete(&spec.id).await?;
                         }
                     }
+                    // Someone wrote it since the snapshot; the next round looks again.
+                    Written::Changed => report.unchanged += 1,
                 }
             }
         }
-        for key in held.keys() {
-            if !live.contains(key) {
-                self.bucket.delete(key).await?;
+        for (key, current) in &held {
+            if !live.contains(key)
+                && self.bucket.delete_if(key, current.revision).await?
+                    == Written::Stored(current.revision)
+            {
                 report.removed += 1;
             }
         }

@@ -222,6 +222,12 @@ impl Breakers {
         breaker.failed(&self.config, now)
     }
 
+    /// Forgets the breakers of webhooks for which `keep` says no (deleted webhooks), so the
+    /// map holds only webhooks that exist.
+    pub fn retain(&self, mut keep: impl FnMut(&WebhookId) -> bool) {
+        self.lock().retain(|webhook, _| keep(webhook));
+    }
+
     /// Webhooks whose breaker is open or half-open, for tests and diagnostics.
     pub fn open_count(&self) -> usize {
         self.lock()
@@ -327,6 +333,23 @@ mod tests {
             breakers.admit_at(&id, probe_at + Duration::from_secs(60)),
             Admission::Probe
         );
+    }
+
+    #[test]
+    fn breakers_of_deleted_webhooks_can_be_forgotten() {
+        let breakers = Breakers::new(config());
+        let (kept, gone) = (
+            webhook(),
+            WebhookId::parse("wh_01BX5ZZKBKACTAV9WEVGEMMVS0").unwrap(),
+        );
+        for _ in 0..3 {
+            breakers.failed(&kept);
+            breakers.failed(&gone);
+        }
+        assert_eq!(breakers.open_count(), 2);
+        breakers.retain(|id| *id == kept);
+        assert_eq!(breakers.open_count(), 1);
+        assert!(matches!(breakers.admit(&gone), Admission::Send));
     }
 
     #[test]

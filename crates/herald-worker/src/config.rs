@@ -23,6 +23,10 @@ pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Messages asked for per pull request.
 pub const DEFAULT_FETCH_BATCH: usize = 128;
+/// Tasks of the shared sender consumer handed out and not yet acknowledged, across all
+/// workers, by default: far above what the workers' permits hold, so it never limits a healthy
+/// deployment.
+pub const DEFAULT_SENDER_MAX_ACK_PENDING: usize = 10_000;
 
 /// Loopback networks, which local development delivers to; evaluated at compile time, so the
 /// prefix lengths are checked there.
@@ -38,7 +42,7 @@ const SENDER_ACK_MARGIN: Duration = Duration::from_secs(1);
 /// The environment keys the worker reads, without the `HERALD_` prefix. Other `HERALD_*`
 /// variables belong to the registry (the two can share an environment in `herald dev`) and are
 /// ignored here.
-const KEYS: [&str; 17] = [
+const KEYS: [&str; 18] = [
     "nats_url",
     "create_streams",
     "stream_replicas",
@@ -56,6 +60,7 @@ const KEYS: [&str; 17] = [
     "delay_ack_wait",
     "router_ack_wait",
     "sender_ack_wait",
+    "sender_max_ack_pending",
 ];
 
 /// Why the configuration is unusable. Every message names the environment variable to fix.
@@ -101,6 +106,7 @@ struct RawConfig {
     delay_ack_wait: String,
     router_ack_wait: String,
     sender_ack_wait: String,
+    sender_max_ack_pending: usize,
 }
 
 impl Default for RawConfig {
@@ -123,6 +129,7 @@ impl Default for RawConfig {
             delay_ack_wait: "30s".to_owned(),
             router_ack_wait: "30s".to_owned(),
             sender_ack_wait: "60s".to_owned(),
+            sender_max_ack_pending: DEFAULT_SENDER_MAX_ACK_PENDING,
         }
     }
 }
@@ -137,7 +144,7 @@ pub struct WorkerConfig {
     pub stream_replicas: usize,
     /// Requests in flight across all webhooks.
     pub concurrency: usize,
-    /// Requests in flight to one webhook; more tasks for it wait briefly in the stream.
+    /// Requests in flight to one webhook; more tasks for it wait in its lane.
     pub per_webhook_in_flight: usize,
     /// Time allowed for the whole request, response head included.
     pub request_timeout: Duration,
@@ -159,6 +166,9 @@ pub struct WorkerConfig {
     /// Ack wait of the sender's consumer: how soon a task whose sender died is sent again. It
     /// must leave room for the longest request and the publishes after it.
     pub sender_ack_wait: Duration,
+    /// Tasks the shared sender consumer hands out and waits for acknowledgements of, across
+    /// all workers together.
+    pub sender_max_ack_pending: usize,
     /// Sent as `user-agent`.
     pub user_agent: String,
 }
@@ -195,6 +205,7 @@ impl WorkerConfig {
             delay_ack_wait: Duration::from_secs(30),
             router_ack_wait: Duration::from_secs(30),
             sender_ack_wait: Duration::from_secs(60),
+            sender_max_ack_pending: DEFAULT_SENDER_MAX_ACK_PENDING,
             user_agent: user_agent(),
         }
     }
@@ -215,6 +226,7 @@ impl WorkerConfig {
             ("per_webhook_in_flight", self.per_webhook_in_flight),
             ("fetch_batch", self.fetch_batch),
             ("router_concurrency", self.router_concurrency),
+            ("sender_max_ack_pending", self.sender_max_ack_pending),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
@@ -321,6 +333,7 @@ impl WorkerConfig {
             delay_ack_wait: parse_duration("delay_ack_wait", &raw.delay_ack_wait)?,
             router_ack_wait: parse_duration("router_ack_wait", &raw.router_ack_wait)?,
             sender_ack_wait: parse_duration("sender_ack_wait", &raw.sender_ack_wait)?,
+            sender_max_ack_pending: raw.sender_max_ack_pending,
             user_agent: user_agent(),
         };
         config.validate()?;

@@ -18,10 +18,13 @@ pub struct Counters {
     dead: AtomicU64,
     dropped: AtomicU64,
     deferred: AtomicU64,
-    throttled: AtomicU64,
+    laned: AtomicU64,
+    lanes_opened: AtomicU64,
     retries_released: AtomicU64,
     requeued: AtomicU64,
     nacked: AtomicU64,
+    unsettled: AtomicU64,
+    too_large: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -51,14 +54,22 @@ pub struct CounterSnapshot {
     pub dropped: u64,
     /// Tasks put off by an open circuit breaker, without using an attempt.
     pub deferred: u64,
-    /// Tasks handed back briefly because their webhook had too many requests in flight.
-    pub throttled: u64,
+    /// Tasks put in their webhook's lane: moved there at its cap, or routed there while the lane
+    /// was open.
+    pub laned: u64,
+    /// Lane readers started (by a move, or by the sweep for a lane with tasks).
+    pub lanes_opened: u64,
     /// Tasks a delay line moved back to the deliveries stream.
     pub retries_released: u64,
     /// Tasks a delay line moved to the back of a line because they were not due yet.
     pub requeued: u64,
     /// Messages handed back for redelivery (publishing failed, or shutdown).
     pub nacked: u64,
+    /// Attempts made whose outcome could not be stored even with patience: their task is
+    /// handed back and the request repeated later.
+    pub unsettled: u64,
+    /// Events too large to make delivery tasks of: dead-lettered, and logged as exhausted.
+    pub too_large: u64,
 }
 
 macro_rules! counter_methods {
@@ -92,10 +103,13 @@ counter_methods!(
     dead,
     dropped,
     deferred,
-    throttled,
+    laned,
+    lanes_opened,
     retries_released,
     requeued,
     nacked,
+    unsettled,
+    too_large,
 );
 
 #[cfg(test)]
@@ -116,10 +130,10 @@ mod tests {
 }
 
 impl CounterSnapshot {
-    /// The counters in the Prometheus text exposition format, with the index size and open
-    /// breakers as gauges.
-    pub fn prometheus(&self, webhooks: usize, open_breakers: usize) -> String {
-        let counters: [(&str, u64, &str); 16] = [
+    /// The counters in the Prometheus text exposition format, with the index size, open
+    /// breakers and open lanes as gauges.
+    pub fn prometheus(&self, webhooks: usize, open_breakers: usize, open_lanes: usize) -> String {
+        let counters: [(&str, u64, &str); 19] = [
             (
                 "events_routed",
                 self.events_routed,
@@ -169,10 +183,11 @@ impl CounterSnapshot {
                 "Tasks put off by an open circuit breaker",
             ),
             (
-                "throttled",
-                self.throttled,
-                "Tasks handed back by the per-webhook cap",
+                "laned",
+                self.laned,
+                "Tasks put in their webhook's lane by the per-webhook cap",
             ),
+            ("lanes_opened", self.lanes_opened, "Lane readers started"),
             (
                 "retries_released",
                 self.retries_released,
@@ -184,6 +199,16 @@ impl CounterSnapshot {
                 "Tasks a delay line moved to the back",
             ),
             ("nacked", self.nacked, "Messages handed back for redelivery"),
+            (
+                "unsettled",
+                self.unsettled,
+                "Attempts made whose outcome could not be stored",
+            ),
+            (
+                "too_large",
+                self.too_large,
+                "Events too large to make delivery tasks of",
+            ),
         ];
         let mut out = String::new();
         for (name, value, help) in counters {
@@ -196,6 +221,9 @@ impl CounterSnapshot {
         ));
         out.push_str(&format!(
             "# HELP herald_worker_open_breakers Webhooks whose circuit breaker is open.\n# TYPE herald_worker_open_breakers gauge\nherald_worker_open_breakers {open_breakers}\n"
+        ));
+        out.push_str(&format!(
+            "# HELP herald_worker_open_lanes Busy webhooks whose lane this worker reads.\n# TYPE herald_worker_open_lanes gauge\nherald_worker_open_lanes {open_lanes}\n"
         ));
         out
     }
@@ -212,11 +240,12 @@ mod prometheus_tests {
             dead: 1,
             ..CounterSnapshot::default()
         };
-        let text = snapshot.prometheus(3, 1);
+        let text = snapshot.prometheus(3, 1, 2);
         assert!(text.contains("herald_worker_delivered_total 7\n"), "{text}");
         assert!(text.contains("herald_worker_dead_total 1\n"), "{text}");
         assert!(text.contains("herald_worker_webhooks 3\n"), "{text}");
         assert!(text.contains("herald_worker_open_breakers 1\n"), "{text}");
-        assert_eq!(text.matches("# TYPE").count(), 18);
+        assert!(text.contains("herald_worker_open_lanes 2\n"), "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 22);
     }
 }

@@ -8,43 +8,35 @@
 //!
 //! A task may wait longer than its tier's delay (a `Retry-After`, a circuit breaker's rest, a
 //! delay between two tiers). Holding such a head would stall every task behind it, so a head is
-//! held at most its tier's delay plus the jitter allowance after it was stored; a task still not
-//! due then goes to the back of the line that fits its remaining wait.
+//! held at most its tier's delay plus the jitter allowance ([`HOLD`]) after it was stored; a
+//! task still not due then goes to the back of the line that fits its remaining wait.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, AckKind, message::PublishMessage};
-use bytes::Bytes;
+use async_nats::jetstream::{self, AckKind};
 use chrono::{DateTime, Utc};
-use futures::StreamExt as _;
-use herald_bus::headers::{msg_id as header_msg_id, propagate_traceparent};
-use herald_bus::names::{delivery_subject, header};
-use herald_bus::{DeadSource, RetryTier, RetryTiers, Topology};
-use herald_proto::CONTENT_TYPE_PROTOBUF;
+use herald_bus::headers::{msg_id as header_msg_id, traceparent};
+use herald_bus::names::delivery_subject;
+use herald_bus::tiers::HOLD;
+use herald_bus::{DeadSource, Outgoing, Persistence, PublishError, RetryTier, RetryTiers};
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::consume::{PULL_EXPIRES, hand_back};
 use crate::counters::Counters;
 use crate::sender::chrono_duration;
-use crate::shutdown::{Backoff, Stopping, ack, bury, nak};
+use crate::shutdown::{Stopping, ack, bury, in_progress, nak};
 use crate::task::{Task, msg_id};
 
 /// How long a failed move waits before the held task is tried again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// How long a move is retried (through a NATS restart, say) before the head is handed back.
+const MOVE_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Why moving a task failed; the message is handed back and tried again.
 #[derive(Debug, thiserror::Error)]
-pub enum DelayError {
-    #[error("cannot publish to {subject}: {source}")]
-    Publish {
-        subject: String,
-        #[source]
-        source: async_nats::Error,
-    },
-    #[error("cannot dead-letter an undecodable task: {0}")]
-    DeadLetter(#[from] herald_bus::PublishError),
-}
+#[error(transparent)]
+pub struct DelayError(#[from] PublishError);
 
 /// One tier's delay line.
 #[derive(Debug)]
@@ -59,59 +51,15 @@ pub struct DelayLine {
 }
 
 impl DelayLine {
-    /// Moves due tasks until shutdown.
-    pub async fn run(self: Arc<Self>) {
-        let stop = &self.stopping.fetch;
-        let mut backoff = Backoff::new();
-        while !stop.is_cancelled() {
-            let consumer = tokio::select! {
-                () = stop.cancelled() => break,
-                consumer = Topology::retry_consumer(&self.js, &self.tier) => consumer,
-            };
-            let consumer = match consumer {
-                Ok(consumer) => consumer,
-                Err(err) => {
-                    tracing::warn!(tier = %self.tier, %err, "cannot open the delay line; retrying");
-                    backoff.wait(stop).await;
-                    continue;
-                }
-            };
-            let batch = consumer
-                .batch()
-                .max_messages(1)
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(err) => {
-                    tracing::warn!(tier = %self.tier, %err, "delay line pull failed; retrying");
-                    backoff.wait(stop).await;
-                    continue;
-                }
-            };
-            let next = tokio::select! {
-                biased;
-                () = stop.cancelled() => {
-                    hand_back("delay line", &mut batch, &self.counters).await;
-                    break;
-                }
-                next = batch.next() => next,
-            };
-            match next {
-                None => {}
-                Some(Ok(message)) => {
-                    backoff.reset();
-                    if let Err(err) = self.hold(&message).await {
-                        tracing::warn!(tier = %self.tier, %err, "could not move a task; retrying");
-                        nak(&message, Some(RETRY_DELAY), &self.counters).await;
-                    }
-                }
-                Some(Err(err)) => {
-                    tracing::debug!(tier = %self.tier, %err, "delay line pull ended with an error");
-                    backoff.wait(stop).await;
-                }
-            }
+    /// Handles the head the line's loop pulled: moves it on when due, or hands it back.
+    pub async fn handle(
+        self: Arc<Self>,
+        message: jetstream::Message,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        if let Err(err) = self.hold(&message).await {
+            tracing::warn!(tier = %self.tier, %err, "could not move a task; retrying");
+            nak(&message, Some(RETRY_DELAY), &self.counters).await;
         }
     }
 
@@ -137,7 +85,7 @@ impl DelayLine {
             .map(|info| DateTime::<Utc>::from(SystemTime::from(info.published)))
             .unwrap_or_else(|_| Utc::now());
         let due = task.not_before.unwrap_or(stored_at);
-        let hold_limit = stored_at + chrono_duration(self.tier.delay() + self.tier.delay() / 5);
+        let hold_limit = stored_at + chrono_duration(self.tier.delay().mul_f64(HOLD));
         let wake = due.min(hold_limit);
         let progress_every = self.ack_wait / 3;
         // `to_std` fails once `wake` has passed.
@@ -168,13 +116,8 @@ impl DelayLine {
             let id = arrived_with
                 .and_then(msg_id::step)
                 .map_or_else(|| msg_id::retry(&task, task.attempt), str::to_owned);
-            self.publish(
-                delivery_subject(&task.webhook),
-                &id,
-                message.headers.as_ref(),
-                message.payload.clone(),
-            )
-            .await?;
+            self.publish(message, delivery_subject(&task.webhook), &id)
+                .await?;
             ack(message).await;
             self.counters.retries_released(1);
         } else {
@@ -183,13 +126,7 @@ impl DelayLine {
             let base =
                 arrived_with.map_or_else(|| msg_id::retry(&task, task.attempt), str::to_owned);
             let id = msg_id::requeue(&base, stored_at.timestamp_millis());
-            self.publish(
-                line.subject(),
-                &id,
-                message.headers.as_ref(),
-                message.payload.clone(),
-            )
-            .await?;
+            self.publish(message, line.subject(), &id).await?;
             ack(message).await;
             self.counters.requeued(1);
         }
@@ -198,25 +135,19 @@ impl DelayLine {
 
     async fn publish(
         &self,
+        message: &jetstream::Message,
         subject: String,
         id: &str,
-        original: Option<&HeaderMap>,
-        payload: Bytes,
     ) -> Result<(), DelayError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::MSG_ID, id);
-        headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_PROTOBUF);
-        if let Some(original) = original {
-            propagate_traceparent(original, &mut headers);
-        }
-        let publish = PublishMessage::build().headers(headers).payload(payload);
-        let stored = match self.js.send_publish(subject.clone(), publish).await {
-            Ok(ack) => ack.await.map(|_| ()),
-            Err(err) => Err(err),
-        };
-        stored.map_err(|err| DelayError::Publish {
-            subject,
-            source: err.into(),
-        })
+        let trace = message.headers.as_ref().and_then(traceparent);
+        let outgoing = Outgoing::protobuf(subject, id, message.payload.clone()).traceparent(trace);
+        let patient = Persistence::patient(MOVE_PATIENCE);
+        in_progress(
+            message,
+            self.ack_wait,
+            herald_bus::publish(&self.js, &outgoing, patient),
+        )
+        .await?;
+        Ok(())
     }
 }

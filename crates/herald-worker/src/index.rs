@@ -6,6 +6,7 @@
 //! on how many webhooks do not match.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -189,6 +190,9 @@ impl AccountSubscriptions {
 pub struct SubscriptionIndex {
     webhooks: HashMap<WebhookId, Arc<Subscription>>,
     accounts: HashMap<AccountId, AccountSubscriptions>,
+    /// The bucket revision of each webhook's latest put or delete seen: for a deleted webhook
+    /// it is a tombstone, so that no older put (from a stale view) brings it back.
+    revisions: HashMap<WebhookId, u64>,
 }
 
 impl SubscriptionIndex {
@@ -217,6 +221,40 @@ impl SubscriptionIndex {
         } else {
             Put::Inserted
         }
+    }
+
+    /// Stores `subscription`, written at bucket revision `revision`, unless something later
+    /// was seen for it (a newer put, or its deletion).
+    pub fn put_at(&mut self, subscription: Subscription, revision: u64) -> Put {
+        if self.seen_later(&subscription.id, revision) {
+            return Put::Stale;
+        }
+        let id = subscription.id.clone();
+        let put = self.put(subscription);
+        if put != Put::Stale {
+            self.revisions.insert(id, revision);
+        }
+        put
+    }
+
+    /// Forgets a webhook deleted at bucket revision `revision`, and keeps a tombstone. Returns
+    /// whether it was held.
+    pub fn remove_at(&mut self, id: &WebhookId, revision: u64) -> bool {
+        if self.seen_later(id, revision) {
+            return false;
+        }
+        self.revisions.insert(id.clone(), revision);
+        self.remove(id)
+    }
+
+    /// Forgets every revision seen, tombstones included: before the whole bucket is read again,
+    /// which re-establishes them (and whose revisions restart if its stream was recreated).
+    pub fn forget_revisions(&mut self) {
+        self.revisions.clear();
+    }
+
+    fn seen_later(&self, id: &WebhookId, revision: u64) -> bool {
+        self.revisions.get(id).is_some_and(|seen| *seen > revision)
     }
 
     /// Forgets a webhook. Returns whether it was held.
@@ -272,11 +310,26 @@ impl SubscriptionIndex {
 #[derive(Debug, Clone, Default)]
 pub struct SharedIndex {
     inner: Arc<RwLock<SubscriptionIndex>>,
+    /// Whether the index follows the bucket: false until the first load, and while the watch is
+    /// broken and the bucket is read again. A stale index must not decide that an event matches
+    /// nothing or that a webhook is gone.
+    current: Arc<AtomicBool>,
 }
 
 impl SharedIndex {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether the index follows the bucket right now (see [`set_current`](Self::set_current)).
+    pub fn is_current(&self) -> bool {
+        self.current.load(Ordering::Acquire)
+    }
+
+    /// Set by the bucket follower: false while the bucket is being read again after its watch
+    /// broke, true once it is caught up. Tests set it to stand for such a reload.
+    pub fn set_current(&self, current: bool) {
+        self.current.store(current, Ordering::Release);
     }
 
     pub fn read<T>(&self, f: impl FnOnce(&SubscriptionIndex) -> T) -> T {
@@ -409,6 +462,26 @@ mod tests {
         assert!(matched(&index, 1, "payment.failed").is_empty());
         // The same version again is a re-projection: accepted.
         assert_eq!(index.put(sub(&newer)), Put::Replaced);
+    }
+
+    #[test]
+    fn a_tombstone_keeps_a_deleted_webhook_from_coming_back_with_an_older_put() {
+        let mut index = SubscriptionIndex::new();
+        let id = webhook(1);
+        assert_eq!(index.put_at(sub(&spec(1, 1, &[])), 5), Put::Inserted);
+        assert!(index.remove_at(&id, 6));
+        // A put from before the delete, seen late.
+        assert_eq!(index.put_at(sub(&spec(1, 1, &[])), 4), Put::Stale);
+        assert!(index.get(&id).is_none());
+        // A delete older than what is held changes nothing either.
+        let mut again = spec(1, 1, &[]);
+        again.version = 2;
+        assert_eq!(index.put_at(sub(&again), 7), Put::Inserted);
+        assert!(!index.remove_at(&id, 6));
+        assert!(index.get(&id).is_some());
+        // After the bucket is read again from scratch, revisions start over.
+        index.forget_revisions();
+        assert_eq!(index.put_at(sub(&again), 1), Put::Replaced);
     }
 
     #[test]

@@ -4,42 +4,49 @@
 //! leads to a redelivery of the event, and the derived delivery ids make the repeated fan-out a
 //! no-op for the tasks already stored.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::future::join_all;
-use herald_bus::headers::{content_type, set_traceparent, traceparent};
-use herald_bus::names::{delivery_msg_id, delivery_subject, event_subject, header};
-use herald_bus::{DeadSource, dead_letter};
-use herald_core::{DeliveryId, Event};
-use herald_proto::deliveries::v1::{DeliveryTask, Trigger};
-use herald_proto::{CONTENT_TYPE_PROTOBUF, decode_event, encode_event};
+use herald_bus::headers::{content_type, traceparent};
+use herald_bus::names::{
+    delivery_msg_id, delivery_subject, event_subject, lane_subject, outcome_subject,
+};
+use herald_bus::{DeadSource, Outgoing, Persistence, PublishError, dead_letter};
+use herald_core::{DeliveryId, Event, WebhookId};
+use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, DeliveryTask, Trigger};
+use herald_proto::{decode_event, encode_event};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::attempt::new_traceparent;
 use crate::counters::Counters;
 use crate::index::SharedIndex;
-use crate::shutdown::{Stopping, ack, nak};
-use crate::task;
+use crate::lanes::LaneOpener;
+use crate::shutdown::{Stopping, ack, in_progress, nak};
+use crate::task::{self, msg_id};
 
 /// How long a failed fan-out waits before the event is tried again; long enough not to spin
 /// through a NATS outage, short enough that events are not noticeably late after one.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// How long a fan-out is retried (through a NATS restart, say), the event held meanwhile,
+/// before the event is handed back.
+const ROUTE_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Room a delivery task must leave under the server's largest message for what later hops
+/// add: a due time, headers, and the outcome's response body and request headers.
+pub const TASK_HEADROOM: usize = 16 * 1024;
+
 /// Why routing one event failed. The event is handed back and routed again.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("cannot publish a delivery task to {subject}: {source}")]
-    Publish {
-        subject: String,
-        #[source]
-        source: async_nats::Error,
-    },
-    #[error("cannot dead-letter an undecodable event: {0}")]
-    DeadLetter(#[from] herald_bus::PublishError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("the webhook index is being reloaded; routing waits for it")]
+    StaleIndex,
 }
 
 /// Shared state of the router's handlers.
@@ -47,8 +54,50 @@ pub enum RouteError {
 pub struct Router {
     pub js: jetstream::Context,
     pub index: SharedIndex,
+    /// A webhook whose lane is open here gets its new tasks straight in the lane, behind its
+    /// backlog, instead of through the shared consumer and a move.
+    pub lanes: LaneOpener,
+    /// The router consumer's ack wait; an event held longer reports progress.
+    pub ack_wait: Duration,
     pub counters: Arc<Counters>,
     pub stopping: Stopping,
+    /// Where this worker is in the events stream, to resume there if the consumer must be
+    /// created again.
+    pub positions: Positions,
+}
+
+/// The stream sequences of the events this worker is routing (or handed back), and the highest
+/// it has finished.
+#[derive(Debug, Default)]
+pub struct Positions {
+    inner: Mutex<(BTreeSet<u64>, u64)>,
+}
+
+impl Positions {
+    fn lock(&self) -> MutexGuard<'_, (BTreeSet<u64>, u64)> {
+        // Updated in single statements; a poisoned value is still consistent.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn started(&self, sequence: u64) {
+        self.lock().0.insert(sequence);
+    }
+
+    fn finished(&self, sequence: u64) {
+        let mut positions = self.lock();
+        positions.0.remove(&sequence);
+        positions.1 = positions.1.max(sequence);
+    }
+
+    /// The first event not finished here: the lowest still being routed (or handed back), or
+    /// the one after the highest finished; `None` before any.
+    pub fn resume_at(&self) -> Option<u64> {
+        let positions = self.lock();
+        match positions.0.first() {
+            Some(lowest) => Some(*lowest),
+            None => (positions.1 > 0).then_some(positions.1 + 1),
+        }
+    }
 }
 
 impl Router {
@@ -58,15 +107,28 @@ impl Router {
         message: jetstream::Message,
         _permit: OwnedSemaphorePermit,
     ) {
+        let sequence = message.info().ok().map(|info| info.stream_sequence);
+        if let Some(sequence) = sequence {
+            self.positions.started(sequence);
+        }
         let routed = tokio::select! {
-            routed = self.route(&message) => routed,
+            routed = in_progress(&message, self.ack_wait, self.route(&message)) => routed,
             () = self.stopping.hard.cancelled() => {
                 nak(&message, None, &self.counters).await;
                 return;
             }
         };
         match routed {
-            Ok(()) => ack(&message).await,
+            Ok(()) => {
+                ack(&message).await;
+                if let Some(sequence) = sequence {
+                    self.positions.finished(sequence);
+                }
+            }
+            Err(RouteError::StaleIndex) => {
+                tracing::debug!(subject = %message.subject, "index not current; event handed back");
+                nak(&message, Some(RETRY_DELAY), &self.counters).await;
+            }
             Err(err) => {
                 tracing::warn!(subject = %message.subject, %err, "routing failed; the event will be routed again");
                 nak(&message, Some(RETRY_DELAY), &self.counters).await;
@@ -118,6 +180,11 @@ impl Router {
             }
         };
 
+        // A stale index could miss a webhook created meanwhile (and ack the event as matching
+        // nothing): the event waits until the index follows the bucket again.
+        if !self.index.is_current() {
+            return Err(RouteError::StaleIndex);
+        }
         let matching = self.index.matching(&event.account, &event.event_type);
         if matching.is_empty() {
             self.counters.events_unmatched(1);
@@ -128,26 +195,40 @@ impl Router {
         let traceparent = headers
             .and_then(traceparent)
             .map_or_else(new_traceparent, str::to_owned);
-        let tasks = matching.iter().map(|subscription| {
-            let delivery_id = DeliveryId::derive(&event.id, &subscription.id);
-            (subscription.id.clone(), delivery_id)
-        });
-        self.fan_out(&event, tasks, &traceparent).await?;
+        let tasks: Vec<(WebhookId, DeliveryId)> = matching
+            .iter()
+            .map(|subscription| {
+                let delivery_id = DeliveryId::derive(&event.id, &subscription.id);
+                (subscription.id.clone(), delivery_id)
+            })
+            .collect();
+        self.fan_out(message, &event, &tasks, &traceparent).await?;
         self.counters.events_routed(1);
         Ok(())
     }
 
-    /// Publishes every task, pipelined, then waits for all acknowledgements.
+    /// Publishes every task, pipelined, then waits for all acknowledgements. A task goes to the
+    /// deliveries stream, or to its webhook's lane while that is open here. An event too large
+    /// to make tasks of ends here, visibly: see [`refuse`](Self::refuse).
     async fn fan_out(
         &self,
+        message: &jetstream::Message,
         event: &Event,
-        tasks: impl Iterator<Item = (herald_core::WebhookId, DeliveryId)>,
+        tasks: &[(WebhookId, DeliveryId)],
         traceparent: &str,
     ) -> Result<(), RouteError> {
         let proto_event = encode_event(event);
-        let mut pending = Vec::new();
+        let mut outgoing = Vec::with_capacity(tasks.len());
+        let mut laned = Vec::new();
         for (webhook, delivery_id) in tasks {
-            let subject = delivery_subject(&webhook);
+            let id = delivery_msg_id(delivery_id.as_str(), 1);
+            // Under the id the sender would move it with, so the two ways in are one step.
+            let (subject, id) = if self.lanes.is_open(webhook) {
+                laned.push(webhook.clone());
+                (lane_subject(webhook), msg_id::lane(&id))
+            } else {
+                (delivery_subject(webhook), id)
+            };
             let payload = task::encode(&DeliveryTask {
                 delivery_id: delivery_id.to_string(),
                 webhook_id: webhook.to_string(),
@@ -156,36 +237,106 @@ impl Router {
                 not_before: None,
                 trigger: Trigger::Event as i32,
             });
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                header::MSG_ID,
-                delivery_msg_id(delivery_id.as_str(), 1).as_str(),
-            );
-            headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_PROTOBUF);
-            set_traceparent(&mut headers, traceparent);
-            let publish = PublishMessage::build().headers(headers).payload(payload);
-            let ack = self
-                .js
-                .send_publish(subject.clone(), publish)
-                .await
-                .map_err(|err| RouteError::Publish {
-                    subject: subject.clone(),
-                    source: err.into(),
-                })?;
-            pending.push(async move { (subject, ack.await) });
+            outgoing.push(Outgoing::protobuf(subject, &id, payload).traceparent(Some(traceparent)));
         }
-        for (subject, acked) in join_all(pending).await {
-            match acked {
-                Ok(ack) if ack.duplicate => self.counters.tasks_duplicate(1),
-                Ok(_) => self.counters.tasks_published(1),
-                Err(err) => {
-                    return Err(RouteError::Publish {
-                        subject,
-                        source: err.into(),
-                    });
-                }
-            }
+        let limit = self
+            .js
+            .client()
+            .server_info()
+            .max_payload
+            .saturating_sub(TASK_HEADROOM);
+        if let Some(size) = outgoing.iter().map(Outgoing::size).max()
+            && size > limit
+        {
+            return self.refuse(message, event, tasks, size, limit).await;
+        }
+        let receipts =
+            herald_bus::publish_all(&self.js, &outgoing, Persistence::patient(ROUTE_PATIENCE))
+                .await?;
+        let duplicates = receipts.iter().filter(|receipt| receipt.duplicate).count() as u64;
+        self.counters.tasks_duplicate(duplicates);
+        self.counters
+            .tasks_published(receipts.len() as u64 - duplicates);
+        self.counters.laned(laned.len() as u64);
+        for webhook in &laned {
+            self.lanes.stored(webhook);
         }
         Ok(())
+    }
+
+    /// Ends an event whose delivery tasks would be larger than a message may be: it goes to
+    /// HERALD_DEAD with the reason (without its payload if that does not fit either), and each
+    /// webhook it was for gets an exhausted delivery in the log that says why, so the event is
+    /// neither retried forever nor lost without a trace.
+    async fn refuse(
+        &self,
+        message: &jetstream::Message,
+        event: &Event,
+        tasks: &[(WebhookId, DeliveryId)],
+        size: usize,
+        limit: usize,
+    ) -> Result<(), RouteError> {
+        let reason = format!(
+            "not sent: the event makes delivery tasks of {size} bytes, more than the {limit} \
+             bytes a task may be (the server's largest message less {TASK_HEADROOM} bytes)"
+        );
+        tracing::warn!(subject = %message.subject, event = %event.id, %reason, "event too large to deliver");
+        dead_letter(
+            &self.js,
+            DeadSource::Events,
+            &reason,
+            &message.subject,
+            message.headers.as_ref(),
+            message.payload.clone(),
+        )
+        .await?;
+        let mut without_data = encode_event(event);
+        without_data.data.clear();
+        let now = Utc::now();
+        let outcomes: Vec<Outgoing> = tasks
+            .iter()
+            .map(|(webhook, delivery_id)| {
+                let outcome = DeliveryOutcome {
+                    delivery_id: delivery_id.to_string(),
+                    webhook_id: webhook.to_string(),
+                    event: Some(without_data.clone()),
+                    attempt: 1,
+                    status: DeliveryStatus::Exhausted as i32,
+                    error: reason.clone(),
+                    attempted_at: Some(herald_proto::timestamp(now)),
+                    trigger: Trigger::Event as i32,
+                    ..DeliveryOutcome::default()
+                };
+                Outgoing::protobuf(
+                    outcome_subject(webhook),
+                    &format!("{delivery_id}:1"),
+                    Bytes::from(herald_proto::encode(&outcome)),
+                )
+            })
+            .collect();
+        herald_bus::publish_all(&self.js, &outcomes, Persistence::patient(ROUTE_PATIENCE)).await?;
+        self.counters.dead(1);
+        self.counters.too_large(1);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resume_point_is_the_first_event_not_finished() {
+        let positions = Positions::default();
+        assert_eq!(positions.resume_at(), None);
+        for sequence in [3, 4, 5] {
+            positions.started(sequence);
+        }
+        positions.finished(4);
+        assert_eq!(positions.resume_at(), Some(3));
+        positions.finished(3);
+        assert_eq!(positions.resume_at(), Some(5));
+        positions.finished(5);
+        assert_eq!(positions.resume_at(), Some(6));
     }
 }

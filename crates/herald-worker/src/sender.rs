@@ -4,19 +4,16 @@
 //! A task's message is acknowledged only after its outcome (and its retry, if any) is stored, so
 //! a crash at any point leads to a repeated attempt rather than a lost one.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use herald_bus::headers::{set_traceparent, traceparent};
-use herald_bus::names::{header, outcome_subject};
-use herald_bus::{DeadSource, RetryTiers};
-use herald_core::{RetrySchedule, WebhookId};
-use herald_proto::CONTENT_TYPE_PROTOBUF;
+use herald_bus::headers::{msg_id as header_msg_id, traceparent};
+use herald_bus::names::{lane_subject, outcome_subject};
+use herald_bus::{DeadSource, Outgoing, Persistence, PublishError, RetryTiers};
+use herald_core::RetrySchedule;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::attempt::{self, AttemptError, Attempted, Verdict, new_traceparent};
@@ -24,12 +21,14 @@ use crate::breaker::{Admission, Breakers};
 use crate::counters::Counters;
 use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
-use crate::shutdown::{Stopping, ack, bury, nak};
+use crate::lanes::{LaneOpener, LanePass};
+use crate::limits::{Slot, WebhookLimits};
+use crate::shutdown::{Stopping, ack, bury, in_progress, nak};
 use crate::task::{Task, msg_id};
 
-/// How long a task waits when its webhook already has the maximum of requests in flight. A
-/// short NAK is the right tool for brief back-pressure (see ARCHITECTURE.md).
-const THROTTLE_DELAY: Duration = Duration::from_secs(1);
+/// How long a task handed back (its aftermath could not be stored, or its webhook is not known
+/// yet) waits before it is tried again.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Deliveries of a task whose webhook is missing or disabled before it is dropped: enough for
 /// a replica whose bucket watch lags a little behind the router's to catch up.
@@ -39,74 +38,33 @@ const MISSING_WEBHOOK_DELIVERIES: i64 = 3;
 /// delay line, so that long waits never sit in the consumer's pending set.
 const SHORT_WAIT: Duration = Duration::from_secs(5);
 
-/// Retries of a publish whose acknowledgement did not come, before the task is handed back.
-const PUBLISH_ATTEMPTS: u32 = 3;
+/// How long the sender keeps trying to store an attempt's outcome (and retry) once its request
+/// was made, holding the task meanwhile: handing it back would repeat the request.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Why a task's aftermath could not be stored; the task is handed back and attempted again.
+/// The first wait of a task handed back because its attempt's aftermath could not be stored;
+/// it doubles with each delivery up to [`UNSETTLED_MAX_DELAY`], so that an outage of the
+/// outcomes stream repeats a request at most that often rather than every second.
+const UNSETTLED_DELAY: Duration = Duration::from_secs(30);
+const UNSETTLED_MAX_DELAY: Duration = Duration::from_secs(10 * 60);
+
+/// Why a task could not be settled; it is handed back and attempted again.
 #[derive(Debug, thiserror::Error)]
 pub enum SendTaskError {
-    #[error("cannot publish to {subject}: {source}")]
-    Publish {
-        subject: String,
-        #[source]
-        source: async_nats::Error,
-    },
-    #[error("cannot dead-letter an undecodable task: {0}")]
-    DeadLetter(#[from] herald_bus::PublishError),
+    /// Nothing was sent yet.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The request was made but its outcome (or retry) could not be stored: trying again
+    /// repeats the request.
+    #[error("the attempt was made, but its aftermath could not be stored: {0}")]
+    Aftermath(#[source] PublishError),
 }
 
-/// Requests in flight per webhook, capped so that one slow endpoint cannot take every permit.
-#[derive(Debug)]
-pub struct InFlight {
-    limit: usize,
-    counts: Mutex<HashMap<WebhookId, usize>>,
-}
-
-/// One request's place in its webhook's cap; released on drop.
-#[derive(Debug)]
-pub struct Slot {
-    in_flight: Arc<InFlight>,
-    webhook: WebhookId,
-}
-
-impl InFlight {
-    pub fn new(limit: usize) -> Arc<InFlight> {
-        Arc::new(InFlight {
-            limit,
-            counts: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<WebhookId, usize>> {
-        // Counts are updated in single statements; a poisoned map is still consistent.
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A slot for a request to `webhook`, unless it is at its cap.
-    pub fn try_take(self: &Arc<Self>, webhook: &WebhookId) -> Option<Slot> {
-        let mut counts = self.lock();
-        let count = counts.entry(webhook.clone()).or_insert(0);
-        if *count >= self.limit {
-            return None;
-        }
-        *count += 1;
-        Some(Slot {
-            in_flight: self.clone(),
-            webhook: webhook.clone(),
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self.in_flight.lock();
-        if let Some(count) = counts.get_mut(&self.webhook) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                counts.remove(&self.webhook);
-            }
-        }
-    }
+/// The wait before a task whose attempt could not be settled is delivered again, by how many
+/// times it has been delivered.
+fn unsettled_delay(delivered: i64) -> Duration {
+    let doublings = u32::try_from(delivered.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+    (UNSETTLED_DELAY * 2u32.pow(doublings)).min(UNSETTLED_MAX_DELAY)
 }
 
 /// Shared state of the sender's handlers.
@@ -116,29 +74,72 @@ pub struct Sender {
     pub index: SharedIndex,
     pub client: DeliveryClient,
     pub breakers: Breakers,
-    pub in_flight: Arc<InFlight>,
+    /// Requests in flight per webhook, and which webhooks have a lane open here.
+    pub limits: Arc<WebhookLimits>,
+    /// Starts or wakes the reader of a lane the sender has moved a task to.
+    pub lanes: LaneOpener,
     pub schedule: RetrySchedule,
     pub tiers: RetryTiers,
     /// Age of an event past which its tasks are no longer deferred by an open breaker.
     pub defer_limit: Duration,
+    /// The sender's consumers' ack wait; a task held longer reports progress.
+    pub ack_wait: Duration,
     pub counters: Arc<Counters>,
     pub stopping: Stopping,
 }
 
+/// Where a task came from, and what it holds.
+#[derive(Debug)]
+enum Route {
+    /// The shared consumer: the task needs a slot of its webhook, or moves to its lane.
+    Shared,
+    /// The webhook's lane, whose reader took a slot before it pulled the task.
+    Lane(Slot),
+}
+
 impl Sender {
-    /// Handles one task message from start to acknowledgement.
+    /// Handles one task of the shared consumer from start to acknowledgement.
     pub async fn handle(
         self: Arc<Self>,
         message: jetstream::Message,
         _permit: OwnedSemaphorePermit,
     ) {
-        if let Err(err) = self.process(&message).await {
-            tracing::warn!(subject = %message.subject, %err, "task not settled; it will be attempted again");
-            nak(&message, Some(THROTTLE_DELAY), &self.counters).await;
+        self.settle_or_hand_back(&message, Route::Shared).await;
+    }
+
+    /// Handles one task of a webhook's lane from start to acknowledgement.
+    pub async fn handle_lane(self: Arc<Self>, message: jetstream::Message, pass: LanePass) {
+        let LanePass { slot, .. } = pass;
+        self.settle_or_hand_back(&message, Route::Lane(slot)).await;
+    }
+
+    async fn settle_or_hand_back(&self, message: &jetstream::Message, route: Route) {
+        match self.process(message, route).await {
+            Ok(()) => {}
+            Err(err @ SendTaskError::Aftermath(_)) => {
+                let delivered = message.info().map_or(1, |info| info.delivered);
+                let delay = unsettled_delay(delivered);
+                tracing::error!(
+                    subject = %message.subject,
+                    %err,
+                    ?delay,
+                    "attempt made but not recorded; the task is handed back and its request will be repeated"
+                );
+                self.counters.unsettled(1);
+                nak(message, Some(delay), &self.counters).await;
+            }
+            Err(err) => {
+                tracing::warn!(subject = %message.subject, %err, "task not settled; it will be attempted again");
+                nak(message, Some(RETRY_DELAY), &self.counters).await;
+            }
         }
     }
 
-    async fn process(&self, message: &jetstream::Message) -> Result<(), SendTaskError> {
+    async fn process(
+        &self,
+        message: &jetstream::Message,
+        route: Route,
+    ) -> Result<(), SendTaskError> {
         let task = match Task::decode(&message.payload) {
             Ok(task) => task,
             Err(err) => {
@@ -170,11 +171,17 @@ impl Sender {
 
         let held = self.index.get(&task.webhook);
         let Some(subscription) = held.clone().filter(|s| s.enabled) else {
+            // A stale index (being reloaded) may not know a webhook created or enabled
+            // meanwhile: its word is not taken until it follows the bucket again.
+            if !self.index.is_current() {
+                nak(message, Some(RETRY_DELAY), &self.counters).await;
+                return Ok(());
+            }
             // Another replica may have made this task from a spec this one has not seen yet, so
             // the verdict "gone" is only trusted once it has held for a few redeliveries.
             let delivered = message.info().map_or(1, |info| info.delivered);
             if delivered < MISSING_WEBHOOK_DELIVERIES {
-                nak(message, Some(THROTTLE_DELAY), &self.counters).await;
+                nak(message, Some(RETRY_DELAY), &self.counters).await;
                 return Ok(());
             }
             // Deleted or disabled: the registry's word is final. The log says so before the
@@ -191,6 +198,7 @@ impl Sender {
                 msg_id::outcome(&task),
                 None,
                 Bytes::from(herald_proto::encode(&outcome)),
+                Persistence::BRIEF,
             )
             .await?;
             self.counters.dropped(1);
@@ -243,13 +251,18 @@ impl Sender {
                 return Ok(());
             }
         };
-        let Some(slot) = self.in_flight.try_take(&task.webhook) else {
-            if probe {
-                self.breakers.probe_abandoned(&task.webhook);
-            }
-            self.counters.throttled(1);
-            nak(message, Some(THROTTLE_DELAY), &self.counters).await;
-            return Ok(());
+        let slot = match route {
+            Route::Lane(slot) => slot,
+            Route::Shared => match self.limits.try_send(&task.webhook) {
+                Some(slot) => slot,
+                None => {
+                    if probe {
+                        self.breakers.probe_abandoned(&task.webhook);
+                    }
+                    self.move_to_lane(message, &task).await?;
+                    return Ok(());
+                }
+            },
         };
 
         let trace = message
@@ -268,8 +281,19 @@ impl Sender {
 
         let verdict = attempt::decide(&task, &attempted, &self.schedule, &mut rand::rng());
         self.update_breaker(&task, &attempted, verdict, probe);
-        self.settle(message, &task, &attempted, verdict, &trace)
-            .await?;
+        // The request is made: repeating it is what must not happen now, so the aftermath is
+        // stored with patience, the task held (its ack wait extended) meanwhile.
+        in_progress(
+            message,
+            self.ack_wait,
+            self.settle(message, &task, &attempted, verdict, &trace),
+        )
+        .await
+        .map_err(|err| match err {
+            SendTaskError::Publish(err) | SendTaskError::Aftermath(err) => {
+                SendTaskError::Aftermath(err)
+            }
+        })?;
         ack(message).await;
         self.count(&attempted, verdict);
         Ok(())
@@ -321,11 +345,13 @@ impl Sender {
         trace: &str,
     ) -> Result<(), SendTaskError> {
         let outcome = attempt::outcome(task, attempted, verdict);
+        let patient = Persistence::patient(SETTLE_PATIENCE);
         let outcome_publish = self.publish(
             outcome_subject(&task.webhook),
             msg_id::outcome(task),
             None,
             Bytes::from(herald_proto::encode(&outcome)),
+            patient,
         );
         let retry_publish = async {
             let Verdict::Retry(delay) = verdict else {
@@ -339,6 +365,7 @@ impl Sender {
                 msg_id::retry(task, next),
                 Some(trace),
                 task.encode_for(next, not_before),
+                patient,
             )
             .await
         };
@@ -352,6 +379,43 @@ impl Sender {
             ?verdict,
             "attempt settled"
         );
+        Ok(())
+    }
+
+    /// Forgets the circuit breakers of webhooks the index no longer holds (their in-flight
+    /// slots go with their last request). Only on a current index: a stale one may not know
+    /// a webhook yet.
+    pub fn forget_deleted(&self) {
+        if self.index.is_current() {
+            self.breakers
+                .retain(|webhook| self.index.get(webhook).is_some());
+        }
+    }
+
+    /// Moves `task`, whose webhook is at its cap, to the webhook's lane: stored there first, then
+    /// acknowledged here, then the lane's reader is started or told.
+    async fn move_to_lane(
+        &self,
+        message: &jetstream::Message,
+        task: &Task,
+    ) -> Result<(), SendTaskError> {
+        let arrived_with = message
+            .headers
+            .as_ref()
+            .and_then(header_msg_id)
+            .map_or_else(|| msg_id::retry(task, task.attempt), str::to_owned);
+        let trace = message.headers.as_ref().and_then(traceparent);
+        self.publish(
+            lane_subject(&task.webhook),
+            msg_id::lane(&arrived_with),
+            trace,
+            message.payload.clone(),
+            Persistence::BRIEF,
+        )
+        .await?;
+        ack(message).await;
+        self.counters.laned(1);
+        self.lanes.stored(&task.webhook);
         Ok(())
     }
 
@@ -370,6 +434,7 @@ impl Sender {
             msg_id::deferral(task, until),
             trace,
             task.encode_for(task.attempt, until),
+            Persistence::BRIEF,
         )
         .await?;
         ack(message).await;
@@ -377,45 +442,17 @@ impl Sender {
         Ok(())
     }
 
-    /// Publishes with a few quick retries: a lost acknowledgement is usually a blip, and the
-    /// message id makes a repeated publish harmless.
     async fn publish(
         &self,
         subject: String,
         id: String,
         trace: Option<&str>,
         payload: Bytes,
+        persistence: Persistence,
     ) -> Result<(), SendTaskError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::MSG_ID, id.as_str());
-        headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_PROTOBUF);
-        if let Some(trace) = trace {
-            set_traceparent(&mut headers, trace);
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let publish = PublishMessage::build()
-                .headers(headers.clone())
-                .payload(payload.clone());
-            let stored = match self.js.send_publish(subject.clone(), publish).await {
-                Ok(ack) => ack.await.map(|_| ()),
-                Err(err) => Err(err),
-            };
-            match stored {
-                Ok(()) => return Ok(()),
-                Err(err) if attempt >= PUBLISH_ATTEMPTS || self.stopping.hard.is_cancelled() => {
-                    return Err(SendTaskError::Publish {
-                        subject,
-                        source: err.into(),
-                    });
-                }
-                Err(err) => {
-                    tracing::debug!(%subject, %err, attempt, "publish not acknowledged; retrying");
-                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
-                }
-            }
-        }
+        let message = Outgoing::protobuf(subject, &id, payload).traceparent(trace);
+        herald_bus::publish(&self.js, &message, persistence).await?;
+        Ok(())
     }
 }
 
@@ -425,24 +462,16 @@ pub fn chrono_duration(duration: Duration) -> chrono::Duration {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
 mod tests {
     use super::*;
 
     #[test]
-    fn in_flight_slots_are_capped_per_webhook_and_released_on_drop() {
-        let in_flight = InFlight::new(2);
-        let a = WebhookId::parse("wh_01BX5ZZKBKACTAV9WEVGEMMVRZ").unwrap();
-        let b = WebhookId::parse("wh_01BX5ZZKBKACTAV9WEVGEMMVS0").unwrap();
-        let first = in_flight.try_take(&a).unwrap();
-        let _second = in_flight.try_take(&a).unwrap();
-        assert!(in_flight.try_take(&a).is_none());
-        // Another webhook is not affected.
-        let _other = in_flight.try_take(&b).unwrap();
-        drop(first);
-        assert!(in_flight.try_take(&a).is_some());
-        drop(_second);
-        drop(_other);
-        assert!(in_flight.lock().is_empty());
+    fn an_unsettled_task_waits_longer_each_time_up_to_a_bound() {
+        let waits: Vec<u64> = [1, 2, 3, 4, 5, 6, 100, i64::MAX]
+            .into_iter()
+            .map(|delivered| unsettled_delay(delivered).as_secs())
+            .collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 600, 600, 600]);
+        assert_eq!(unsettled_delay(0), UNSETTLED_DELAY);
     }
 }

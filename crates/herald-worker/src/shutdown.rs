@@ -77,6 +77,30 @@ pub async fn nak(message: &jetstream::Message, delay: Option<Duration>, counters
     }
 }
 
+/// Runs `work` while telling the server that `message` is still being worked on, three times
+/// per `ack_wait`, so that it is not redelivered meanwhile (a publish ridden out through a NATS
+/// restart, a long wait). A failed progress report is only logged: the worst case is a
+/// redelivery, which every handler tolerates.
+pub async fn in_progress<T>(
+    message: &jetstream::Message,
+    ack_wait: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticker.tick() => {
+                if let Err(err) = message.ack_with(AckKind::Progress).await {
+                    tracing::debug!(subject = %message.subject, %err, "progress report failed");
+                }
+            }
+        }
+    }
+}
+
 /// Sets `message` aside in HERALD_DEAD with `reason`, counts it and acknowledges it, so that a
 /// message that can never be handled does not block its stream.
 pub async fn bury(
@@ -139,60 +163,9 @@ pub async fn drain(tracker: &TaskTracker, stopping: &Stopping, deadline: Instant
     }
 }
 
-/// Sleeps with exponential back-off between failed attempts at something, bounded so that a
-/// recovered NATS is noticed within a couple of seconds, and cut short by shutdown.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(50);
-    const MAX: Duration = Duration::from_secs(2);
-
-    pub fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    /// Sleeps for the current delay and doubles it. Returns false when `stop` was cancelled.
-    pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        tokio::select! {
-            () = stop.cancelled() => false,
-            () = tokio::time::sleep(delay) => true,
-        }
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn backoff_doubles_up_to_its_bound_and_stops_on_cancel() {
-        let stop = CancellationToken::new();
-        let mut backoff = Backoff::new();
-        let started = tokio::time::Instant::now();
-        for _ in 0..8 {
-            assert!(backoff.wait(&stop).await);
-        }
-        // 50 + 100 + 200 + 400 + 800 + 1600 + 2000 + 2000 ms.
-        assert_eq!(started.elapsed(), Duration::from_millis(7150));
-        backoff.reset();
-        stop.cancel();
-        assert!(!backoff.wait(&stop).await);
-    }
 
     #[tokio::test(start_paused = true)]
     async fn drain_waits_for_handlers_then_cuts_them_short() {

@@ -113,6 +113,8 @@ pub mod msg_id {
     const REQUEUE: &str = "~r";
     /// Separates a breaker deferral's suffix from the attempt it defers.
     const DEFERRAL: &str = "~d";
+    /// Marks a task's move to its webhook's lane.
+    const LANE: &str = "~l";
 
     /// The task carrying attempt `attempt` of `task`, into a delay line and back out of it.
     pub fn retry(task: &Task, attempt: u32) -> String {
@@ -147,6 +149,13 @@ pub mod msg_id {
             .split_once(REQUEUE)
             .map_or(arrived_with, |(step, _)| step);
         (!step.is_empty()).then_some(step)
+    }
+
+    /// A task moving to its webhook's lane, under the id it arrived with: each step reaches the
+    /// deliveries stream under an id of its own, so a move repeated after a lost ack is dropped
+    /// by the lanes stream, and two different steps never share a lane id.
+    pub fn lane(arrived_with: &str) -> String {
+        format!("{arrived_with}{LANE}")
     }
 
     /// The id of an attempt's outcome; the registry's log keeps one row per attempt.
@@ -267,5 +276,6 @@ mod tests {
         assert_eq!(msg_id::step(&again), Some(deferred.as_str()));
         assert_eq!(msg_id::step("~r1"), None);
         assert_eq!(msg_id::outcome(&task), format!("{id}:2"));
+        assert_eq!(msg_id::lane(&deferred), format!("{deferred}~l"));
     }
 }

@@ -13,8 +13,8 @@ use herald_core::WebhookId;
 use herald_proto::webhooks::v1::WebhookSpec;
 use tokio_util::sync::CancellationToken;
 
-use crate::index::{Put, SharedIndex, Subscription};
-use crate::shutdown::Backoff;
+use crate::consume::Pauses;
+use crate::index::{Put, SharedIndex, Subscription, SubscriptionIndex};
 
 /// Why the index could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +27,14 @@ pub enum WatchError {
     TimedOut(Duration),
 }
 
-/// Applies one put or delete to the index, logging specs that cannot be used.
-fn apply(index: &SharedIndex, change: SpecChange) {
+/// Applies one put or delete, written at bucket revision `revision`, to the index, logging
+/// specs that cannot be used.
+fn apply(index: &SharedIndex, change: SpecChange, revision: u64) {
     match change {
-        SpecChange::Put(spec) => put(index, &spec),
+        SpecChange::Put(spec) => put(index, &spec, revision),
         SpecChange::Deleted(key) => match WebhookId::parse(&key) {
             Ok(id) => {
-                if index.write(|index| index.remove(&id)) {
+                if index.write(|index| index.remove_at(&id, revision)) {
                     tracing::debug!(webhook = %id, "webhook removed from the index");
                 }
             }
@@ -43,12 +44,12 @@ fn apply(index: &SharedIndex, change: SpecChange) {
     }
 }
 
-fn put(index: &SharedIndex, spec: &WebhookSpec) {
+fn put(index: &SharedIndex, spec: &WebhookSpec, revision: u64) {
     match Subscription::from_spec(&spec.id, spec) {
         Ok(subscription) => {
             let id = subscription.id.clone();
             let version = subscription.version;
-            match index.write(|index| index.put(subscription)) {
+            match index.write(|index| index.put_at(subscription, revision)) {
                 Put::Stale => tracing::debug!(webhook = %id, version, "older webhook spec ignored"),
                 put => tracing::debug!(webhook = %id, version, ?put, "webhook indexed"),
             }
@@ -58,7 +59,7 @@ fn put(index: &SharedIndex, spec: &WebhookSpec) {
             // delivering: drop the webhook until a valid spec arrives.
             tracing::error!(%err, "unusable webhook spec; webhook left out of the index");
             if let Ok(id) = WebhookId::parse(&spec.id) {
-                index.write(|index| index.remove(&id));
+                index.write(|index| index.remove_at(&id, revision));
             }
         }
     }
@@ -74,16 +75,19 @@ pub async fn load(
     let load = async {
         let mut watch = bucket.snapshot_then_watch().await?;
         let mut seen = HashSet::new();
+        // The snapshot re-establishes every revision (and the bucket's stream may have been
+        // recreated, restarting them).
+        index.write(SubscriptionIndex::forget_revisions);
         loop {
             match watch.next().await {
                 None => return Err(WatchError::Ended),
                 Some(Err(err)) => return Err(err.into()),
-                Some(Ok(SpecChange::CaughtUp)) => break,
-                Some(Ok(change)) => {
+                Some(Ok((SpecChange::CaughtUp, _))) => break,
+                Some(Ok((change, revision))) => {
                     if let SpecChange::Put(spec) = &change {
                         seen.insert(spec.id.clone());
                     }
-                    apply(index, change);
+                    apply(index, change, revision);
                 }
             }
         }
@@ -106,6 +110,7 @@ pub async fn load(
             });
         }
         tracing::info!(webhooks = index.len(), "webhook index loaded");
+        index.set_current(true);
         Ok(watch)
     };
     tokio::time::timeout(timeout, load)
@@ -121,23 +126,26 @@ pub async fn follow(
     stop: CancellationToken,
     reload_timeout: Duration,
 ) {
-    let mut backoff = Backoff::new();
+    let mut backoff = Pauses::new();
     loop {
         let next = tokio::select! {
             () = stop.cancelled() => return,
             next = watch.next() => next,
         };
         match next {
-            Some(Ok(change)) => {
+            Some(Ok((change, revision))) => {
                 backoff.reset();
-                apply(&index, change);
+                apply(&index, change, revision);
                 continue;
             }
             Some(Err(err)) => tracing::warn!(%err, "webhook bucket watch failed; reloading"),
             None => tracing::warn!("webhook bucket watch ended; reloading"),
         }
+        // Changes may be missed until the bucket is read again: meanwhile nobody may take the
+        // index's word that an event matches nothing or a webhook is gone.
+        index.set_current(false);
         loop {
-            if !backoff.wait(&stop).await {
+            if !backoff.pause(&stop).await {
                 return;
             }
             let reloaded = tokio::select! {

@@ -1,12 +1,12 @@
 //! The running worker: connects, provisions the topology, loads the subscription index, then runs
 //! the router, the sender and the delay lines until shutdown.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream;
-use herald_bus::{ConsumerLimits, ProvisionOptions, Topology, WebhookBucket};
+use herald_bus::{ConsumerLimits, LaneLimits, ProvisionOptions, Topology, WebhookBucket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -15,13 +15,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::breaker::Breakers;
 use crate::config::WorkerConfig;
-use crate::consume::{Pull, pull_loop};
+use crate::consume::{Pull, pull_loop, take_permits};
 use crate::counters::{CounterSnapshot, Counters};
 use crate::delay::DelayLine;
+use crate::health::Health;
 use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
+use crate::lanes::{LANE_IDLE, LaneOpener, Lanes};
+use crate::limits::WebhookLimits;
 use crate::router::Router;
-use crate::sender::{InFlight, Sender};
+use crate::sender::Sender;
 use crate::shutdown::{CrashGuard, Stopping, drain};
 use crate::watch;
 
@@ -37,8 +40,8 @@ const LOOPS_STOP_LIMIT: Duration = Duration::from_secs(3);
 /// How long the final flush of acks and NAKs may take.
 const FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
-/// Pending messages allowed per consumer across all replicas: far above what the replicas'
-/// permits can hold, so it never limits a healthy deployment.
+/// Pending events allowed for the router's consumer across all replicas: far above what the
+/// replicas' permits can hold, so it never limits a healthy deployment.
 const MAX_ACK_PENDING: i64 = 10_000;
 
 /// A worker running in this process.
@@ -50,6 +53,9 @@ const MAX_ACK_PENDING: i64 = 10_000;
 pub struct Worker {
     stop: CancellationToken,
     supervisor: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Cancelled once the worker has stopped, whatever stopped it.
+    done: CancellationToken,
+    health: Health,
     counters: Arc<Counters>,
     index: SharedIndex,
     sender: Arc<Sender>,
@@ -65,7 +71,7 @@ impl Worker {
         config.validate()?;
         let tiers = config.retry_tiers()?;
         let client = herald_bus::connect(&config.nats_url, CLIENT_NAME).await?;
-        let js = jetstream::new(client.clone());
+        let js = herald_bus::jetstream(client.clone());
 
         let options = ProvisionOptions {
             create_events_stream: config.create_streams,
@@ -78,7 +84,7 @@ impl Worker {
             },
             sender: ConsumerLimits {
                 ack_wait: config.sender_ack_wait,
-                max_ack_pending: MAX_ACK_PENDING,
+                max_ack_pending: i64::try_from(config.sender_max_ack_pending).unwrap_or(i64::MAX),
                 max_deliver: -1,
             },
             // One message in flight per line across all replicas keeps the head in due order.
@@ -92,6 +98,18 @@ impl Worker {
         Topology::provision(&js, &options)
             .await
             .context("cannot provision Herald's NATS topology")?;
+        // Lines of an earlier schedule still hold tasks; they are read until empty (and then
+        // stay idle, which costs one short pull a second).
+        let retired = Topology::retired_tiers(&js, &tiers)
+            .await
+            .context("cannot list the delay lines")?;
+        if !retired.is_empty() {
+            tracing::info!(
+                tiers = ?retired.iter().map(|tier| tier.label().to_owned()).collect::<Vec<_>>(),
+                "reading delay lines of an earlier retry schedule until they are empty"
+            );
+        }
+        let options = Arc::new(options);
 
         let bucket = WebhookBucket::open(&js)
             .await
@@ -109,73 +127,117 @@ impl Worker {
             config.request_timeout,
             &config.user_agent,
         )?;
+        let limits = WebhookLimits::new(config.per_webhook_in_flight);
+        let (lane_opener, opened_lanes) = LaneOpener::new(limits.clone());
         let sender = Arc::new(Sender {
             js: js.clone(),
             index: index.clone(),
             client: delivery_client,
             breakers: Breakers::new(config.breaker.clone()),
-            in_flight: InFlight::new(config.per_webhook_in_flight),
+            limits,
+            lanes: lane_opener.clone(),
             schedule: config.retry_schedule.clone(),
             tiers: tiers.clone(),
             defer_limit: config.retry_schedule.delays().iter().sum::<Duration>()
                 + config.breaker.max_cool_down,
+            ack_wait: config.sender_ack_wait,
             counters: counters.clone(),
             stopping: stopping.clone(),
         });
         let router = Arc::new(Router {
             js: js.clone(),
             index: index.clone(),
+            lanes: lane_opener,
+            ack_wait: config.router_ack_wait,
             counters: counters.clone(),
             stopping: stopping.clone(),
+            positions: Default::default(),
         });
 
-        let mut loops = JoinSet::new();
-        loops.spawn(watch::follow(
+        // Each loop's task returns its name, so that one ending early can be named.
+        let mut loops: JoinSet<String> = JoinSet::new();
+        let watching = watch::follow(
             bucket,
             index.clone(),
             watch,
             stopping.fetch.clone(),
             INDEX_LOAD_TIMEOUT,
-        ));
+        );
+        loops.spawn(named("bucket watch", watching));
         {
             let js = js.clone();
             let router = router.clone();
-            loops.spawn(pull_loop(
-                Pull {
-                    name: "router",
-                    open: move || {
-                        let js = js.clone();
-                        async move { Topology::router_consumer(&js).await }
+            let permits = Arc::new(Semaphore::new(config.router_concurrency));
+            let batch = config.fetch_batch;
+            loops.spawn(named(
+                "router",
+                pull_loop(
+                    Pull {
+                        name: "router".to_owned(),
+                        open: {
+                            let (options, router) = (options.clone(), router.clone());
+                            move || {
+                                let (js, options) = (js.clone(), options.clone());
+                                let resume_at = router.positions.resume_at();
+                                async move { Topology::open_router(&js, &options, resume_at).await }
+                            }
+                        },
+                        acquire: move || take_permits(permits.clone(), batch),
                     },
-                    batch: config.fetch_batch,
-                    permits: Arc::new(Semaphore::new(config.router_concurrency)),
-                },
-                stopping.clone(),
-                tracker.clone(),
-                counters.clone(),
-                move |message, permit| router.clone().handle(message, permit),
+                    stopping.clone(),
+                    tracker.clone(),
+                    counters.clone(),
+                    move |message, permit| router.clone().handle(message, permit),
+                    || false,
+                ),
             ));
         }
+        // Requests in flight: the sender's consumer and the lanes draw on the same permits,
+        // and the lanes on at most half of them.
+        let permits = Arc::new(Semaphore::new(config.concurrency));
         {
             let js = js.clone();
             let sender = sender.clone();
-            loops.spawn(pull_loop(
-                Pull {
-                    name: "sender",
-                    open: move || {
-                        let js = js.clone();
-                        async move { Topology::sender_consumer(&js).await }
+            let permits = permits.clone();
+            let batch = config.fetch_batch;
+            loops.spawn(named(
+                "sender",
+                pull_loop(
+                    Pull {
+                        name: "sender".to_owned(),
+                        open: {
+                            let options = options.clone();
+                            move || {
+                                let (js, options) = (js.clone(), options.clone());
+                                async move { Topology::open_sender(&js, &options).await }
+                            }
+                        },
+                        acquire: move || take_permits(permits.clone(), batch),
                     },
-                    batch: config.fetch_batch,
-                    permits: Arc::new(Semaphore::new(config.concurrency)),
-                },
-                stopping.clone(),
-                tracker.clone(),
-                counters.clone(),
-                move |message, permit| sender.clone().handle(message, permit),
+                    stopping.clone(),
+                    tracker.clone(),
+                    counters.clone(),
+                    move |message, permit| sender.clone().handle(message, permit),
+                    || false,
+                ),
             ));
         }
-        for tier in tiers.iter() {
+        let lanes = Arc::new(Lanes {
+            js: js.clone(),
+            sender: sender.clone(),
+            limits: LaneLimits {
+                ack_wait: config.sender_ack_wait,
+                in_flight: i64::try_from(config.per_webhook_in_flight).unwrap_or(i64::MAX),
+                idle: LANE_IDLE,
+            },
+            share: Arc::new(Semaphore::new((config.concurrency / 2).max(1))),
+            permits,
+            tracker: tracker.clone(),
+            stopping: stopping.clone(),
+            counters: counters.clone(),
+        });
+        loops.spawn(named("lanes", lanes.run(opened_lanes)));
+        for tier in tiers.iter().chain(&retired) {
             let line = Arc::new(DelayLine {
                 js: js.clone(),
                 tier: tier.clone(),
@@ -184,18 +246,49 @@ impl Worker {
                 counters: counters.clone(),
                 stopping: stopping.clone(),
             });
-            loops.spawn(line.run());
+            let (js, options, tier) = (js.clone(), options.clone(), tier.clone());
+            // One head at a time: the consumer hands out one message across all replicas.
+            let permits = Arc::new(Semaphore::new(1));
+            let name = format!("delay line {tier}");
+            loops.spawn(named(
+                name.clone(),
+                pull_loop(
+                    Pull {
+                        name,
+                        open: move || {
+                            let (js, options, tier) = (js.clone(), options.clone(), tier.clone());
+                            async move { Topology::open_retry(&js, &options, &tier).await }
+                        },
+                        acquire: move || take_permits(permits.clone(), 1),
+                    },
+                    stopping.clone(),
+                    tracker.clone(),
+                    counters.clone(),
+                    move |message, permit| line.clone().handle(message, permit),
+                    || false,
+                ),
+            ));
         }
-
         let stop = shutdown.child_token();
-        let supervisor = tokio::spawn(supervise(
-            stop.clone(),
-            loops,
-            tracker,
-            stopping,
-            config.shutdown_deadline,
-            client,
-        ));
+        let health = Health::default();
+        let done = CancellationToken::new();
+        let supervisor = tokio::spawn({
+            let supervised = supervise(
+                stop.clone(),
+                loops,
+                tracker,
+                stopping,
+                config.shutdown_deadline,
+                Some(client),
+                health.clone(),
+            );
+            let done = done.clone();
+            async move {
+                let result = supervised.await;
+                done.cancel();
+                result
+            }
+        });
         tracing::info!(
             webhooks = index.len(),
             tiers = ?tiers.iter().map(|tier| tier.label().to_owned()).collect::<Vec<_>>(),
@@ -204,6 +297,8 @@ impl Worker {
         Ok(Worker {
             stop,
             supervisor: Some(supervisor),
+            done,
+            health,
             counters,
             index,
             sender,
@@ -230,13 +325,29 @@ impl Worker {
         self.sender.breakers.open_count()
     }
 
+    /// Lanes of busy webhooks this worker reads.
+    pub fn open_lanes(&self) -> usize {
+        self.sender.limits.open_lanes()
+    }
+
+    /// Running, stopping, or failed (a loop that must run ended): what `/readyz` answers.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Returns once the worker has stopped: after [`stop`](Worker::stop), or by itself when it
+    /// failed. [`wait`](Worker::wait) then says how it ended.
+    pub async fn stopped(&self) {
+        self.done.cancelled().await;
+    }
+
     /// Starts a graceful shutdown; [`wait`](Worker::wait) for it to finish.
     pub fn stop(&self) {
         self.stop.cancel();
     }
 
     /// Waits until the worker has stopped (after [`stop`](Worker::stop) or the `shutdown` token
-    /// given to [`start`](Worker::start)).
+    /// given to [`start`](Worker::start)); an error when it stopped because it failed.
     pub async fn wait(mut self) -> anyhow::Result<()> {
         match self.supervisor.take() {
             Some(supervisor) => supervisor.await.context("the worker's supervisor failed")?,
@@ -253,27 +364,42 @@ impl Drop for Worker {
     }
 }
 
+/// `work`, returning `name` when it ends.
+async fn named(name: impl Into<String>, work: impl Future<Output = ()>) -> String {
+    work.await;
+    name.into()
+}
+
 /// Runs until `stop`, then shuts down gracefully: the loops stop fetching (handing back what
 /// arrives meanwhile), handlers get until the deadline, and the rest hand their messages back.
-/// Aborting this task (dropping the [`Worker`]) aborts everything it owns.
+/// A loop that ends before `stop` fails the worker: it shuts down the same way, and the result
+/// is an error naming the loop. Aborting this task (dropping the [`Worker`]) aborts everything
+/// it owns.
 async fn supervise(
     stop: CancellationToken,
-    mut loops: JoinSet<()>,
+    mut loops: JoinSet<String>,
     tracker: TaskTracker,
     stopping: Stopping,
     deadline: Duration,
-    client: async_nats::Client,
+    client: Option<async_nats::Client>,
+    health: Health,
 ) -> anyhow::Result<()> {
     // Handlers run outside the JoinSet; if this task is aborted (the Worker dropped), the guard
     // abandons them too, which is what a crash means for a worker inside a process.
     let crash = CrashGuard::new(&stopping);
-    tokio::select! {
-        () = stop.cancelled() => {}
+    let failure = tokio::select! {
+        () = stop.cancelled() => None,
         Some(ended) = loops.join_next() => {
-            // Loops only end at shutdown; one ending early is a bug worth stopping for.
-            tracing::error!(?ended, "a worker loop ended unexpectedly; stopping");
+            let reason = match ended {
+                Ok(name) => format!("the {name} loop ended"),
+                Err(err) => format!("a loop failed: {err}"),
+            };
+            tracing::error!(%reason, "herald-worker cannot go on; stopping");
+            health.failed(reason.clone());
+            Some(reason)
         }
-    }
+    };
+    health.stopping();
     tracing::info!("herald-worker stopping");
     stopping.fetch.cancel();
     let deadline = Instant::now() + deadline;
@@ -298,20 +424,109 @@ async fn supervise(
     cut_off.abort();
     // Acks and NAKs are queued on the connection; make sure they reach the server before the
     // connection is dropped with the worker.
-    if tokio::time::timeout(FLUSH_LIMIT, client.flush())
-        .await
-        .is_err()
+    if let Some(client) = client
+        && tokio::time::timeout(FLUSH_LIMIT, client.flush())
+            .await
+            .is_err()
     {
         tracing::warn!(
             "could not flush the NATS connection; unsettled messages are redelivered after their ack wait"
         );
     }
     crash.disarm();
-    tracing::info!("herald-worker stopped");
-    Ok(())
+    match failure {
+        None => {
+            tracing::info!("herald-worker stopped");
+            Ok(())
+        }
+        Some(reason) => Err(anyhow::anyhow!("herald-worker failed: {reason}")),
+    }
 }
 
 /// Runs a worker until `shutdown` is cancelled, then stops it gracefully.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     Worker::start(config, shutdown).await?.wait().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::health::HealthState;
+
+    #[tokio::test]
+    async fn a_loop_that_ends_fails_the_worker() {
+        let mut loops = JoinSet::new();
+        let stopping = Stopping::new();
+        let fetch = stopping.fetch.clone();
+        loops.spawn(named("sender", async move { fetch.cancelled().await }));
+        loops.spawn(named("router", async {}));
+        let health = Health::default();
+        let result = supervise(
+            CancellationToken::new(),
+            loops,
+            TaskTracker::new(),
+            stopping.clone(),
+            Duration::from_secs(1),
+            None,
+            health.clone(),
+        )
+        .await;
+        let err = result.err().map(|err| err.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("herald-worker failed: the router loop ended")
+        );
+        assert_eq!(
+            health.state(),
+            HealthState::Failed("the router loop ended".to_owned())
+        );
+        assert!(!health.state().is_ready());
+        // The others were told to stop.
+        assert!(stopping.fetch.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_loop_fails_the_worker_too() {
+        let mut loops = JoinSet::new();
+        loops.spawn(named("lanes", async { panic!("a bug") }));
+        let health = Health::default();
+        let result = supervise(
+            CancellationToken::new(),
+            loops,
+            TaskTracker::new(),
+            Stopping::new(),
+            Duration::from_secs(1),
+            None,
+            health.clone(),
+        )
+        .await;
+        assert!(result.is_err());
+        assert!(
+            matches!(health.state(), HealthState::Failed(reason) if reason.contains("panicked"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_requested_stop_is_not_a_failure() {
+        let mut loops = JoinSet::new();
+        let stopping = Stopping::new();
+        let fetch = stopping.fetch.clone();
+        loops.spawn(named("sender", async move { fetch.cancelled().await }));
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let health = Health::default();
+        let result = supervise(
+            stop,
+            loops,
+            TaskTracker::new(),
+            stopping,
+            Duration::from_secs(1),
+            None,
+            health.clone(),
+        )
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(health.state(), HealthState::Stopping);
+    }
 }

@@ -1,5 +1,7 @@
 //! `herald bench`: end-to-end delivery throughput and latency on this
-//! machine, against a bare HTTP POST loop to the same receiver, in one run.
+//! machine, against a bare HTTP POST loop to the same receiver, in one run;
+//! `--scenario fairness` measures instead what slow endpoints with a backlog
+//! cost healthy ones ([`fairness`]).
 //!
 //! Herald's path is the real one: protobuf events published to a
 //! file-backed EVENTS stream, the router's fan-out through
@@ -21,8 +23,23 @@ use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+mod fairness;
+
+/// What `herald bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Deliveries/s and latency against a bare POST loop.
+    Throughput,
+    /// Healthy webhooks' throughput and p99 with and without slow endpoints that have a
+    /// backlog.
+    Fairness,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Scenario::Throughput)]
+    pub scenario: Scenario,
     /// Events (= deliveries) per throughput run.
     #[arg(long, default_value_t = 20_000)]
     pub events: u64,
@@ -35,6 +52,8 @@ pub struct BenchArgs {
     /// Webhooks (one per account) the events are spread over.
     #[arg(long, default_value_t = 64)]
     pub webhooks: usize,
+    #[command(flatten)]
+    pub fairness: fairness::FairnessArgs,
 }
 
 /// Counts deliveries and records, per event, the publish-to-receipt delay.
@@ -104,6 +123,13 @@ fn body(epoch: Instant) -> String {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<String> {
+    match args.scenario {
+        Scenario::Throughput => throughput(args).await,
+        Scenario::Fairness => fairness::run(&args.fairness).await,
+    }
+}
+
+async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     let data = tempfile::tempdir().context("cannot create a temporary folder")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -147,6 +147,12 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
              {api}/v1/accounts/{account}/deliveries"
         );
     }
+    // A worker that fails ends `herald dev` too, rather than leaving a registry whose
+    // deliveries never happen.
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = worker.stopped() => shutdown.cancel(),
+    }
     let served = serving.await.context("the registry task failed")?;
     worker.wait().await?;
     served

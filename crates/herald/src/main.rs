@@ -97,7 +97,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let worker =
                 std::sync::Arc::new(herald_worker::Worker::start(config, shutdown.clone()).await?);
             let ops = tokio::spawn(ops::serve(listener, worker.clone(), shutdown.clone()));
-            shutdown.cancelled().await;
+            // A worker that fails by itself ends the process (with an error, below), so that
+            // whatever runs it starts a fresh one.
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = worker.stopped() => shutdown.cancel(),
+            }
             if let Err(error) = ops.await.context("the metrics task failed")? {
                 tracing::warn!(
                     error = format!("{error:#}"),

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use herald_worker::HealthState;
 use tokio_util::sync::CancellationToken;
 
 /// Binds the operations endpoint, so a taken port stops start-up at once.
@@ -27,19 +28,14 @@ pub async fn serve(
         .local_addr()
         .context("the metrics listener has no address")?;
     let ready = shutdown.clone();
+    let health = worker.health().clone();
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route(
             "/readyz",
             axum::routing::get(move || {
-                let stopping = ready.is_cancelled();
-                async move {
-                    if stopping {
-                        (StatusCode::SERVICE_UNAVAILABLE, "stopping")
-                    } else {
-                        (StatusCode::OK, "ok")
-                    }
-                }
+                let answer = readiness(&health.state(), ready.is_cancelled());
+                async move { answer }
             }),
         )
         .route("/metrics", axum::routing::get(metrics))
@@ -51,9 +47,60 @@ pub async fn serve(
         .context("the metrics server failed")
 }
 
+/// `/readyz`: 200 while the worker runs; 503 with the reason once it stops, or has failed
+/// (a loop that must run ended).
+fn readiness(state: &HealthState, shutting_down: bool) -> (StatusCode, String) {
+    match state {
+        HealthState::Running if !shutting_down => (StatusCode::OK, "ok".to_owned()),
+        HealthState::Running | HealthState::Stopping => {
+            (StatusCode::SERVICE_UNAVAILABLE, "stopping".to_owned())
+        }
+        HealthState::Failed(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("failed: {reason}"))
+        }
+    }
+}
+
 async fn metrics(State(worker): State<Arc<herald_worker::Worker>>) -> impl IntoResponse {
-    let text = worker
-        .counters()
-        .prometheus(worker.index().len(), worker.open_breakers());
+    let text = worker.counters().prometheus(
+        worker.index().len(),
+        worker.open_breakers(),
+        worker.open_lanes(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_while_running() {
+        let check = |state: HealthState, shutting_down: bool, status: StatusCode, body: &str| {
+            assert_eq!(
+                readiness(&state, shutting_down),
+                (status, body.to_owned()),
+                "{state:?}"
+            );
+        };
+        check(HealthState::Running, false, StatusCode::OK, "ok");
+        check(
+            HealthState::Running,
+            true,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+        );
+        check(
+            HealthState::Stopping,
+            false,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+        );
+        check(
+            HealthState::Failed("the sender loop ended".to_owned()),
+            false,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "failed: the sender loop ended",
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! hands to the workers itself: test events, redeliveries and replays.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use herald_core::{AccountId, DeliveryId, Event, EventData, EventId, EventType, WebhookId};
@@ -17,6 +18,13 @@ use crate::store::{
 
 /// The most deliveries one replay hands over; replay again for more.
 pub const MAX_REPLAY: u64 = 10_000;
+
+/// Deliveries a replay reads at once.
+const REPLAY_PAGE: u64 = 100;
+
+/// How long one replay request may hand over before it answers with what it
+/// did; replay again for the rest.
+pub const REPLAY_TIME_LIMIT: Duration = Duration::from_secs(20);
 
 /// What a test event carries when the caller gives no data.
 const TEST_DATA: &str = r#"{"message":"This is a test event sent by Herald."}"#;
@@ -176,9 +184,17 @@ impl AppState {
             crate::deliveries::task(&delivery.id, &delivery.webhook_id, &event, attempt, trigger);
         // Marked first: the outcome of a fast attempt must land after it.
         self.store.mark_requeued(&delivery.id, attempt).await?;
-        crate::deliveries::hand_over(&self.js, &task)
-            .await
-            .map_err(unavailable)?;
+        if let Err(error) = crate::deliveries::hand_over(&self.js, &task).await {
+            // Nothing was handed over: the delivery is as it was, not pending forever.
+            if let Err(e) = self
+                .store
+                .unmark_requeued(&delivery.id, attempt, delivery.state)
+                .await
+            {
+                tracing::warn!(error = %e, delivery = %delivery.id, "cannot undo a pending mark");
+            }
+            return Err(unavailable(error));
+        }
         self.log_notices
             .announce(&delivery.account, &delivery.webhook_id, &delivery.id)
             .await;
@@ -186,7 +202,10 @@ impl AppState {
     }
 
     /// Sends every exhausted delivery of a webhook created since `since`
-    /// again; returns how many were handed over.
+    /// again; returns how many were handed over. Reads them in pages and
+    /// stops at [`MAX_REPLAY`] or after [`REPLAY_TIME_LIMIT`]: a replay
+    /// asked again goes on where this one stopped (what was handed over is
+    /// no longer exhausted).
     pub async fn replay(
         &self,
         principal: &Principal,
@@ -202,14 +221,33 @@ impl AppState {
                 "the webhook is disabled; enable it before replaying".into(),
             ));
         }
-        let deliveries = self
-            .store
-            .exhausted_since(&scope, webhook, since, until, MAX_REPLAY)
-            .await?;
-        for delivery in &deliveries {
-            self.requeue(delivery, Trigger::Replay).await?;
+        let deadline = tokio::time::Instant::now() + REPLAY_TIME_LIMIT;
+        let mut handed_over = 0usize;
+        let mut after: Option<(DateTime<Utc>, DeliveryId)> = None;
+        while (handed_over as u64) < MAX_REPLAY {
+            let page = self
+                .store
+                .exhausted_since(
+                    &scope,
+                    webhook,
+                    since,
+                    until,
+                    after.as_ref().map(|(at, id)| (*at, id)),
+                    REPLAY_PAGE.min(MAX_REPLAY - handed_over as u64),
+                )
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.created_at, last.id.clone()));
+            for delivery in &page {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::info!(handed_over, "replay stopped at its time limit");
+                    return Ok(handed_over);
+                }
+                self.requeue(delivery, Trigger::Replay).await?;
+                handed_over += 1;
+            }
         }
-        Ok(deliveries.len())
+        Ok(handed_over)
     }
 
     /// Sends a test event to one webhook, whatever its event filter.

@@ -464,13 +464,16 @@ impl Store {
         Ok((row.try_into()?, attempts))
     }
 
-    /// Exhausted deliveries of a webhook created in [since, until).
+    /// Exhausted deliveries of a webhook created in [since, until), oldest
+    /// first, at most `limit`, after `after` (the created time and id of the
+    /// last one of the previous page), so that a replay reads them in pages.
     pub async fn exhausted_since(
         &self,
         scope: &AccountScope,
         webhook: &WebhookId,
         since: DateTime<Utc>,
         until: Option<DateTime<Utc>>,
+        after: Option<(DateTime<Utc>, &DeliveryId)>,
         limit: u64,
     ) -> StoreResult<Vec<Delivery>> {
         let mut query = delivery::Entity::find()
@@ -478,9 +481,21 @@ impl Store {
             .filter(delivery::Column::WebhookId.eq(webhook.as_str()))
             .filter(delivery::Column::Status.eq(DeliveryState::Exhausted.as_str()))
             .filter(delivery::Column::CreatedAt.gte(since))
-            .order_by_asc(delivery::Column::CreatedAt);
+            .order_by_asc(delivery::Column::CreatedAt)
+            .order_by_asc(delivery::Column::Id);
         if let Some(until) = until {
             query = query.filter(delivery::Column::CreatedAt.lt(until));
+        }
+        if let Some((at, id)) = after {
+            query = query.filter(
+                Condition::any()
+                    .add(delivery::Column::CreatedAt.gt(at))
+                    .add(
+                        Condition::all()
+                            .add(delivery::Column::CreatedAt.eq(at))
+                            .add(delivery::Column::Id.gt(id.as_str())),
+                    ),
+            );
         }
         query
             .limit(limit)
@@ -502,6 +517,26 @@ impl Store {
             )
             .col_expr(delivery::Column::UpdatedAt, Expr::value(now()))
             .filter(delivery::Column::Id.eq(id.as_str()))
+            .filter(delivery::Column::LastAttempt.lt(int(attempt)))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Undoes [`mark_requeued`](Self::mark_requeued) when the hand-over
+    /// failed: the delivery goes back to `previous`, unless an attempt was
+    /// recorded since.
+    pub async fn unmark_requeued(
+        &self,
+        id: &DeliveryId,
+        attempt: u32,
+        previous: DeliveryState,
+    ) -> StoreResult<()> {
+        delivery::Entity::update_many()
+            .col_expr(delivery::Column::Status, Expr::value(previous.as_str()))
+            .col_expr(delivery::Column::UpdatedAt, Expr::value(now()))
+            .filter(delivery::Column::Id.eq(id.as_str()))
+            .filter(delivery::Column::Status.eq(DeliveryState::Pending.as_str()))
             .filter(delivery::Column::LastAttempt.lt(int(attempt)))
             .exec(&self.db)
             .await?;

@@ -309,15 +309,18 @@ async fn gone_endpoints_disable_their_webhook() {
         .unwrap();
     let webhook = f.get(&path).await;
     assert_eq!(webhook["disabled_reason"], "the endpoint answered 410 Gone");
-    let spec = f
-        .registry
-        .bucket()
-        .await
-        .get(f.webhook.as_str())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!spec.enabled, "workers learn of it through the projection");
+    // The projection follows the database write, so it is waited for too.
+    let bucket = f.registry.bucket().await;
+    herald_testkit::wait_until(WAIT, || async {
+        bucket
+            .get(f.webhook.as_str())
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|spec| !spec.enabled)
+    })
+    .await
+    .expect("workers learn of it through the projection");
 
     // Enabling it again clears the reason.
     let response = f
@@ -463,4 +466,71 @@ async fn test_events_redelivery_and_replay_hand_tasks_to_the_workers() {
         StatusCode::CONFLICT,
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_redelivery_that_cannot_be_handed_over_leaves_the_delivery_as_it_was() {
+    let f = fixture().await;
+    let e = event(&f.account, "booking.created");
+    let delivery = DeliveryId::derive(&e.id, &f.webhook).to_string();
+    report(
+        &f.js,
+        &outcome(&e, &f.webhook, 1, DeliveryStatus::Exhausted, 500),
+    )
+    .await;
+    f.wait_for_delivery(&delivery, |d| d["status"] == "exhausted")
+        .await;
+
+    // The workers' stream is away.
+    f.js.delete_stream(herald_bus::names::DELIVERIES_STREAM)
+        .await
+        .unwrap();
+    expect(
+        f.post(&format!("/deliveries/{delivery}/redeliver"), json!({}))
+            .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    let detail = f.get(&format!("/deliveries/{delivery}")).await;
+    assert_eq!(detail["status"], "exhausted", "not pending forever");
+}
+
+#[tokio::test]
+async fn a_replay_reads_its_deliveries_in_pages() {
+    let f = fixture().await;
+    let count = 230;
+    for _ in 0..count {
+        let e = event(&f.account, "booking.created");
+        report(
+            &f.js,
+            &outcome(&e, &f.webhook, 1, DeliveryStatus::Exhausted, 500),
+        )
+        .await;
+    }
+    herald_testkit::wait_until(WAIT, || async {
+        f.get(&format!("/webhooks/{}/stats", f.webhook)).await["exhausted"] == count
+    })
+    .await
+    .unwrap();
+    let since = (Utc::now() - Age::minutes(5)).to_rfc3339();
+    let replayed = expect(
+        f.post(
+            &format!("/webhooks/{}/replay", f.webhook),
+            json!({ "since": since }),
+        )
+        .await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    assert_eq!(replayed["replayed"], count);
+    let stream =
+        f.js.get_stream(herald_bus::names::DELIVERIES_STREAM)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+    assert_eq!(stream, count, "every delivery handed over once");
 }

@@ -297,3 +297,34 @@ fn checked_in_openapi_is_fresh() {
          or `cargo run -p herald -- openapi > openapi.json`"
     );
 }
+
+/// A replica that read the database before a newer write projected it must
+/// not put its older spec over the newer one: the newest version wins.
+#[tokio::test]
+async fn a_projection_never_replaces_a_newer_spec_in_the_bucket() {
+    let registry = TestRegistry::start().await;
+    let account = registry.create_account("A").await;
+    let created = registry
+        .create_webhook(&account, ADMIN_KEY, json!({ "name": "raced" }))
+        .await;
+    let id = WebhookId::parse(created["id"].as_str().unwrap()).unwrap();
+    let bucket = registry.bucket().await;
+    // A newer version landed in the bucket meanwhile (another replica's write).
+    let mut newer = bucket.get(id.as_str()).await.unwrap().unwrap();
+    newer.version = 7;
+    newer.name = "newer".into();
+    bucket.put(&newer).await.unwrap();
+
+    // This replica projects what it read: version 1.
+    let scope = registry
+        .store
+        .authorize(&Principal::Admin, &AccountId::parse(&account).unwrap())
+        .await
+        .unwrap();
+    registry
+        .projector
+        .project(&registry.store, &scope, &id)
+        .await;
+    let held = bucket.get(id.as_str()).await.unwrap().unwrap();
+    assert_eq!((held.version, held.name.as_str()), (7, "newer"));
+}

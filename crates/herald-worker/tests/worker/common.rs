@@ -280,3 +280,28 @@ pub async fn wait_counters(
         panic!("{err}; counters: {:#?}", worker.counters());
     }
 }
+
+/// Waits until every `webhook-id` in `expected` has reached `path`, and says which did not.
+pub async fn wait_until_received(h: &Harness, path: &str, expected: &[String], timeout: Duration) {
+    let seen = || {
+        h.receiver
+            .requests_to(path)
+            .iter()
+            .filter_map(|r| r.header("webhook-id").map(str::to_owned))
+            .collect::<std::collections::HashSet<_>>()
+    };
+    if wait_until(timeout, || async {
+        expected.iter().all(|id| seen().contains(id))
+    })
+    .await
+    .is_err()
+    {
+        let seen = seen();
+        let missing: Vec<_> = expected.iter().filter(|id| !seen.contains(*id)).collect();
+        panic!(
+            "{} of {} never arrived: {missing:?}",
+            missing.len(),
+            expected.len()
+        );
+    }
+}

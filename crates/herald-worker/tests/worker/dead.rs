@@ -1,9 +1,10 @@
 //! Messages that cannot be decoded are dead-lettered with a reason, and never block the stream.
 
 use herald_bus::names::{delivery_subject, event_subject, header};
-use herald_core::{EventType, WebhookId};
+use herald_core::{DeliveryId, EventData, EventType, WebhookId};
+use herald_proto::deliveries::v1::DeliveryStatus;
 
-use crate::common::{Harness, WAIT, wait_counters};
+use crate::common::{Harness, WAIT, status, wait_counters};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_dead_lettered_while_good_ones_flow() {
@@ -93,4 +94,50 @@ async fn malformed_messages_are_dead_lettered_while_good_ones_flow() {
         dead.iter()
             .any(|message| message.payload.as_ref() == b"a,b")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_to_deliver_ends_dead_lettered_and_in_the_log() {
+    let h = Harness::start().await;
+    let worker = h.worker().await;
+    let spec = h.spec("/big", &[]);
+    h.put_indexed(&worker, &[&spec]).await;
+
+    // Just under what the server accepts as an event, so its delivery task is over.
+    let max = h.js.client().server_info().max_payload;
+    let mut big = h.event("booking.created");
+    big.data = EventData::parse(&format!(r#"{{"blob":"{}"}}"#, "x".repeat(max - 2048))).unwrap();
+    h.publish(&big).await;
+    let small = h.event("booking.created");
+    h.publish(&small).await;
+
+    let webhook = WebhookId::parse(&spec.id).unwrap();
+    let big_id = DeliveryId::derive(&big.id, &webhook);
+    let outcomes = h
+        .wait_outcomes(|o| o.iter().any(|o| o.delivery_id == big_id.as_str()))
+        .await;
+    let refused = outcomes
+        .iter()
+        .find(|o| o.delivery_id == big_id.as_str())
+        .unwrap();
+    assert_eq!(status(refused), DeliveryStatus::Exhausted);
+    assert!(
+        refused
+            .error
+            .starts_with("not sent: the event makes delivery tasks of"),
+        "{}",
+        refused.error
+    );
+    wait_counters(&worker, |c| c.too_large == 1 && c.delivered == 1).await;
+    let letters = h.dead_letters().await;
+    assert!(letters.iter().any(|letter| {
+        letter
+            .headers
+            .get(header::DEAD_REASON)
+            .is_some_and(|reason| reason.as_str().contains("more than the"))
+    }));
+    // The stream went on: the small event was delivered, the big one never sent.
+    let requests = h.receiver.requests_to("/big");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].body_json().unwrap()["id"], small.id.as_str());
 }

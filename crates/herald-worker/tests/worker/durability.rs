@@ -4,15 +4,16 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use herald_bus::Publisher;
-use herald_bus::names::event_subject;
+use herald_bus::names::{self, event_subject};
+use herald_bus::{ProvisionOptions, Publisher, Topology};
 use herald_core::{DeliveryId, Event, WebhookId};
+use herald_proto::deliveries::v1::DeliveryStatus;
 use herald_proto::encode_event;
 use herald_testkit::{Response, wait_until};
 use herald_worker::Worker;
 use prost::Message as _;
 
-use crate::common::{Harness, WAIT, ms, wait_counters};
+use crate::common::{Harness, WAIT, ms, status, wait_counters};
 
 /// The delivery ids `events` should produce for `webhooks`.
 fn expected_ids(events: &[Event], webhooks: &[WebhookId]) -> HashSet<String> {
@@ -221,4 +222,63 @@ async fn two_workers_share_the_load() {
         .map(|n| n - 1)
         .sum();
     assert_eq!(duplicates, 0, "no failures, so no delivery is repeated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_left_by_a_killed_worker_is_drained_by_the_next() {
+    let h = Harness::start().await;
+    let mut config = h.config();
+    config.per_webhook_in_flight = 1;
+    let first = h.worker_with(config.clone()).await;
+    let spec = h.spec("/busy", &[]);
+    h.put_indexed(&first, &[&spec]).await;
+    h.receiver.respond("/busy", Response::ok().delay(ms(300)));
+
+    let events: Vec<Event> = (0..20).map(|_| h.event("booking.created")).collect();
+    for event in &events {
+        h.publish(event).await;
+    }
+    wait_counters(&first, |c| c.laned >= 10).await;
+    // No graceful shutdown: the lane keeps its backlog, and nobody reads it.
+    drop(first);
+
+    h.receiver.respond("/busy", Response::ok());
+    let second = h.worker_with(config).await;
+    let expected = expected_ids(&events, &[WebhookId::parse(&spec.id).unwrap()]);
+    wait_all_received(&h, &["/busy"], &expected, &[&second]).await;
+    wait_counters(&second, |c| c.lanes_opened >= 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_not_repeated_while_its_outcome_cannot_be_stored() {
+    let h = Harness::start().await;
+    let worker = h.worker().await;
+    let spec = h.spec("/once", &[]);
+    h.put_indexed(&worker, &[&spec]).await;
+    // The outcomes stream is away (deleted here; full or unreachable in real life).
+    h.js.delete_stream(names::OUTCOMES_STREAM).await.unwrap();
+
+    h.publish(&h.event("booking.created")).await;
+    h.receiver
+        .wait_for_requests("/once", 1, WAIT)
+        .await
+        .unwrap();
+    // A window three times as long as the old repeat period (a hand-back after a second).
+    let repeated = h
+        .receiver
+        .wait_for_requests("/once", 2, Duration::from_secs(3))
+        .await;
+    assert!(
+        repeated.is_err(),
+        "the request was repeated while its outcome could not be stored"
+    );
+
+    Topology::provision_registry(&h.js, &ProvisionOptions::development())
+        .await
+        .unwrap();
+    let outcomes = h.wait_outcomes(|o| !o.is_empty()).await;
+    assert_eq!(status(&outcomes[0]), DeliveryStatus::Delivered);
+    wait_counters(&worker, |c| c.delivered == 1).await;
+    assert_eq!(h.receiver.requests_to("/once").len(), 1);
+    assert_eq!(worker.counters().unsettled, 0);
 }

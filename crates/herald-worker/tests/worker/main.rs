@@ -9,6 +9,7 @@ mod dead;
 mod delivery;
 mod durability;
 mod isolation;
+mod recovery;
 mod retries;
 mod shutdown;
 mod ssrf;
