@@ -23,6 +23,13 @@ ui-test:
     npm ci --prefix tests/ui --no-audit --no-fund
     cargo test -p herald-e2e --features browser --test ui
 
+# schemathesis (every check) against a registry on SQLite and PostgreSQL;
+# needs `pip install schemathesis` (SCHEMATHESIS names the command).
+contract:
+    cargo build -p herald
+    .ci/schemathesis sqlite
+    .ci/schemathesis postgres
+
 # Throughput and latency against a bare HTTP POST loop, in one run.
 bench:
     cargo run --release -p herald -- bench

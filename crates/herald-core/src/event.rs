@@ -143,6 +143,11 @@ impl EventPattern {
             value: shown(text),
             reason,
         };
+        if text.len() > EVENT_TYPE_MAX_LEN {
+            return Err(invalid(format!(
+                "must be at most {EVENT_TYPE_MAX_LEN} characters"
+            )));
+        }
         if text == "*" {
             return Err(invalid(
                 "`*` alone is not a pattern; an empty event list already means every event"

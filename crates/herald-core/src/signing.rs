@@ -28,7 +28,10 @@ const GENERATED_KEY_LEN: usize = 32;
 /// Standard base64 that also accepts secrets whose padding was trimmed, as some tools do.
 const LENIENT_STANDARD: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        // The key is the decoded bytes; unused low bits in the last character change nothing.
+        .with_decode_allow_trailing_bits(true),
 );
 
 type HmacSha256 = Hmac<Sha256>;

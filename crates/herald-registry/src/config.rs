@@ -37,7 +37,7 @@ fn env_name(key: &str) -> String {
 }
 
 /// The environment keys the registry reads, without the `HERALD_` prefix.
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 14] = [
     "listen",
     "database_url",
     "nats_url",
@@ -50,6 +50,8 @@ const KEYS: [&str; 12] = [
     "stream_replicas",
     "session_ttl",
     "secure_cookies",
+    "api_timeout",
+    "api_concurrency",
 ];
 
 /// As read, before validation. Every field has a default or is optional, so
@@ -69,6 +71,8 @@ struct RawConfig {
     stream_replicas: usize,
     session_ttl: String,
     secure_cookies: bool,
+    api_timeout: String,
+    api_concurrency: usize,
 }
 
 impl Default for RawConfig {
@@ -86,6 +90,8 @@ impl Default for RawConfig {
             stream_replicas: 1,
             session_ttl: "12h".into(),
             secure_cookies: false,
+            api_timeout: "30s".into(),
+            api_concurrency: 512,
         }
     }
 }
@@ -113,6 +119,10 @@ pub struct Config {
     /// Mark the console's cookies `Secure`: set it when the registry is
     /// reached over HTTPS (as it must be in production).
     pub secure_cookies: bool,
+    /// The longest an API request may take, waiting for a slot included.
+    pub api_timeout: Duration,
+    /// API requests handled at once; more wait for a slot.
+    pub api_concurrency: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -175,6 +185,8 @@ impl Config {
             stream_replicas: 1,
             session_ttl: Duration::from_secs(12 * 3600),
             secure_cookies: false,
+            api_timeout: Duration::from_secs(30),
+            api_concurrency: 512,
         }
     }
 
@@ -234,6 +246,13 @@ impl Config {
         let reconcile_interval = parse_duration("reconcile_interval", &raw.reconcile_interval)?;
         let idempotency_ttl = parse_duration("idempotency_ttl", &raw.idempotency_ttl)?;
         let session_ttl = parse_duration("session_ttl", &raw.session_ttl)?;
+        let api_timeout = parse_duration("api_timeout", &raw.api_timeout)?;
+        if raw.api_concurrency == 0 {
+            return Err(ConfigError::invalid(
+                "api_concurrency",
+                "must be at least 1",
+            ));
+        }
         if raw.max_body_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "max_body_bytes",
@@ -270,6 +289,8 @@ impl Config {
             stream_replicas: raw.stream_replicas,
             session_ttl,
             secure_cookies: raw.secure_cookies,
+            api_timeout,
+            api_concurrency: raw.api_concurrency,
         })
     }
 }

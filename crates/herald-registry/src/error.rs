@@ -50,6 +50,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    #[error("this route does not answer that method")]
+    MethodNotAllowed,
     #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -82,6 +84,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
                 "Payload too large",
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
             ),
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -22,6 +22,8 @@ use crate::api;
         api::deliveries::stats,
         api::health::healthz, api::health::readyz,
     ),
+    // Named only by parameters, which utoipa does not collect by itself.
+    components(schemas(api::doc::Limit, api::doc::IdempotencyKey, api::doc::IfMatch)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]

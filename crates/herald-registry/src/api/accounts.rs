@@ -50,7 +50,7 @@ impl From<Account> for AccountOut {
 #[serde(deny_unknown_fields)]
 pub struct AccountIn {
     /// Display name, 1–200 characters.
-    #[schema(example = "Cool Account")]
+    #[schema(value_type = super::doc::AccountName, example = "Cool Account")]
     pub name: String,
 }
 
@@ -60,7 +60,7 @@ fn account_id(text: &str) -> ApiResult<AccountId> {
 
 /// Create an account (admin only).
 #[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = AccountIn,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried create safe")),
+    params(("Idempotency-Key" = Option<super::doc::IdempotencyKey>, Header, description = "Makes a retried create safe: a repeat with the same key gets the first response")),
     responses((status = 201, body = AccountOut), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,

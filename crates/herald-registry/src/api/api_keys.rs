@@ -59,7 +59,7 @@ pub struct ApiKeyCreated {
     /// Send as `Authorization: Bearer <key>`. Null in a response replayed
     /// for an `Idempotency-Key`: only a hash is kept, so a lost key is
     /// replaced by creating another.
-    #[schema(value_type = String)]
+    #[schema(value_type = Option<String>)]
     pub key: Revealed,
 }
 
@@ -71,7 +71,7 @@ pub struct ApiKeysOut {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyIn {
-    #[schema(example = "booking platform integration")]
+    #[schema(value_type = super::doc::Name, example = "booking platform integration")]
     pub name: String,
 }
 
@@ -83,7 +83,7 @@ fn account_id(text: &str) -> ApiResult<AccountId> {
 #[utoipa::path(post, path = "/v1/accounts/{account_id}/api-keys", tag = "api-keys",
     request_body = ApiKeyIn,
     params(("account_id" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried create safe")),
+        ("Idempotency-Key" = Option<super::doc::IdempotencyKey>, Header, description = "Makes a retried create safe: a repeat with the same key gets the first response")),
     responses((status = 201, body = ApiKeyCreated), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,

@@ -54,7 +54,7 @@ pub struct DeliveryOut {
     pub event_id: String,
     pub event_type: String,
     pub event_timestamp: DateTime<Utc>,
-    #[schema(value_type = String, example = "delivered")]
+    #[schema(value_type = super::doc::Status, example = "delivered")]
     pub status: DeliveryState,
     pub attempts: u32,
     /// HTTP status of the latest attempt; 0 when none was received.
@@ -89,7 +89,7 @@ impl From<Delivery> for DeliveryOut {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptOut {
     pub attempt: u32,
-    #[schema(value_type = String)]
+    #[schema(value_type = super::doc::Status)]
     pub status: DeliveryState,
     /// `event`, `redelivery`, `replay` or `test`.
     pub trigger: String,
@@ -136,21 +136,54 @@ pub struct DeliveryDetail {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DeliveryListParams {
+    /// Only deliveries to this webhook.
+    pub webhook_id: Option<String>,
     /// Items per page, 1–250 (default 50). Newest first.
+    #[param(value_type = Option<super::doc::Limit>)]
     pub limit: Option<u64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// Only deliveries to this webhook.
-    pub webhook_id: Option<String>,
-    /// `pending`, `delivered`, `failed` or `exhausted`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<super::doc::Status>)]
     pub status: Option<DeliveryState>,
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<super::doc::EventTypeName>)]
     pub event_type: Option<EventType>,
     /// Created at or after this time (RFC 3339).
     pub since: Option<DateTime<Utc>>,
     /// Created before this time (RFC 3339).
     pub until: Option<DateTime<Utc>>,
+}
+
+/// The filters of one webhook's deliveries: its path names the webhook.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WebhookDeliveryListParams {
+    /// Items per page, 1–250 (default 50). Newest first.
+    #[param(value_type = Option<super::doc::Limit>)]
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    #[param(value_type = Option<super::doc::Status>)]
+    pub status: Option<DeliveryState>,
+    #[param(value_type = Option<super::doc::EventTypeName>)]
+    pub event_type: Option<EventType>,
+    /// Created at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Created before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl From<DeliveryListParams> for WebhookDeliveryListParams {
+    fn from(p: DeliveryListParams) -> Self {
+        Self {
+            limit: p.limit,
+            cursor: p.cursor,
+            status: p.status,
+            event_type: p.event_type,
+            since: p.since,
+            until: p.until,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -204,7 +237,7 @@ impl<'de> Deserialize<'de> for DataIn {
 #[serde(deny_unknown_fields)]
 pub struct TestIn {
     /// Default `herald.test`.
-    #[schema(value_type = Option<String>, example = "booking.created")]
+    #[schema(value_type = Option<super::doc::EventTypeName>, example = "booking.created")]
     pub event_type: Option<EventType>,
     /// The event's `data`; a short message by default.
     #[schema(value_type = Option<Object>)]
@@ -228,7 +261,7 @@ async fn list_page(
     principal: &Principal,
     account: &AccountId,
     filter: DeliveryFilter,
-    params: &DeliveryListParams,
+    params: &WebhookDeliveryListParams,
 ) -> ApiResult<Json<ListResponse<DeliveryOut>>> {
     let limit = limit(params.limit)?;
     let page = state
@@ -240,7 +273,7 @@ async fn list_page(
     }))
 }
 
-fn filter_of(params: &DeliveryListParams, webhook: Option<WebhookId>) -> DeliveryFilter {
+fn filter_of(params: &WebhookDeliveryListParams, webhook: Option<WebhookId>) -> DeliveryFilter {
     DeliveryFilter {
         webhook,
         state: params.status,
@@ -262,6 +295,7 @@ pub async fn list(
 ) -> ApiResult<Json<ListResponse<DeliveryOut>>> {
     let account = account_id(&account)?;
     let webhook = params.webhook_id.as_deref().map(webhook_id).transpose()?;
+    let params = WebhookDeliveryListParams::from(params);
     list_page(
         &state,
         &principal,
@@ -274,13 +308,13 @@ pub async fn list(
 
 /// List a webhook's deliveries, newest first.
 #[utoipa::path(get, path = "/v1/accounts/{account_id}/webhooks/{webhook_id}/deliveries", tag = "deliveries",
-    params(("account_id" = String, Path), ("webhook_id" = String, Path), DeliveryListParams),
+    params(("account_id" = String, Path), ("webhook_id" = String, Path), WebhookDeliveryListParams),
     responses((status = 200, body = ListResponse<DeliveryOut>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_for_webhook(
     State(state): State<AppState>,
     principal: Principal,
     Path((account, webhook)): Path<(String, String)>,
-    ApiQuery(params): ApiQuery<DeliveryListParams>,
+    ApiQuery(params): ApiQuery<WebhookDeliveryListParams>,
 ) -> ApiResult<Json<ListResponse<DeliveryOut>>> {
     let account = account_id(&account)?;
     let webhook = webhook_id(&webhook)?;

@@ -56,15 +56,17 @@ pub struct EventTypesOut {
 #[serde(deny_unknown_fields)]
 pub struct EventTypeIn {
     /// Lower-case dot-separated segments, e.g. `booking.checked_in`.
-    #[schema(value_type = String, example = "booking.checked_in")]
+    #[schema(value_type = super::doc::EventTypeName, example = "booking.checked_in")]
     pub name: EventType,
     #[serde(default)]
+    #[schema(value_type = super::doc::Description)]
     pub description: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventTypePatchIn {
+    #[schema(value_type = Option<super::doc::Description>)]
     pub description: Option<String>,
     pub deprecated: Option<bool>,
 }
@@ -84,7 +86,7 @@ pub async fn list(
 
 /// Add an event type (admin only).
 #[utoipa::path(post, path = "/v1/event-types", tag = "event-types", request_body = EventTypeIn,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried create safe")),
+    params(("Idempotency-Key" = Option<super::doc::IdempotencyKey>, Header, description = "Makes a retried create safe: a repeat with the same key gets the first response")),
     responses((status = 201, body = EventTypeOut), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,

@@ -108,6 +108,39 @@ fn field_name(path: &str, message: &str) -> String {
     }
 }
 
+/// An optional whole number from 0 to 2^63 - 1 (the document's int64).
+/// JSON Schema counts `3.0` as an integer, and so does the API: a client's
+/// JSON library may write whole numbers that way.
+pub fn whole_number<'de, D>(deserializer: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize as _;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return if i64::try_from(n).is_ok() {
+            Ok(Some(n))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "expected a whole number of at most {}, found {number}",
+                i64::MAX
+            )))
+        };
+    }
+    match number.as_f64() {
+        // 2^53: beyond it a float no longer says which whole number it is.
+        Some(f) if f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f) => {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // Checked above.
+            Ok(Some(f as u64))
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a whole number of at least 0, found {number}"
+        ))),
+    }
+}
+
 /// Query parameters; errors name the parameter as `query:<name>`.
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);
@@ -135,6 +168,7 @@ where
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
 mod tests {
     use super::*;
 
@@ -186,5 +220,29 @@ mod tests {
         check(r#"["a", 1]"#, "422 body: must be a JSON object");
         check(r#" "a""#, "422 body: must be a JSON object");
         check("", "400 invalid JSON: EOF while parsing a value");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Versioned {
+        #[serde(default, deserialize_with = "whole_number")]
+        version: Option<u64>,
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_as_floats() {
+        let read = |body: &str| parse_json::<Versioned>(body.as_bytes()).map(|v| v.version);
+        assert_eq!(read(r#"{"version": 3}"#).unwrap(), Some(3));
+        assert_eq!(read(r#"{"version": 3.0}"#).unwrap(), Some(3));
+        assert_eq!(read(r#"{"version": null}"#).unwrap(), None);
+        assert_eq!(read("{}").unwrap(), None);
+        for bad in [
+            r#"{"version": 3.5}"#,
+            r#"{"version": -1}"#,
+            r#"{"version": "3"}"#,
+            r#"{"version": 9223372036854775808}"#,
+        ] {
+            let problem = read(bad).unwrap_err().problem();
+            assert_eq!(problem.status, 422, "{bad}");
+        }
     }
 }

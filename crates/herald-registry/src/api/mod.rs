@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod deliveries;
+pub mod doc;
 pub mod event_types;
 pub mod extract;
 pub mod health;
@@ -28,21 +29,49 @@ pub fn body_limit(extensions: &Extensions) -> usize {
 
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
+    let timeout = state.config.api_timeout;
+    // Waiting for a slot counts towards the timeout: a client never hangs
+    // on an overloaded registry, it gets a 503 to retry.
+    let limits = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(
+            move |error: tower::BoxError| async move { overloaded(&error, timeout) },
+        ))
+        .timeout(timeout)
+        .concurrency_limit(state.config.api_concurrency);
     let v1 = Router::new()
         .merge(accounts::router())
         .merge(webhooks::router())
         .merge(event_types::router())
         .merge(api_keys::router())
-        .merge(deliveries::router());
+        .merge(deliveries::router())
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(limits);
     Router::new()
         .nest("/v1", v1)
-        .merge(health::router())
+        .merge(
+            health::router().method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed }),
+        )
         .merge(crate::ui::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::Extension(BodyLimit(limit)))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// A request that ran out of time (or of slots) under the API's limits.
+fn overloaded(error: &tower::BoxError, timeout: std::time::Duration) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        tracing::warn!(?timeout, "an API request timed out");
+        ApiError::Unavailable(format!(
+            "the request did not finish within {}; retry shortly",
+            humantime::format_duration(timeout)
+        ))
+    } else {
+        ApiError::Internal(anyhow::anyhow!(
+            "request failed in the API's limits: {error}"
+        ))
+    }
 }
 
 pub const DEFAULT_LIMIT: u64 = 50;
@@ -54,6 +83,7 @@ pub const MAX_LIMIT: u64 = 250;
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page, 1–250 (default 50).
+    #[param(value_type = Option<doc::Limit>)]
     pub limit: Option<u64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -86,7 +86,7 @@ pub struct WebhookCreated {
     pub webhook: WebhookOut,
     /// `whsec_…`: verify signatures with it. Retrieve it again with
     /// `GET …/secret`. Null in a response replayed for an `Idempotency-Key`.
-    #[schema(value_type = String)]
+    #[schema(value_type = Option<String>)]
     pub secret: Revealed,
 }
 
@@ -94,7 +94,7 @@ pub struct WebhookCreated {
 #[serde(deny_unknown_fields)]
 pub struct WebhookIn {
     /// 1–100 characters.
-    #[schema(example = "Bookings to CRM")]
+    #[schema(value_type = super::doc::Name, example = "Bookings to CRM")]
     pub name: String,
     /// Default true.
     #[serde(default = "yes")]
@@ -102,14 +102,15 @@ pub struct WebhookIn {
     /// Event types from the catalogue, or a trailing wildcard such as
     /// `booking.*`; empty or absent means every event type.
     #[serde(default)]
-    #[schema(value_type = Vec<String>, example = json!(["booking.created", "booking.cancelled"]))]
+    #[schema(value_type = Vec<super::doc::EventPatternText>, example = json!(["booking.created", "booking.cancelled"]))]
     pub events: Vec<EventPattern>,
     /// Absolute http(s) URL; private and loopback addresses are refused.
-    #[schema(value_type = String, example = "https://example.com/hooks/herald")]
+    #[schema(value_type = super::doc::Url)]
     pub url: WebhookUrl,
+    #[schema(value_type = Option<super::doc::Description>)]
     pub description: Option<String>,
     /// Bring your own `whsec_…` secret; one is generated when absent.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<super::doc::Secret>)]
     pub secret: Option<SecretIn>,
 }
 
@@ -142,18 +143,21 @@ where
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookPatchIn {
+    #[schema(value_type = Option<super::doc::Name>)]
     pub name: Option<String>,
     pub enabled: Option<bool>,
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<super::doc::EventPatternText>>)]
     pub events: Option<Vec<EventPattern>>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<super::doc::Url>)]
     pub url: Option<WebhookUrl>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<super::doc::Description>)]
     pub description: Option<Option<String>>,
     /// The version this change is based on; a stale one gets 409.
     /// `If-Match: "<version>"` works too (412 when stale).
+    #[serde(default, deserialize_with = "super::extract::whole_number")]
+    #[schema(minimum = 0)]
     pub version: Option<u64>,
 }
 
@@ -162,13 +166,14 @@ pub struct WebhookPatchIn {
 #[into_params(parameter_in = Query)]
 pub struct WebhookListParams {
     /// Items per page, 1–250 (default 50).
+    #[param(value_type = Option<super::doc::Limit>)]
     pub limit: Option<u64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Only enabled (true) or disabled (false) webhooks.
     pub enabled: Option<bool>,
     /// Only webhooks that would receive this event type.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<super::doc::EventTypeName>)]
     pub event: Option<EventType>,
 }
 
@@ -203,10 +208,12 @@ pub struct SecretsOut {
 #[serde(deny_unknown_fields)]
 pub struct RotateIn {
     /// The new `whsec_…` secret; generated when absent.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<super::doc::Secret>)]
     pub secret: Option<SecretIn>,
     /// How long the old secret keeps signing beside the new one
     /// (default 86400 = 24 h, at most 7 days; 0 retires it at once).
+    #[serde(default, deserialize_with = "super::extract::whole_number")]
+    #[schema(minimum = 0, maximum = 604800)]
     pub grace_period_seconds: Option<u64>,
 }
 
@@ -242,6 +249,8 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
         .to_str()
         .ok()
         .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        // Versions fit in 18 digits, as the document says.
+        .filter(|v| (1..=18).contains(&v.len()))
         .and_then(|v| v.parse().ok())
         .map(Some)
         .ok_or_else(|| {
@@ -253,7 +262,7 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
 #[utoipa::path(post, path = "/v1/accounts/{account_id}/webhooks", tag = "webhooks",
     request_body = WebhookIn,
     params(("account_id" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried create safe")),
+        ("Idempotency-Key" = Option<super::doc::IdempotencyKey>, Header, description = "Makes a retried create safe: a repeat with the same key gets the first response")),
     responses((status = 201, body = WebhookCreated), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
@@ -341,7 +350,7 @@ pub async fn read(
 #[utoipa::path(patch, path = "/v1/accounts/{account_id}/webhooks/{webhook_id}", tag = "webhooks",
     request_body = WebhookPatchIn,
     params(("account_id" = String, Path), ("webhook_id" = String, Path),
-        ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+        ("If-Match" = Option<super::doc::IfMatch>, Header, description = "The ETag the change is based on")),
     responses((status = 200, body = WebhookOut), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn update(
     State(state): State<AppState>,

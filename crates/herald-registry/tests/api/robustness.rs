@@ -264,3 +264,73 @@ async fn bodies_must_be_json_objects() {
         "nothing created"
     );
 }
+
+#[tokio::test]
+async fn requests_past_the_api_timeout_get_a_problem_to_retry() {
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+    let registry =
+        TestRegistry::start_with(|c| c.api_timeout = std::time::Duration::from_millis(300)).await;
+    // Another writer holds the accounts table, so creating one waits past the timeout.
+    let other = registry.db.connect().await.unwrap();
+    let lock = other.begin().await.unwrap();
+    let hold = match registry.db.backend() {
+        herald_testkit::Backend::Sqlite => "UPDATE accounts SET name = name",
+        herald_testkit::Backend::Postgres => "LOCK TABLE accounts IN EXCLUSIVE MODE",
+    };
+    lock.execute_unprepared(hold).await.unwrap();
+    let response = registry
+        .admin(Method::POST, "/v1/accounts")
+        .json(&json!({ "name": "Slow" }))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within"),
+        "{problem}"
+    );
+    lock.rollback().await.unwrap();
+    // Probes and the console are not API requests and keep answering.
+    let health = registry
+        .request(Method::GET, "/healthz", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn methods_a_route_does_not_answer_are_405_problems() {
+    let registry = TestRegistry::start().await;
+    for (method, path) in [
+        (Method::DELETE, "/v1/event-types"),
+        (Method::PUT, "/v1/accounts"),
+        (Method::POST, "/healthz"),
+    ] {
+        let response = registry.admin(method.clone(), path).send().await.unwrap();
+        expect(response, StatusCode::METHOD_NOT_ALLOWED).await;
+    }
+}
+
+#[tokio::test]
+async fn a_webhooks_delivery_list_takes_no_webhook_id_query() {
+    let registry = TestRegistry::start().await;
+    let account = registry.create_account("Cool Account").await;
+    let hook = registry
+        .create_webhook(&account, ADMIN_KEY, json!({ "name": "hook" }))
+        .await;
+    let path = format!(
+        "/v1/accounts/{account}/webhooks/{}/deliveries?webhook_id=wh_other",
+        hook["id"].as_str().unwrap()
+    );
+    let response = registry.admin(Method::GET, &path).send().await.unwrap();
+    expect_field_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "query:webhook_id",
+    )
+    .await;
+}
