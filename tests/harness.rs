@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use herald_core::RetrySchedule;
+use herald_core::{Keyring, RetrySchedule};
 use herald_registry::{Config, Registry};
 use herald_testkit::{NatsServer, Receiver, TestDatabase};
 use herald_worker::{Worker, WorkerConfig};
@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 pub const ADMIN: &str = "e2e-admin-key-0123456789";
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The encryption key every test's registry and worker share unless a test changes it, so
+/// that every delivery goes through sealed secrets as in production.
+pub const KEY: [u8; 32] = [42; 32];
 
 #[derive(Debug)]
 pub struct Herald {
@@ -26,6 +30,8 @@ pub struct Herald {
     )>,
     port: u16,
     pub worker: Option<Worker>,
+    /// The keys the next registry and worker started are given.
+    pub keyring: Keyring,
 }
 
 impl Herald {
@@ -45,6 +51,7 @@ impl Herald {
             registry: None,
             port,
             worker: None,
+            keyring: Keyring::from_keys(&[KEY]),
         };
         herald.start_worker(retry, attempts).await;
         herald.start_registry().await;
@@ -53,6 +60,7 @@ impl Herald {
 
     pub async fn start_worker(&mut self, retry: Duration, attempts: usize) {
         let mut config = WorkerConfig::for_local(&self.nats.url());
+        config.keyring = self.keyring.clone();
         config.retry_schedule = RetrySchedule::new(vec![retry; attempts - 1]).unwrap();
         config.request_timeout = Duration::from_secs(2);
         self.worker = Some(
@@ -64,6 +72,7 @@ impl Herald {
 
     pub async fn start_registry(&mut self) {
         let mut config = Config::for_local(self.db.url(), &self.nats.url(), ADMIN);
+        config.keyring = self.keyring.clone();
         config.address_policy.allow = vec!["127.0.0.0/8".parse().unwrap()];
         let registry = Registry::build(config).await.unwrap();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
@@ -72,6 +81,14 @@ impl Herald {
         let token = CancellationToken::new();
         let task = tokio::spawn(registry.serve(listener, token.clone()));
         self.registry = Some((token, task));
+    }
+
+    /// Stops the worker and waits until it has.
+    pub async fn stop_worker(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop();
+            worker.wait().await.unwrap();
+        }
     }
 
     /// Stops the registry and waits until it has let go of its port.

@@ -8,3 +8,4 @@ use herald_e2e::harness;
 
 mod flows;
 mod outages;
+mod secrets;

@@ -19,7 +19,8 @@ use subtle::ConstantTimeEq;
 /// How far a `webhook-timestamp` may be from the receiver's clock, either way.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
-const SECRET_PREFIX: &str = "whsec_";
+/// What every signing secret's text starts with.
+pub const SECRET_PREFIX: &str = "whsec_";
 const SIGNATURE_VERSION: &str = "v1";
 const MIN_KEY_LEN: usize = 24;
 const MAX_KEY_LEN: usize = 64;

@@ -4,12 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine as _;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
-use herald_core::AddressPolicy;
+use herald_core::{AddressPolicy, Keyring};
 use ipnet::IpNet;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 /// The shortest admin key accepted: anything shorter is guessable.
@@ -104,9 +103,10 @@ pub struct Config {
     pub database_url: String,
     pub nats_url: String,
     pub admin_api_key: SecretString,
-    /// 32-byte key that seals signing secrets at rest; None stores them as
-    /// they are (fine for dev, not for production).
-    pub encryption_key: Option<EncryptionKey>,
+    /// The keys that seal signing secrets at rest, in the database and in
+    /// the webhook bucket: the first seals, all open. Empty stores them as
+    /// they are (fine for a test, not for production).
+    pub keyring: Keyring,
     pub reconcile_interval: Duration,
     pub idempotency_ttl: Duration,
     pub max_body_bytes: usize,
@@ -131,28 +131,12 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("database_url", &"[redacted]")
             .field("nats_url", &self.nats_url)
-            .field("encryption_key", &self.encryption_key.is_some())
+            .field("keyring", &self.keyring)
             .field("reconcile_interval", &self.reconcile_interval)
             .field("address_policy", &self.address_policy)
             .field("session_ttl", &self.session_ttl)
             .field("secure_cookies", &self.secure_cookies)
             .finish_non_exhaustive()
-    }
-}
-
-/// The key that seals secrets at rest.
-#[derive(Clone)]
-pub struct EncryptionKey(pub(crate) [u8; 32]);
-
-impl std::fmt::Debug for EncryptionKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EncryptionKey([redacted])")
-    }
-}
-
-impl EncryptionKey {
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
     }
 }
 
@@ -177,7 +161,7 @@ impl Config {
             database_url: database_url.into(),
             nats_url: nats_url.into(),
             admin_api_key: SecretString::from(admin_api_key.to_owned()),
-            encryption_key: None,
+            keyring: Keyring::default(),
             reconcile_interval: Duration::from_secs(60),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             max_body_bytes: 256 * 1024,
@@ -226,23 +210,11 @@ impl Config {
             }
             None => return Err(ConfigError::invalid("admin_api_key", "is required")),
         };
-        let encryption_key = raw
-            .encryption_key
-            .map(|text| {
-                let secret = SecretString::from(text);
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(secret.expose_secret().trim())
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| {
-                        ConfigError::invalid(
-                            "encryption_key",
-                            "expected 32 bytes in standard base64 (openssl rand -base64 32)",
-                        )
-                    })?;
-                Ok(EncryptionKey(bytes))
-            })
-            .transpose()?;
+        let keyring = match raw.encryption_key {
+            None => Keyring::default(),
+            Some(text) => Keyring::parse(&SecretString::from(text))
+                .map_err(|e| ConfigError::invalid("encryption_key", e.to_string()))?,
+        };
         let reconcile_interval = parse_duration("reconcile_interval", &raw.reconcile_interval)?;
         let idempotency_ttl = parse_duration("idempotency_ttl", &raw.idempotency_ttl)?;
         let session_ttl = parse_duration("session_ttl", &raw.session_ttl)?;
@@ -281,7 +253,7 @@ impl Config {
             database_url: raw.database_url,
             nats_url: raw.nats_url,
             admin_api_key,
-            encryption_key,
+            keyring,
             reconcile_interval,
             idempotency_ttl,
             max_body_bytes: raw.max_body_bytes,
@@ -368,6 +340,6 @@ mod tests {
         .expect("valid config");
         assert_eq!(config.reconcile_interval, Duration::from_secs(5));
         assert_eq!(config.address_policy.allow.len(), 2);
-        assert!(config.encryption_key.is_some());
+        assert_eq!(config.keyring.key_ids().count(), 1);
     }
 }

@@ -26,7 +26,6 @@ pub use config::Config;
 use projection::Projector;
 use state::AppState;
 use store::Store;
-use store::cipher::Cipher;
 
 /// A registry that has connected to its database and NATS and is ready to
 /// serve.
@@ -38,11 +37,25 @@ pub struct Registry {
 impl Registry {
     /// Connects, migrates, provisions NATS and reconciles the projection once.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = Store::connect(
-            &config.database_url,
-            Cipher::new(config.encryption_key.as_ref()),
-        )
-        .await?;
+        let store = Store::connect(&config.database_url, config.keyring.clone()).await?;
+        if config.keyring.is_empty() {
+            tracing::warn!(
+                "NO ENCRYPTION KEY: signing secrets are stored in the clear in the database and \
+                 in the herald-webhooks bucket, where anyone who can read either holds every \
+                 tenant's signing key. Set HERALD_ENCRYPTION_KEY (openssl rand -base64 32) on \
+                 the registry and on every worker."
+            );
+        } else {
+            let resealed = store
+                .reseal_secrets()
+                .await
+                .context("cannot reseal signing secrets with the current encryption key")?;
+            tracing::info!(
+                keys = ?config.keyring.key_ids().collect::<Vec<_>>(),
+                resealed,
+                "signing secrets sealed at rest; the first key seals"
+            );
+        }
         let nats = herald_bus::connect(&config.nats_url, "herald-registry").await?;
         let js = async_nats::jetstream::new(nats.clone());
         let topology = herald_bus::ProvisionOptions {
@@ -55,7 +68,7 @@ impl Registry {
         let bucket = herald_bus::WebhookBucket::open(&js)
             .await
             .context("cannot open the webhook bucket")?;
-        let projector = Projector::new(bucket);
+        let projector = Projector::new(bucket, config.keyring.clone());
         let report = projector
             .reconcile(&store)
             .await

@@ -4,13 +4,20 @@
 //! straight away; the reconciler re-projects everything at start-up and
 //! periodically and removes keys whose webhook is gone, so a crash or a NATS
 //! outage between the two writes heals by itself.
+//!
+//! Signing secrets are sealed in the bucket with the registry's keyring,
+//! bound to their webhook's id, so a reader of the bucket without the key
+//! holds no tenant's secret. A projection is compared with what the bucket
+//! holds by opening it: a spec sealed with a retired key, or unsealed, counts
+//! as changed, so the reconciler reseals the bucket after a key rotation.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use herald_bus::{WebhookBucket, Written};
-use herald_core::WebhookId;
+use herald_core::{Keyring, WebhookId};
 use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{AccountScope, SecretRecord, Store, StoreError, Webhook};
@@ -29,6 +36,7 @@ const PROJECT_ROUNDS: usize = 5;
 #[derive(Debug, Clone)]
 pub struct Projector {
     bucket: WebhookBucket,
+    keyring: Keyring,
 }
 
 /// What one reconciliation changed.
@@ -39,6 +47,8 @@ pub struct ReconcileReport {
     pub removed: usize,
 }
 
+/// The spec of a webhook with its secrets in the clear; [`Projector::sealed`]
+/// seals them before it is written.
 pub fn spec_of(webhook: &Webhook, secrets: &[SecretRecord]) -> WebhookSpec {
     WebhookSpec {
         id: webhook.id.to_string(),
@@ -65,8 +75,48 @@ pub fn spec_of(webhook: &Webhook, secrets: &[SecretRecord]) -> WebhookSpec {
 }
 
 impl Projector {
-    pub fn new(bucket: WebhookBucket) -> Self {
-        Self { bucket }
+    pub fn new(bucket: WebhookBucket, keyring: Keyring) -> Self {
+        Self { bucket, keyring }
+    }
+
+    /// `spec` as it is written to the bucket: every secret sealed for its
+    /// webhook.
+    fn sealed(&self, spec: &WebhookSpec) -> WebhookSpec {
+        let mut sealed = spec.clone();
+        for key in &mut sealed.signing_keys {
+            let secret = SecretString::from(std::mem::take(&mut key.secret));
+            key.secret = self.keyring.seal(&secret, spec.id.as_bytes());
+        }
+        sealed
+    }
+
+    /// Whether the bucket's `held` spec already says what the clear `spec`
+    /// says, sealed with the current key.
+    fn holds(&self, held: &WebhookSpec, spec: &WebhookSpec) -> bool {
+        use secrecy::ExposeSecret as _;
+        if held.signing_keys.len() != spec.signing_keys.len() {
+            return false;
+        }
+        let secrets_match =
+            held.signing_keys
+                .iter()
+                .zip(&spec.signing_keys)
+                .all(|(held_key, key)| {
+                    self.keyring.is_current(&held_key.secret)
+                        && self
+                            .keyring
+                            .open(&held_key.secret, held.id.as_bytes())
+                            .is_ok_and(|opened| opened.expose_secret() == key.secret)
+                });
+        let mut without_secrets = held.clone();
+        for (held_key, key) in without_secrets
+            .signing_keys
+            .iter_mut()
+            .zip(&spec.signing_keys)
+        {
+            held_key.secret.clone_from(&key.secret);
+        }
+        secrets_match && without_secrets == *spec
     }
 
     /// Projects one webhook after a write. A failure is logged, not returned:
@@ -100,10 +150,14 @@ impl Projector {
                 Ok((webhook, secrets)) => {
                     let spec = spec_of(&webhook, &secrets);
                     match current.spec() {
-                        Some(held) if *held == spec || held.version > spec.version => {
+                        Some(held) if held.version > spec.version || self.holds(held, &spec) => {
                             return Ok(());
                         }
-                        _ => self.bucket.put_if(&spec, current.revision()).await?,
+                        _ => {
+                            self.bucket
+                                .put_if(&self.sealed(&spec), current.revision())
+                                .await?
+                        }
                     }
                 }
                 // Deleted in the database, which is final: removed whatever the bucket holds.
@@ -162,7 +216,7 @@ impl Projector {
                 let spec = spec_of(webhook, secrets);
                 live.insert(spec.id.clone());
                 let expected = match held.get(&spec.id) {
-                    Some(current) if current.spec == spec => {
+                    Some(current) if self.holds(&current.spec, &spec) => {
                         report.unchanged += 1;
                         continue;
                     }
@@ -175,7 +229,7 @@ impl Projector {
                     // Absent from the snapshot: never written, or removed; read which.
                     None => self.bucket.current(&spec.id).await?.revision(),
                 };
-                match self.bucket.put_if(&spec, expected).await? {
+                match self.bucket.put_if(&self.sealed(&spec), expected).await? {
                     Written::Stored(_) => {
                         report.written += 1;
                         if !store.webhook_exists(&webhook.id).await? {

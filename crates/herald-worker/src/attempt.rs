@@ -27,6 +27,9 @@ pub enum AttemptError {
     /// Sending unsigned would teach receivers to accept unsigned requests.
     #[error("the webhook has no signing secret that is still valid; nothing was sent")]
     NoSigningSecret,
+    /// The worker lacks the key the registry sealed the webhook's secret with.
+    #[error("the worker cannot open the webhook's signing secret: {0}; nothing was sent")]
+    SecretSealed(herald_core::SealError),
 }
 
 /// An attempt as made: when, how long until the answer, and the answer.
@@ -61,6 +64,9 @@ pub fn request_headers(
     traceparent: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<HeaderMap, AttemptError> {
+    if let Some(err) = &subscription.unopened {
+        return Err(AttemptError::SecretSealed(err.clone()));
+    }
     let secrets = subscription.live_secrets(now);
     if secrets.is_empty() {
         return Err(AttemptError::NoSigningSecret);
@@ -300,7 +306,7 @@ mod tests {
             version: 1,
             updated_at: None,
         };
-        Subscription::from_spec(&spec.id, &spec).unwrap()
+        Subscription::from_spec(&spec.id, &spec, &herald_core::Keyring::default()).unwrap()
     }
 
     fn answered(status: u16, retry_after: Option<&str>) -> Attempted {
@@ -366,6 +372,19 @@ mod tests {
         let task = task(1, Trigger::Event);
         let err = request_headers(&subscription, &task, b"{}", None, Utc::now()).unwrap_err();
         assert_eq!(err, AttemptError::NoSigningSecret);
+    }
+
+    #[test]
+    fn a_secret_that_did_not_open_sends_nothing() {
+        let mut subscription = subscription();
+        subscription.unopened = Some(herald_core::SealError::NoKey);
+        let task = task(1, Trigger::Event);
+        let err = request_headers(&subscription, &task, b"{}", None, Utc::now()).unwrap_err();
+        assert_eq!(
+            err,
+            AttemptError::SecretSealed(herald_core::SealError::NoKey)
+        );
+        assert!(err.to_string().contains("HERALD_ENCRYPTION_KEY"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Serialized};
 use herald_bus::RetryTiers;
-use herald_core::{AddressPolicy, RetrySchedule};
+use herald_core::{AddressPolicy, Keyring, RetrySchedule};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -42,8 +42,9 @@ const SENDER_ACK_MARGIN: Duration = Duration::from_secs(1);
 /// The environment keys the worker reads, without the `HERALD_` prefix. Other `HERALD_*`
 /// variables belong to the registry (the two can share an environment in `herald dev`) and are
 /// ignored here.
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 19] = [
     "nats_url",
+    "encryption_key",
     "create_streams",
     "stream_replicas",
     "concurrency",
@@ -90,6 +91,7 @@ fn env_name(key: &str) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RawConfig {
     nats_url: String,
+    encryption_key: Option<String>,
     create_streams: bool,
     stream_replicas: usize,
     concurrency: usize,
@@ -113,6 +115,7 @@ impl Default for RawConfig {
     fn default() -> Self {
         Self {
             nats_url: "nats://127.0.0.1:4222".to_owned(),
+            encryption_key: None,
             create_streams: false,
             stream_replicas: 1,
             concurrency: DEFAULT_CONCURRENCY,
@@ -138,6 +141,8 @@ impl Default for RawConfig {
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub nats_url: String,
+    /// The registry's keys, which open the signing secrets sealed in the webhook bucket.
+    pub keyring: Keyring,
     /// Create the streams and consumers Herald needs when missing (dev and tests); production
     /// provisions them once and the worker only checks that they exist.
     pub create_streams: bool,
@@ -191,6 +196,7 @@ impl WorkerConfig {
     pub fn for_local(nats_url: &str) -> Self {
         Self {
             nats_url: nats_url.to_owned(),
+            keyring: Keyring::default(),
             create_streams: true,
             stream_replicas: 1,
             concurrency: DEFAULT_CONCURRENCY,
@@ -312,8 +318,14 @@ impl WorkerConfig {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let request_timeout = parse_duration("request_timeout", &raw.request_timeout)?;
+        let keyring = match raw.encryption_key {
+            None => Keyring::default(),
+            Some(text) => Keyring::parse(&secrecy::SecretString::from(text))
+                .map_err(|err| ConfigError::invalid("encryption_key", err.to_string()))?,
+        };
         let config = Self {
             nats_url: raw.nats_url,
+            keyring,
             create_streams: raw.create_streams,
             stream_replicas: raw.stream_replicas,
             concurrency: raw.concurrency,
@@ -399,8 +411,13 @@ mod tests {
             ("address_allowlist", "127.0.0.0/8, ::1/128"),
             ("request_timeout", "2s"),
             ("concurrency", "8"),
+            (
+                "encryption_key",
+                "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=, AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+            ),
         ])
         .unwrap();
+        assert_eq!(config.keyring.key_ids().count(), 2);
         assert_eq!(
             config.retry_schedule.delays(),
             [Duration::from_millis(100), Duration::from_millis(200)]
@@ -425,6 +442,7 @@ mod tests {
             ("stream_replicas", "7"),
             ("retry_schedule", "5s,1500us"),
             ("sender_ack_wait", "10s"),
+            ("encryption_key", "c2hvcnQ="),
         ]
         .iter()
         .map(|pair| error_of(&[*pair]))
@@ -440,7 +458,8 @@ mod tests {
             configuration key HERALD_BREAKER_MAX_COOL_DOWN: maximum cool-down 1s is shorter than the cool-down 30s
             configuration key HERALD_STREAM_REPLICAS: must be between 1 and 5
             configuration key HERALD_RETRY_SCHEDULE: a retry tier must wait a whole number of milliseconds greater than zero, not 1.5ms
-            configuration key HERALD_SENDER_ACK_WAIT: must be longer than the request timeout (15s) plus 1s"#]]
+            configuration key HERALD_SENDER_ACK_WAIT: must be longer than the request timeout (15s) plus 1s
+            configuration key HERALD_ENCRYPTION_KEY: key 1 is not 32 bytes in standard base64 (make one with: openssl rand -base64 32)"#]]
         .assert_eq(&errors.join("\n"));
     }
 

@@ -11,9 +11,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 use herald_core::{
-    AccountId, EventFilter, EventPattern, EventType, SigningSecret, WebhookId, WebhookUrl,
+    AccountId, EventFilter, EventPattern, EventType, Keyring, SealError, SigningSecret, WebhookId,
+    WebhookUrl,
 };
 use herald_proto::webhooks::v1::WebhookSpec;
+use secrecy::ExposeSecret as _;
 
 /// Why a projected spec cannot be used. The registry validates every field before projecting,
 /// so these mean a bug or a hand-edited bucket; the webhook is then left out of the index.
@@ -47,12 +49,21 @@ pub struct Subscription {
     pub filter: EventFilter,
     pub url: WebhookUrl,
     pub keys: Vec<SigningKey>,
+    /// Why a signing secret did not open (a key this worker lacks): nothing may be sent
+    /// until it does, since sending unsigned or with only some signatures would fail the
+    /// receiver's check or, worse, teach it to skip it.
+    pub unopened: Option<SealError>,
     pub version: u64,
 }
 
 impl Subscription {
-    /// Parses a projected spec. `key` is the bucket key it was stored under.
-    pub fn from_spec(key: &str, spec: &WebhookSpec) -> Result<Subscription, IndexError> {
+    /// Parses a projected spec, opening its sealed secrets with `keyring`. `key` is the bucket
+    /// key it was stored under.
+    pub fn from_spec(
+        key: &str,
+        spec: &WebhookSpec,
+        keyring: &Keyring,
+    ) -> Result<Subscription, IndexError> {
         let field = |field: &'static str, reason: String| IndexError::Field {
             id: spec.id.clone(),
             field,
@@ -74,11 +85,27 @@ impl Subscription {
             .collect::<Result<EventFilter, _>>()
             .map_err(|err| field("event_patterns", err.to_string()))?;
         let url = WebhookUrl::parse(&spec.url).map_err(|err| field("url", err.to_string()))?;
+        let mut unopened = None;
         let keys = spec
             .signing_keys
             .iter()
-            .map(|key| {
-                let secret = SigningSecret::parse(&key.secret)
+            .filter_map(|key| {
+                // A bare `whsec_` secret is how registries without sealing projected it.
+                let opened = if key.secret.starts_with(herald_core::signing::SECRET_PREFIX) {
+                    Ok(secrecy::SecretString::from(key.secret.clone()))
+                } else {
+                    keyring.open(&key.secret, spec.id.as_bytes())
+                };
+                match opened {
+                    Ok(opened) => Some((key, opened)),
+                    Err(err) => {
+                        unopened = Some(err);
+                        None
+                    }
+                }
+            })
+            .map(|(key, opened)| {
+                let secret = SigningSecret::parse(opened.expose_secret())
                     .map_err(|err| field("signing_keys", err.to_string()))?;
                 let expires_at = match &key.expires_at {
                     None => None,
@@ -97,6 +124,7 @@ impl Subscription {
             filter,
             url,
             keys,
+            unopened,
             version: spec.version,
         })
     }
@@ -395,7 +423,7 @@ mod tests {
     }
 
     fn sub(spec: &WebhookSpec) -> Subscription {
-        Subscription::from_spec(&spec.id, spec).unwrap()
+        Subscription::from_spec(&spec.id, spec, &Keyring::default()).unwrap()
     }
 
     fn event_type(text: &str) -> EventType {
@@ -503,9 +531,31 @@ mod tests {
     }
 
     #[test]
+    fn sealed_secrets_open_only_with_the_key_and_for_their_own_webhook() {
+        let keyring = Keyring::from_keys(&[[5; 32]]);
+        let secret = secrecy::SecretString::from(SECRET.to_owned());
+        let mut sealed = spec(1, 1, &[]);
+        sealed.signing_keys[0].secret = keyring.seal(&secret, sealed.id.as_bytes());
+
+        let opened = Subscription::from_spec(&sealed.id, &sealed, &keyring).unwrap();
+        assert_eq!(opened.unopened, None);
+        assert_eq!(opened.keys[0].secret, SigningSecret::parse(SECRET).unwrap());
+
+        let keyless = Subscription::from_spec(&sealed.id, &sealed, &Keyring::default()).unwrap();
+        assert_eq!(keyless.unopened, Some(SealError::NoKey));
+        assert!(keyless.keys.is_empty());
+
+        // Another webhook's sealed secret, copied into this spec, does not open here.
+        let mut swapped = spec(2, 1, &[]);
+        swapped.signing_keys = sealed.signing_keys.clone();
+        let swapped = Subscription::from_spec(&swapped.id, &swapped, &keyring).unwrap();
+        assert_eq!(swapped.unopened, Some(SealError::Corrupt));
+    }
+
+    #[test]
     fn spec_errors_name_the_field() {
         let check = |spec: WebhookSpec, key: &str, expect: &str| {
-            let err = Subscription::from_spec(key, &spec).unwrap_err();
+            let err = Subscription::from_spec(key, &spec, &Keyring::default()).unwrap_err();
             assert_eq!(err.to_string(), expect);
         };
         let good = spec(1, 1, &[]);
@@ -540,7 +590,8 @@ mod tests {
         check(
             WebhookSpec {
                 signing_keys: vec![ProtoKey {
-                    secret: "nope".to_owned(),
+                    // Opens (it is not sealed), but is no signing secret.
+                    secret: "plain:nope".to_owned(),
                     expires_at: None,
                 }],
                 ..good

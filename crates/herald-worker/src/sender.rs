@@ -303,7 +303,10 @@ impl Sender {
         let refused = matches!(
             &attempted.result,
             Err(AttemptError::Send(err)) if err.is_refused_by_policy()
-        ) || matches!(attempted.result, Err(AttemptError::NoSigningSecret));
+        ) || matches!(
+            attempted.result,
+            Err(AttemptError::NoSigningSecret | AttemptError::SecretSealed(_))
+        );
         if verdict == Verdict::Delivered {
             if self.breakers.succeeded(&task.webhook) {
                 tracing::info!(webhook = %task.webhook, "endpoint recovered; circuit closed");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use herald_bus::{KvError, SpecChange, SpecWatch, WebhookBucket};
-use herald_core::WebhookId;
+use herald_core::{Keyring, WebhookId};
 use herald_proto::webhooks::v1::WebhookSpec;
 use tokio_util::sync::CancellationToken;
 
@@ -29,9 +29,9 @@ pub enum WatchError {
 
 /// Applies one put or delete, written at bucket revision `revision`, to the index, logging
 /// specs that cannot be used.
-fn apply(index: &SharedIndex, change: SpecChange, revision: u64) {
+fn apply(index: &SharedIndex, keyring: &Keyring, change: SpecChange, revision: u64) {
     match change {
-        SpecChange::Put(spec) => put(index, &spec, revision),
+        SpecChange::Put(spec) => put(index, keyring, &spec, revision),
         SpecChange::Deleted(key) => match WebhookId::parse(&key) {
             Ok(id) => {
                 if index.write(|index| index.remove_at(&id, revision)) {
@@ -44,9 +44,16 @@ fn apply(index: &SharedIndex, change: SpecChange, revision: u64) {
     }
 }
 
-fn put(index: &SharedIndex, spec: &WebhookSpec, revision: u64) {
-    match Subscription::from_spec(&spec.id, spec) {
+fn put(index: &SharedIndex, keyring: &Keyring, spec: &WebhookSpec, revision: u64) {
+    match Subscription::from_spec(&spec.id, spec, keyring) {
         Ok(subscription) => {
+            if let Some(err) = &subscription.unopened {
+                tracing::error!(
+                    webhook = %subscription.id,
+                    %err,
+                    "signing secret does not open; deliveries to this webhook fail until it does"
+                );
+            }
             let id = subscription.id.clone();
             let version = subscription.version;
             match index.write(|index| index.put_at(subscription, revision)) {
@@ -70,6 +77,7 @@ fn put(index: &SharedIndex, spec: &WebhookSpec, revision: u64) {
 pub async fn load(
     bucket: &WebhookBucket,
     index: &SharedIndex,
+    keyring: &Keyring,
     timeout: Duration,
 ) -> Result<SpecWatch, WatchError> {
     let load = async {
@@ -87,7 +95,7 @@ pub async fn load(
                     if let SpecChange::Put(spec) = &change {
                         seen.insert(spec.id.clone());
                     }
-                    apply(index, change, revision);
+                    apply(index, keyring, change, revision);
                 }
             }
         }
@@ -122,6 +130,7 @@ pub async fn load(
 pub async fn follow(
     bucket: WebhookBucket,
     index: SharedIndex,
+    keyring: Keyring,
     mut watch: SpecWatch,
     stop: CancellationToken,
     reload_timeout: Duration,
@@ -135,7 +144,7 @@ pub async fn follow(
         match next {
             Some(Ok((change, revision))) => {
                 backoff.reset();
-                apply(&index, change, revision);
+                apply(&index, &keyring, change, revision);
                 continue;
             }
             Some(Err(err)) => tracing::warn!(%err, "webhook bucket watch failed; reloading"),
@@ -150,7 +159,7 @@ pub async fn follow(
             }
             let reloaded = tokio::select! {
                 () = stop.cancelled() => return,
-                reloaded = load(&bucket, &index, reload_timeout) => reloaded,
+                reloaded = load(&bucket, &index, &keyring, reload_timeout) => reloaded,
             };
             match reloaded {
                 Ok(reloaded) => {

@@ -115,7 +115,14 @@ impl Worker {
             .await
             .context("cannot open the webhook bucket")?;
         let index = SharedIndex::new();
-        let watch = watch::load(&bucket, &index, INDEX_LOAD_TIMEOUT)
+        if config.keyring.is_empty() {
+            tracing::warn!(
+                "NO ENCRYPTION KEY: this worker cannot open signing secrets the registry sealed, \
+                 and a registry without one keeps them in the clear in the herald-webhooks \
+                 bucket. Set HERALD_ENCRYPTION_KEY (the registry's keys) on every worker."
+            );
+        }
+        let watch = watch::load(&bucket, &index, &config.keyring, INDEX_LOAD_TIMEOUT)
             .await
             .context("cannot load the webhook index")?;
 
@@ -159,6 +166,7 @@ impl Worker {
         let watching = watch::follow(
             bucket,
             index.clone(),
+            config.keyring.clone(),
             watch,
             stopping.fetch.clone(),
             INDEX_LOAD_TIMEOUT,

@@ -7,6 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use herald_core::Keyring;
+use secrecy::{ExposeSecret as _, SecretString};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -100,6 +102,39 @@ pub async fn ensure_nats(url: &str, data_dir: &Path) -> anyhow::Result<Option<Lo
     Ok(Some(LocalNats { _child: child }))
 }
 
+/// The keys that seal secrets in dev: `HERALD_ENCRYPTION_KEY` when set, else a key made on first
+/// run and kept beside the database (readable by its owner only), so that sealed secrets
+/// still open on the next run.
+fn dev_keyring(data_dir: &Path) -> anyhow::Result<Keyring> {
+    let text = match std::env::var("HERALD_ENCRYPTION_KEY") {
+        Ok(text) => SecretString::from(text),
+        Err(_) => {
+            let path = data_dir.join("encryption.key");
+            if !path.exists() {
+                write_private(&path, Keyring::generate_key().expose_secret())?;
+            }
+            SecretString::from(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            )
+        }
+    };
+    Keyring::parse(&text).context("HERALD_ENCRYPTION_KEY (or the dev key file) is unusable")
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
@@ -115,13 +150,16 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         "127.0.0.0/8".parse().context("loopback CIDR")?,
         "::1/128".parse().context("loopback CIDR")?,
     ];
+    let keyring = dev_keyring(&args.data_dir)?;
     let mut config = herald_registry::Config::for_local(&database, &args.nats_url, &admin_key);
+    config.keyring = keyring.clone();
     config.listen = args.listen;
     config.address_policy.allow.clone_from(&loopback);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let mut worker_config = herald_worker::WorkerConfig::for_local(&args.nats_url);
+    worker_config.keyring = keyring;
     worker_config.address_policy.allow = loopback;
     // The worker creates the EVENTS stream the registry and demo publish to.
     let worker = herald_worker::Worker::start(worker_config, shutdown.clone()).await?;

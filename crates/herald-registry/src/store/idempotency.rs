@@ -75,8 +75,8 @@ impl Store {
             (0, _) | (_, None) => Ok(Begin::InProgress),
             (status, Some(body)) => {
                 let body = self
-                    .cipher
-                    .open(&body)
+                    .keyring
+                    .open(&body, &response_context(scope, key))
                     .context("cannot open a stored response")?;
                 Ok(Begin::Replay(IdempotencyRecord {
                     status: u16::try_from(status).unwrap_or(500),
@@ -93,7 +93,10 @@ impl Store {
         status: u16,
         body: &str,
     ) -> StoreResult<()> {
-        let sealed = self.cipher.seal(&SecretString::from(body.to_owned()));
+        let sealed = self.keyring.seal(
+            &SecretString::from(body.to_owned()),
+            &response_context(scope, key),
+        );
         idempotency_key::Entity::update_many()
             .col_expr(
                 idempotency_key::Column::Status,
@@ -123,4 +126,9 @@ impl Store {
             .await?;
         Ok(result.rows_affected)
     }
+}
+
+/// What a stored response is bound to: its scope and key, so that it replays for no other.
+fn response_context(scope: &str, key: &str) -> Vec<u8> {
+    [scope.as_bytes(), b"\0", key.as_bytes()].concat()
 }

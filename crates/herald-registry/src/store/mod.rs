@@ -6,7 +6,6 @@
 
 mod accounts;
 mod api_keys;
-pub mod cipher;
 mod deliveries;
 mod entities;
 mod event_types;
@@ -36,7 +35,7 @@ pub use sessions::{Opener, Session};
 pub use webhooks::{NewWebhook, SecretRecord, Webhook, WebhookFilter, WebhookPatch};
 
 use crate::principal::Principal;
-use cipher::Cipher;
+use herald_core::Keyring;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -102,12 +101,12 @@ pub fn decode_cursor(cursor: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
-    cipher: Cipher,
+    keyring: Keyring,
 }
 
 impl Store {
     /// Connects and brings the schema up to date.
-    pub async fn connect(url: &str, cipher: Cipher) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, keyring: Keyring) -> anyhow::Result<Self> {
         let mut options = ConnectOptions::new(url.to_owned());
         options.sqlx_logging(false);
         if url.starts_with("sqlite:") {
@@ -126,7 +125,7 @@ impl Store {
         migration::Migrator::up(&db, None)
             .await
             .context("database migration failed")?;
-        let store = Self { db, cipher };
+        let store = Self { db, keyring };
         store.seed_event_types().await?;
         Ok(store)
     }

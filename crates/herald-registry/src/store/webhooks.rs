@@ -143,7 +143,10 @@ impl Store {
         secret: &SigningSecret,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let sealed = self.cipher.seal(&SecretString::from(secret.expose_whsec()));
+        let sealed = self.keyring.seal(
+            &SecretString::from(secret.expose_whsec()),
+            webhook.as_str().as_bytes(),
+        );
         webhook_secret::ActiveModel {
             id: Set(ulid::Ulid::new().to_string()),
             webhook_id: Set(webhook.to_string()),
@@ -343,8 +346,8 @@ impl Store {
             .into_iter()
             .map(|row| {
                 let opened = self
-                    .cipher
-                    .open(&row.secret)
+                    .keyring
+                    .open(&row.secret, id.as_str().as_bytes())
                     .context("cannot open a secret")?;
                 let secret = SigningSecret::parse(opened.expose_secret())
                     .context("stored secret is invalid")?;
@@ -432,6 +435,52 @@ impl Store {
         let webhook = self.get_webhook(scope, id).await?;
         let secrets = self.live_secrets(&self.db, id).await?;
         Ok((webhook, secrets))
+    }
+
+    /// Seals again, with the keyring's sealing key, every stored secret
+    /// sealed otherwise: with an older key, or not at all because no key was
+    /// configured when it was made. Returns how many rows changed. A row is
+    /// rewritten only if it still holds what was read, so a concurrent
+    /// rotation is never overwritten; run at start-up, after which the old
+    /// key can be retired once every registry has run with the new one.
+    pub async fn reseal_secrets(&self) -> StoreResult<usize> {
+        if self.keyring.is_empty() {
+            return Ok(0);
+        }
+        let mut resealed = 0;
+        let mut after = String::new();
+        loop {
+            let rows = webhook_secret::Entity::find()
+                .filter(webhook_secret::Column::Id.gt(after.as_str()))
+                .order_by_asc(webhook_secret::Column::Id)
+                .limit(500)
+                .all(&self.db)
+                .await?;
+            let Some(last) = rows.last() else {
+                return Ok(resealed);
+            };
+            after.clone_from(&last.id);
+            for row in rows {
+                if self.keyring.is_current(&row.secret) {
+                    continue;
+                }
+                let context = row.webhook_id.as_bytes();
+                let opened = self
+                    .keyring
+                    .open(&row.secret, context)
+                    .with_context(|| format!("cannot open the secret {} to reseal it", row.id))?;
+                let changed = webhook_secret::Entity::update_many()
+                    .col_expr(
+                        webhook_secret::Column::Secret,
+                        Expr::value(self.keyring.seal(&opened, context)),
+                    )
+                    .filter(webhook_secret::Column::Id.eq(row.id.as_str()))
+                    .filter(webhook_secret::Column::Secret.eq(row.secret.as_str()))
+                    .exec(&self.db)
+                    .await?;
+                resealed += usize::try_from(changed.rows_affected).unwrap_or(0);
+            }
+        }
     }
 
     /// The secret column exactly as stored, for checking that secrets are

@@ -36,7 +36,7 @@ async fn writes_are_projected_into_the_bucket() {
     assert_eq!(spec.version, 1);
     assert_eq!(spec.signing_keys.len(), 1);
     assert_eq!(
-        spec.signing_keys[0].secret,
+        crate::common::projected_secret(&spec, 0),
         created["secret"].as_str().unwrap()
     );
     assert!(spec.signing_keys[0].expires_at.is_none());

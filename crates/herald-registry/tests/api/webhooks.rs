@@ -320,10 +320,8 @@ async fn secrets_are_revealed_on_request_and_rotate_with_a_grace_period() {
         .await
         .unwrap()
         .unwrap();
-    let keys: Vec<SigningSecret> = spec
-        .signing_keys
-        .iter()
-        .map(|k| SigningSecret::parse(&k.secret).unwrap())
+    let keys: Vec<SigningSecret> = (0..spec.signing_keys.len())
+        .map(|i| SigningSecret::parse(&crate::common::projected_secret(&spec, i)).unwrap())
         .collect();
     assert_eq!(keys.len(), 2);
     let refs: Vec<&SigningSecret> = keys.iter().collect();
@@ -388,7 +386,7 @@ async fn secrets_are_revealed_on_request_and_rotate_with_a_grace_period() {
 #[tokio::test]
 async fn secrets_are_sealed_at_rest_when_a_key_is_configured() {
     let registry = TestRegistry::start_with(|config| {
-        config.encryption_key = Some(herald_registry::config::EncryptionKey::from_bytes([9; 32]));
+        config.keyring = herald_core::Keyring::from_keys(&[[9; 32]]);
     })
     .await;
     let account = registry.create_account("A").await;
@@ -399,7 +397,7 @@ async fn secrets_are_sealed_at_rest_when_a_key_is_configured() {
     let raw = registry.store.raw_secret_rows_for_tests().await.unwrap();
     assert_eq!(raw.len(), 1);
     assert!(
-        raw[0].starts_with("v1:") && !raw[0].contains(&secret[6..]),
+        raw[0].starts_with("v2:") && !raw[0].contains(&secret[6..]),
         "{raw:?}"
     );
     let revealed = expect(

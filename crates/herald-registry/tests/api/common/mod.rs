@@ -14,6 +14,22 @@ use tokio_util::sync::CancellationToken;
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The encryption key of every test registry unless the test sets its own: secrets are sealed
+/// as in production.
+pub const KEY: [u8; 32] = [21; 32];
+
+/// The `index`th signing secret of a projected spec, opened as a worker holding [`KEY`] would.
+pub fn projected_secret(spec: &herald_proto::webhooks::v1::WebhookSpec, index: usize) -> String {
+    use secrecy::ExposeSecret as _;
+    let sealed = &spec.signing_keys[index].secret;
+    assert!(sealed.starts_with("v2:"), "not sealed: {sealed}");
+    herald_core::Keyring::from_keys(&[KEY])
+        .open(sealed, spec.id.as_bytes())
+        .unwrap()
+        .expose_secret()
+        .to_owned()
+}
+
 pub struct TestRegistry {
     pub base: String,
     pub http: reqwest::Client,
@@ -40,6 +56,7 @@ impl TestRegistry {
         let nats = NatsServer::start().unwrap();
         let db = TestDatabase::from_env().await.unwrap();
         let mut config = Config::for_local(db.url(), &nats.url(), ADMIN_KEY);
+        config.keyring = herald_core::Keyring::from_keys(&[KEY]);
         adjust(&mut config);
         let registry = Registry::build(config).await.unwrap();
         let store = registry.store().clone();
