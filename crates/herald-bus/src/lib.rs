@@ -10,6 +10,7 @@ pub mod headers;
 pub mod kv;
 pub mod names;
 pub mod publish;
+pub mod status;
 pub mod tiers;
 pub mod topology;
 
@@ -20,6 +21,7 @@ pub use publish::{
     Outgoing, Persistence, PublishError, PublishReceipt, Publisher, dead_letter, publish,
     publish_all,
 };
+pub use status::{ConsumerStatus, Status, StatusError, StreamStatus, status};
 pub use tiers::{RetryTier, RetryTiers, TierError};
 pub use topology::{
     ConsumerLimits, Ensured, LaneLimits, ProvisionOptions, ProvisionReport, Topology,

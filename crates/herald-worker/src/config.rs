@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Serialized};
-use herald_bus::RetryTiers;
+use herald_bus::{ConsumerLimits, ProvisionOptions, RetryTiers};
 use herald_core::{AddressPolicy, Keyring, RetrySchedule};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,10 @@ pub const DEFAULT_FETCH_BATCH: usize = 128;
 /// workers, by default: far above what the workers' permits hold, so it never limits a healthy
 /// deployment.
 pub const DEFAULT_SENDER_MAX_ACK_PENDING: usize = 10_000;
+
+/// Pending events allowed for the router's consumer across all replicas: far above what the
+/// replicas' permits can hold, so it never limits a healthy deployment.
+const ROUTER_MAX_ACK_PENDING: i64 = 10_000;
 
 /// Loopback networks, which local development delivers to; evaluated at compile time, so the
 /// prefix lengths are checked there.
@@ -275,6 +279,33 @@ impl WorkerConfig {
         }
         self.retry_tiers()?;
         Ok(())
+    }
+
+    /// The streams and consumers this configuration needs, as `herald provision` and a
+    /// starting worker create or update them.
+    pub fn provision_options(&self, retry_tiers: RetryTiers) -> ProvisionOptions {
+        ProvisionOptions {
+            create_events_stream: self.create_streams,
+            replicas: self.stream_replicas,
+            retry_tiers,
+            router: ConsumerLimits {
+                ack_wait: self.router_ack_wait,
+                max_ack_pending: ROUTER_MAX_ACK_PENDING,
+                max_deliver: -1,
+            },
+            sender: ConsumerLimits {
+                ack_wait: self.sender_ack_wait,
+                max_ack_pending: i64::try_from(self.sender_max_ack_pending).unwrap_or(i64::MAX),
+                max_deliver: -1,
+            },
+            // One message in flight per line across all replicas keeps the head in due order.
+            retry: ConsumerLimits {
+                ack_wait: self.delay_ack_wait,
+                max_ack_pending: 1,
+                max_deliver: -1,
+            },
+            ..ProvisionOptions::default()
+        }
     }
 
     /// The delay lines: one per distinct delay of the retry schedule.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use herald_bus::{ConsumerLimits, LaneLimits, ProvisionOptions, Topology, WebhookBucket};
+use herald_bus::{LaneLimits, Topology, WebhookBucket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -40,10 +40,6 @@ const LOOPS_STOP_LIMIT: Duration = Duration::from_secs(3);
 /// How long the final flush of acks and NAKs may take.
 const FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
-/// Pending events allowed for the router's consumer across all replicas: far above what the
-/// replicas' permits can hold, so it never limits a healthy deployment.
-const MAX_ACK_PENDING: i64 = 10_000;
-
 /// A worker running in this process.
 ///
 /// Dropping it aborts everything at once, as a crash would: nothing is acknowledged or handed
@@ -73,28 +69,7 @@ impl Worker {
         let client = herald_bus::connect(&config.nats_url, CLIENT_NAME).await?;
         let js = herald_bus::jetstream(client.clone());
 
-        let options = ProvisionOptions {
-            create_events_stream: config.create_streams,
-            replicas: config.stream_replicas,
-            retry_tiers: tiers.clone(),
-            router: ConsumerLimits {
-                ack_wait: config.router_ack_wait,
-                max_ack_pending: MAX_ACK_PENDING,
-                max_deliver: -1,
-            },
-            sender: ConsumerLimits {
-                ack_wait: config.sender_ack_wait,
-                max_ack_pending: i64::try_from(config.sender_max_ack_pending).unwrap_or(i64::MAX),
-                max_deliver: -1,
-            },
-            // One message in flight per line across all replicas keeps the head in due order.
-            retry: ConsumerLimits {
-                ack_wait: config.delay_ack_wait,
-                max_ack_pending: 1,
-                max_deliver: -1,
-            },
-            ..ProvisionOptions::default()
-        };
+        let options = config.provision_options(tiers.clone());
         Topology::provision(&js, &options)
             .await
             .context("cannot provision Herald's NATS topology")?;

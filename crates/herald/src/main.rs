@@ -51,6 +51,15 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print the registry's OpenAPI document.
     Openapi,
+    /// Show what Herald's streams and consumers hold: per stream messages,
+    /// bytes, the oldest message's age, replicas and leader; per consumer
+    /// pending, ack-pending and redelivered.
+    Status(tools::StatusArgs),
+    /// Create or update Herald's streams, consumers and bucket as the
+    /// worker's HERALD_* variables say (HERALD_STREAM_REPLICAS,
+    /// HERALD_RETRY_SCHEDULE, ack waits; HERALD_CREATE_STREAMS for EVENTS),
+    /// printing what changed.
+    Provision,
 }
 
 fn main() -> ExitCode {
@@ -114,6 +123,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(_) => anyhow::bail!("the worker is still shared at shutdown"),
             }
         }
+        Command::Status(args) => {
+            print(&format!("{}\n", tools::status(args).await?));
+            Ok(())
+        }
+        Command::Provision => {
+            print(&format!("{}\n", tools::provision().await?));
+            Ok(())
+        }
         Command::Publish(args) => {
             let message = tools::publish(args).await?;
             eprintln!("{message}");
@@ -141,11 +158,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Standard output is the product of `openapi` and `spec`; everything else
-/// (logs, messages) goes to standard error.
-#[allow(clippy::print_stdout)]
+/// Standard output is the product of `openapi`, `spec` and `status`;
+/// everything else (logs, messages) goes to standard error. A reader that
+/// stops early (`| head`) is not an error.
 fn print(text: &str) {
-    print!("{text}");
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && err.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("herald: cannot write to standard output: {err}");
+    }
 }
 
 /// A token cancelled on SIGTERM or Ctrl-C.

@@ -161,6 +161,104 @@ fn spec_json(
     })
 }
 
+/// Creates or updates Herald's streams, consumers and bucket as the worker's `HERALD_*`
+/// configuration says (replicas, retry schedule, ack waits), and says what changed.
+pub async fn provision() -> anyhow::Result<String> {
+    let config = herald_worker::WorkerConfig::from_env()?;
+    config.validate()?;
+    let tiers = config.retry_tiers()?;
+    let client = herald_bus::connect(&config.nats_url, "herald-provision").await?;
+    let js = async_nats::jetstream::new(client);
+    let report = herald_bus::Topology::provision(&js, &config.provision_options(tiers))
+        .await
+        .context("cannot provision Herald's NATS topology")?;
+    Ok(provision_report(&report))
+}
+
+fn provision_report(report: &herald_bus::ProvisionReport) -> String {
+    let mut lines: Vec<String> = report
+        .items
+        .iter()
+        .map(|(name, ensured)| {
+            let what = match ensured {
+                herald_bus::Ensured::Created => "created",
+                herald_bus::Ensured::Updated => "updated",
+                herald_bus::Ensured::Unchanged => "unchanged",
+            };
+            format!("{what:<9}  {name}")
+        })
+        .collect();
+    let changed = report
+        .items
+        .iter()
+        .filter(|(_, ensured)| *ensured != herald_bus::Ensured::Unchanged)
+        .count();
+    lines.push(format!("{changed} of {} changed", report.items.len()));
+    lines.join("\n")
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, env = "HERALD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+}
+
+/// What Herald's streams and consumers hold, as a table or JSON.
+pub async fn status(args: StatusArgs) -> anyhow::Result<String> {
+    let client = herald_bus::connect(&args.nats_url, "herald-status").await?;
+    let status = herald_bus::status(&async_nats::jetstream::new(client)).await?;
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&status)?);
+    }
+    Ok(status_table(&status))
+}
+
+fn status_table(status: &herald_bus::Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if status.streams.is_empty() {
+        return "no Herald streams on this server (not provisioned yet?)".to_owned();
+    }
+    let _ = writeln!(
+        out,
+        "{:<22} {:<14} {:>10} {:>12} {:>10} {:>3}  leader",
+        "stream", "role", "messages", "bytes", "oldest", "R"
+    );
+    for stream in &status.streams {
+        let oldest = stream.oldest_age_seconds.map_or_else(
+            || "-".to_owned(),
+            |age| humantime::format_duration(Duration::from_secs(age)).to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "{:<22} {:<14} {:>10} {:>12} {:>10} {:>3}  {}",
+            stream.name,
+            stream.role,
+            stream.messages,
+            stream.bytes,
+            oldest,
+            stream.replicas,
+            stream.leader.as_deref().unwrap_or("-"),
+        );
+        for consumer in &stream.consumers {
+            let count = if consumer.consumers == 1 {
+                String::new()
+            } else {
+                format!(" ({} consumers)", consumer.consumers)
+            };
+            let _ = writeln!(
+                out,
+                "  {:<20} pending {:>8}  ack-pending {:>6}  redelivered {:>6}{count}",
+                consumer.name, consumer.pending, consumer.ack_pending, consumer.redelivered,
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // Tests unwrap: a panic is a failure with its message.
@@ -209,5 +307,52 @@ mod tests {
         };
         assert!(!spec_json(&spec, false).to_string().contains("MfKQ9r8"));
         assert!(spec_json(&spec, true).to_string().contains("MfKQ9r8"));
+    }
+
+    #[test]
+    fn the_provision_report_says_what_changed() {
+        let report = herald_bus::ProvisionReport {
+            items: vec![
+                ("EVENTS".into(), herald_bus::Ensured::Unchanged),
+                ("HERALD_DELIVERIES".into(), herald_bus::Ensured::Updated),
+                ("HERALD_RETRY_14S".into(), herald_bus::Ensured::Created),
+            ],
+        };
+        expect_test::expect![[r#"
+            unchanged  EVENTS
+            updated    HERALD_DELIVERIES
+            created    HERALD_RETRY_14S
+            2 of 3 changed"#]]
+        .assert_eq(&provision_report(&report));
+    }
+
+    #[test]
+    fn the_status_table_shows_streams_then_their_consumers() {
+        let consumer = |name: &str, consumers| herald_bus::ConsumerStatus {
+            name: name.into(),
+            pending: 2,
+            ack_pending: 1,
+            redelivered: 0,
+            consumers,
+        };
+        let status = herald_bus::Status {
+            streams: vec![herald_bus::StreamStatus {
+                name: "EVENTS".into(),
+                role: "events",
+                messages: 3,
+                bytes: 420,
+                oldest_age_seconds: Some(90),
+                replicas: 3,
+                leader: Some("n2".into()),
+                consumers: vec![consumer("herald-router", 1), consumer("herald-lane-*", 4)],
+            }],
+        };
+        expect_test::expect![[r#"
+            stream                 role             messages        bytes     oldest   R  leader
+            EVENTS                 events                  3          420     1m 30s   3  n2
+              herald-router        pending        2  ack-pending      1  redelivered      0
+              herald-lane-*        pending        2  ack-pending      1  redelivered      0 (4 consumers)
+        "#]]
+        .assert_eq(&status_table(&status));
     }
 }
