@@ -84,12 +84,12 @@ pub struct Secret(String);
 
 /// An `Idempotency-Key`: 1–255 visible ASCII characters.
 #[derive(Debug, ToSchema)]
-#[schema(value_type = String, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e][\x20-\x7e]*$")]
+#[schema(value_type = String, min_length = 1, max_length = 255, pattern = r"^[\t\x20-\x7e]*[\x21-\x7e][\t\x20-\x7e]*$")]
 pub struct IdempotencyKey(String);
 
 /// An `If-Match` naming a webhook's version: `"3"`, `W/"3"` or `3`.
 #[derive(Debug, ToSchema)]
-#[schema(value_type = String, pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#, example = "\"3\"")]
+#[schema(value_type = String, pattern = r#"^[\t ]*(W/)?"?[0-9]{1,18}"?[\t ]*$"#, example = "\"3\"")]
 pub struct IfMatch(String);
 
 /// Where a delivery stands.

@@ -20,10 +20,15 @@ fn key_of(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get(HEADER) else {
         return Ok(None);
     };
+    // As the API document states it: visible ASCII, spaces and tabs (what an
+    // HTTP field value may hold), at least one visible character.
+    let visible = |b: &u8| (0x21..=0x7e).contains(b);
     let text = value
         .to_str()
         .ok()
         .filter(|t| (1..=255).contains(&t.len()))
+        .filter(|t| t.bytes().all(|b| b == b'\t' || b == b' ' || visible(&b)))
+        .filter(|t| t.bytes().any(|b| visible(&b)))
         .ok_or_else(|| {
             ApiError::field(
                 "header:idempotency-key",

@@ -121,13 +121,15 @@ pub fn display_name(field: &str, name: &str, max: usize) -> ServiceResult<String
     if trimmed.is_empty() {
         return Err(ServiceError::field(field, "must not be empty"));
     }
-    if trimmed.chars().any(char::is_control) {
+    // Checked on the text as sent, as the API document states them: a tab
+    // or a line break is refused even where trimming would drop it.
+    if name.chars().any(char::is_control) {
         return Err(ServiceError::field(
             field,
             "must not contain control characters",
         ));
     }
-    if trimmed.chars().count() > max {
+    if name.chars().count() > max {
         return Err(ServiceError::field(
             field,
             format!("must be at most {max} characters"),

@@ -187,6 +187,13 @@ async fn text_with_control_characters_is_refused_naming_its_field() {
             json!({ "name": "tab\tinside" }),
             "name",
         ),
+        // At the end, where trimming would have hidden it.
+        (
+            Method::POST,
+            "/v1/accounts".to_owned(),
+            json!({ "name": "trailing tab\t" }),
+            "name",
+        ),
         (
             Method::POST,
             format!("/v1/accounts/{account}/api-keys"),
@@ -214,6 +221,23 @@ async fn text_with_control_characters_is_refused_naming_its_field() {
             .unwrap();
         expect_field_error(response, StatusCode::UNPROCESSABLE_ENTITY, field).await;
     }
+    // An Idempotency-Key holds visible ASCII, spaces and tabs only.
+    let response = registry
+        .admin(Method::POST, "/v1/accounts")
+        .header(
+            "idempotency-key",
+            reqwest::header::HeaderValue::from_bytes(b"key\xe9").unwrap(),
+        )
+        .json(&json!({ "name": "keyed" }))
+        .send()
+        .await
+        .unwrap();
+    expect_field_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "header:idempotency-key",
+    )
+    .await;
     // Line breaks and tabs are ordinary in a description.
     let fine = registry
         .admin(
