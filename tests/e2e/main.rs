@@ -6,6 +6,7 @@
 
 use herald_e2e::harness;
 
+mod cluster;
 mod flows;
 mod outages;
 mod secrets;

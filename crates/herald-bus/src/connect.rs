@@ -79,7 +79,9 @@ pub fn jetstream(client: async_nats::Client) -> async_nats::jetstream::Context {
 }
 
 /// Connects to the NATS server at `url` as `client_name` (shown in the server's connection
-/// list), retrying with [`ConnectRetry::default`].
+/// list), retrying with [`ConnectRetry::default`]. `url` may list several servers of a cluster,
+/// separated by commas: the client starts with any that answers and fails over to the others
+/// (and to those the cluster announces).
 pub async fn connect(url: &str, client_name: &str) -> Result<async_nats::Client, ConnectError> {
     connect_with(url, client_name, ConnectRetry::default()).await
 }
@@ -97,10 +99,15 @@ pub async fn connect_with(
         .with_max_times(attempts - 1)
         .with_total_delay(Some(retry.total_delay))
         .with_jitter();
+    let servers: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     let mut tried = 0usize;
     let result = (|| {
         tried += 1;
-        options(client_name).connect(url)
+        options(client_name).connect(servers.clone())
     })
     .retry(backoff)
     .when(is_transient)

@@ -26,7 +26,8 @@ const MAX_REASON_LEN: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error(
-        "no stream {stream} captures {subject}: provision Herald's NATS topology first ({source})"
+        "no stream {stream} answered for {subject}: it is missing (provision Herald's NATS \
+         topology first) or, in a cluster, electing a new leader ({source})"
     )]
     NoStream {
         stream: &'static str,

@@ -21,6 +21,18 @@ async fn connects_and_names_the_client() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_list_of_servers_connects_to_one_that_answers() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    // Nothing listens on the first: a cluster node that is down.
+    let down = herald_testkit::free_port()?;
+    let url = format!("nats://127.0.0.1:{down}, {}", nats.url());
+    let client = connect(&url, "herald-test").await?;
+    client.flush().await?;
+    assert_eq!(client.server_info().port, nats.port());
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_first_connection_waits_for_a_starting_server() -> anyhow::Result<()> {
     let mut nats = NatsServer::start()?;
     nats.kill()?;

@@ -11,7 +11,7 @@ mod receiver;
 mod wait;
 
 pub use database::{Backend, TestDatabase};
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 pub use net::free_port;
 pub use receiver::{Receiver, Recorded, Response};
 pub use wait::{wait_for, wait_until};

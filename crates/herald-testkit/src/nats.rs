@@ -1,5 +1,6 @@
 //! A private `nats-server` with JetStream for one test: its own port and store folder, and
-//! control over its life (kill -9, graceful stop, restart on the same port and store).
+//! control over its life (kill -9, graceful stop, restart on the same port and store); or a
+//! cluster of them on loopback ports.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -39,6 +40,15 @@ pub struct NatsServer {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    cluster: Option<ClusterRole>,
+}
+
+/// A node's place in a [`NatsCluster`].
+#[derive(Debug, Clone)]
+struct ClusterRole {
+    name: String,
+    cluster_port: u16,
+    routes: Vec<u16>,
 }
 
 impl NatsServer {
@@ -55,6 +65,7 @@ impl NatsServer {
             port: 0,
             dir,
             child: None,
+            cluster: None,
         };
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
@@ -81,6 +92,11 @@ impl NatsServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's name in its cluster (`n1`, `n2`, …); none for a lone server.
+    pub fn name(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|role| role.name.as_str())
     }
 
     /// The JetStream store folder, kept across [`kill`](Self::kill) and
@@ -188,6 +204,24 @@ impl NatsServer {
             .arg("-js")
             .arg("-sd")
             .arg(self.store_dir())
+            .args(self.cluster.iter().flat_map(|role| {
+                let routes = role
+                    .routes
+                    .iter()
+                    .map(|port| format!("nats://127.0.0.1:{port}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                [
+                    "--server_name".to_owned(),
+                    role.name.clone(),
+                    "--cluster_name".to_owned(),
+                    "herald-test".to_owned(),
+                    "--cluster".to_owned(),
+                    format!("nats://127.0.0.1:{}", role.cluster_port),
+                    "--routes".to_owned(),
+                    routes,
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)
@@ -356,5 +390,110 @@ mod tests {
         )?;
         assert_eq!(found, explicit);
         Ok(())
+    }
+}
+
+/// Several `nats-server` processes clustered on loopback ports, with JetStream: streams can
+/// have replicas, and a node (the leader of a stream, say) can be killed and restarted.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+/// How long the cluster may take to elect its JetStream meta leader.
+const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl NatsCluster {
+    /// Starts `size` nodes named `n1`, `n2`, … and waits until JetStream answers.
+    pub async fn start(size: usize) -> anyhow::Result<NatsCluster> {
+        let bin = find_binary()?;
+        let ports = (0..size)
+            .map(|_| Ok((free_port()?, free_port()?)))
+            .collect::<anyhow::Result<Vec<(u16, u16)>>>()?;
+        let mut nodes = Vec::with_capacity(size);
+        for (index, (port, cluster_port)) in ports.iter().enumerate() {
+            let dir = tempfile::Builder::new()
+                .prefix("herald-nats-cluster-")
+                .tempdir()
+                .context("creating a folder for nats-server")?;
+            let mut node = NatsServer {
+                bin: bin.clone(),
+                port: *port,
+                dir,
+                child: None,
+                cluster: Some(ClusterRole {
+                    name: format!("n{}", index + 1),
+                    cluster_port: *cluster_port,
+                    routes: ports
+                        .iter()
+                        .filter(|(_, other)| other != cluster_port)
+                        .map(|(_, other)| *other)
+                        .collect(),
+                }),
+            };
+            node.spawn()?;
+            nodes.push(node);
+        }
+        let cluster = NatsCluster { nodes };
+        cluster.wait_for_jetstream().await?;
+        Ok(cluster)
+    }
+
+    /// Every node's client URL, comma-separated, as clients take them.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node named `name` (`n1`, …).
+    pub fn node(&mut self, name: &str) -> Option<&mut NatsServer> {
+        self.nodes.iter_mut().find(|node| node.name() == Some(name))
+    }
+
+    pub fn nodes(&self) -> &[NatsServer] {
+        &self.nodes
+    }
+
+    /// Connects a client that knows every node.
+    pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        let urls: Vec<String> = self.nodes.iter().map(NatsServer::url).collect();
+        async_nats::connect(urls.clone())
+            .await
+            .with_context(|| format!("connecting to the test cluster at {urls:?}"))
+    }
+
+    /// Waits until JetStream can place a stream on every node: a probe stream with one
+    /// replica per node is created (and removed) once the meta leader is elected and every
+    /// peer has joined.
+    pub async fn wait_for_jetstream(&self) -> anyhow::Result<()> {
+        let js = async_nats::jetstream::new(self.client().await?);
+        let probe = async_nats::jetstream::stream::Config {
+            name: "HERALD_TEST_CLUSTER_READY".to_owned(),
+            subjects: vec!["herald-test.cluster-ready".to_owned()],
+            num_replicas: self.nodes.len(),
+            ..Default::default()
+        };
+        let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
+        loop {
+            match js.create_stream(probe.clone()).await {
+                Ok(_) => {
+                    js.delete_stream(&probe.name)
+                        .await
+                        .context("removing the cluster's probe stream")?;
+                    return Ok(());
+                }
+                Err(err) if Instant::now() >= deadline => {
+                    return Err(anyhow::anyhow!(err)).context(format!(
+                        "the cluster's JetStream did not take a {}-replica stream within \
+                         {CLUSTER_READY_TIMEOUT:?}",
+                        self.nodes.len()
+                    ));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 }
