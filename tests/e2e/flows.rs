@@ -64,6 +64,27 @@ async fn an_event_is_delivered_signed_and_logged() {
         herald.receiver.requests_to("/payments").is_empty(),
         "not subscribed to bookings"
     );
+    // The registry's /metrics counts the outcome it recorded and how long it waited.
+    let metrics = herald_testkit::wait_for(WAIT, || async {
+        let text = herald
+            .http
+            .get(format!("{}/metrics", herald.api))
+            .bearer_auth(crate::harness::ADMIN)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("herald_registry_outcomes_recorded_total 1")
+            .then_some(text)
+    })
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains("herald_registry_outcome_ingest_lag_seconds_count 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

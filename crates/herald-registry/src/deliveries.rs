@@ -99,6 +99,7 @@ pub async fn run_ingest(
     store: Store,
     projector: Projector,
     notices: LogNotices,
+    metrics: std::sync::Arc<crate::metrics::RegistryMetrics>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -119,8 +120,10 @@ pub async fn run_ingest(
                 continue;
             }
         };
-        if let Err(error) =
-            ingest_from(&js, &consumer, &store, &projector, &notices, &shutdown).await
+        if let Err(error) = ingest_from(
+            &js, &consumer, &store, &projector, &notices, &metrics, &shutdown,
+        )
+        .await
         {
             tracing::warn!(
                 error = format!("{error:#}"),
@@ -149,6 +152,7 @@ async fn ingest_from(
     store: &Store,
     projector: &Projector,
     notices: &LogNotices,
+    metrics: &crate::metrics::RegistryMetrics,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
@@ -176,6 +180,7 @@ async fn ingest_from(
             continue;
         }
         if record_batch(js, store, projector, notices, &messages).await {
+            metrics.ingested(&stream_lags(&messages));
             for message in &messages {
                 if let Err(error) = message.ack().await {
                     tracing::warn!(%error, "cannot ack an outcome; it will be redelivered");
@@ -190,6 +195,21 @@ async fn ingest_from(
             }
         }
     }
+}
+
+/// How long each message waited in its stream before it was written.
+fn stream_lags(messages: &[jetstream::Message]) -> Vec<Duration> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    messages
+        .iter()
+        .filter_map(|message| message.info().ok())
+        .map(|info| {
+            let stored = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
+            now.saturating_sub(Duration::from_nanos(stored))
+        })
+        .collect()
 }
 
 /// Records one batch of outcome messages; false when the database is away

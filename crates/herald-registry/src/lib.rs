@@ -7,6 +7,7 @@ pub mod config;
 pub mod deliveries;
 pub mod error;
 pub mod live;
+pub mod metrics;
 pub mod openapi;
 pub mod principal;
 pub mod projection;
@@ -74,6 +75,8 @@ impl Registry {
             .await
             .context("initial reconciliation failed")?;
         tracing::info!(?report, "webhook projections reconciled");
+        let metrics = Arc::new(metrics::RegistryMetrics::new());
+        metrics.reconciled(&report);
         let admin_key_hash = store::hash_key(config.admin_api_key.expose_secret()).into();
         let state = AppState {
             store,
@@ -81,6 +84,7 @@ impl Registry {
             config: Arc::new(config),
             admin_key_hash,
             log_notices: live::LogNotices::new(nats.clone()),
+            metrics,
             nats,
             js,
         };
@@ -109,6 +113,7 @@ impl Registry {
         let reconciler = tokio::spawn(self.state.projector.clone().run_reconciler(
             self.state.store.clone(),
             self.state.config.reconcile_interval,
+            self.state.metrics.clone(),
             shutdown.clone(),
         ));
         let purge = tokio::spawn(purge_expired(
@@ -121,6 +126,7 @@ impl Registry {
             self.state.store.clone(),
             self.state.projector.clone(),
             self.state.log_notices.clone(),
+            self.state.metrics.clone(),
             shutdown.clone(),
         ));
         let notices = tokio::spawn(self.state.log_notices.clone().run(shutdown.clone()));

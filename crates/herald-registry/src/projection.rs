@@ -257,9 +257,11 @@ impl Projector {
         self,
         store: Store,
         interval: Duration,
+        metrics: std::sync::Arc<crate::metrics::RegistryMetrics>,
         shutdown: CancellationToken,
     ) {
-        let mut ticker = tokio::time::interval(interval);
+        // The first reconciliation ran at start-up (`Registry::build`).
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -270,6 +272,9 @@ impl Projector {
                 () = shutdown.cancelled() => return,
                 result = self.reconcile(&store) => result,
             };
+            if let Ok(report) = &result {
+                metrics.reconciled(report);
+            }
             match result {
                 Ok(report) if report.written + report.removed > 0 => {
                     tracing::info!(?report, "reconciled webhook projections");

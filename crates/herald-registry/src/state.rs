@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::live::LogNotices;
+use crate::metrics::RegistryMetrics;
 use crate::projection::Projector;
 use crate::store::Store;
 
@@ -18,4 +19,5 @@ pub struct AppState {
     pub js: async_nats::jetstream::Context,
     /// Changes to the delivery log, for the console's live pages.
     pub log_notices: LogNotices,
+    pub metrics: Arc<RegistryMetrics>,
 }

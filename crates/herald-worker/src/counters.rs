@@ -1,5 +1,5 @@
-//! What the worker has done so far, as plain counters: tests and the benchmark read them, and a
-//! metrics exporter can later publish the same numbers.
+//! What the worker has done so far, as plain counters: tests and the benchmark read them, and
+//! `/metrics` serves them (see `metrics`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -112,28 +112,11 @@ counter_methods!(
     too_large,
 );
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshot_reads_what_was_added() {
-        let counters = Counters::default();
-        counters.delivered(2);
-        counters.delivered(1);
-        counters.dead(1);
-        let snapshot = counters.snapshot();
-        assert_eq!(snapshot.delivered, 3);
-        assert_eq!(snapshot.dead, 1);
-        assert_eq!(snapshot.failed, 0);
-    }
-}
-
 impl CounterSnapshot {
-    /// The counters in the Prometheus text exposition format, with the index size, open
-    /// breakers and open lanes as gauges.
-    pub fn prometheus(&self, webhooks: usize, open_breakers: usize, open_lanes: usize) -> String {
-        let counters: [(&str, u64, &str); 19] = [
+    /// Every counter with its metric name (without the `herald_worker_` prefix and `_total`
+    /// suffix) and help text.
+    pub fn named(&self) -> [(&'static str, u64, &'static str); 19] {
+        [
             (
                 "events_routed",
                 self.events_routed,
@@ -209,43 +192,23 @@ impl CounterSnapshot {
                 self.too_large,
                 "Events too large to make delivery tasks of",
             ),
-        ];
-        let mut out = String::new();
-        for (name, value, help) in counters {
-            out.push_str(&format!(
-                "# HELP herald_worker_{name}_total {help}.\n# TYPE herald_worker_{name}_total counter\nherald_worker_{name}_total {value}\n"
-            ));
-        }
-        out.push_str(&format!(
-            "# HELP herald_worker_webhooks Webhooks in the subscription index.\n# TYPE herald_worker_webhooks gauge\nherald_worker_webhooks {webhooks}\n"
-        ));
-        out.push_str(&format!(
-            "# HELP herald_worker_open_breakers Webhooks whose circuit breaker is open.\n# TYPE herald_worker_open_breakers gauge\nherald_worker_open_breakers {open_breakers}\n"
-        ));
-        out.push_str(&format!(
-            "# HELP herald_worker_open_lanes Busy webhooks whose lane this worker reads.\n# TYPE herald_worker_open_lanes gauge\nherald_worker_open_lanes {open_lanes}\n"
-        ));
-        out
+        ]
     }
 }
 
 #[cfg(test)]
-mod prometheus_tests {
+mod tests {
     use super::*;
 
     #[test]
-    fn renders_every_counter_and_gauge() {
-        let snapshot = CounterSnapshot {
-            delivered: 7,
-            dead: 1,
-            ..CounterSnapshot::default()
-        };
-        let text = snapshot.prometheus(3, 1, 2);
-        assert!(text.contains("herald_worker_delivered_total 7\n"), "{text}");
-        assert!(text.contains("herald_worker_dead_total 1\n"), "{text}");
-        assert!(text.contains("herald_worker_webhooks 3\n"), "{text}");
-        assert!(text.contains("herald_worker_open_breakers 1\n"), "{text}");
-        assert!(text.contains("herald_worker_open_lanes 2\n"), "{text}");
-        assert_eq!(text.matches("# TYPE").count(), 22);
+    fn snapshot_reads_what_was_added() {
+        let counters = Counters::default();
+        counters.delivered(2);
+        counters.delivered(1);
+        counters.dead(1);
+        let snapshot = counters.snapshot();
+        assert_eq!(snapshot.delivered, 3);
+        assert_eq!(snapshot.dead, 1);
+        assert_eq!(snapshot.failed, 0);
     }
 }

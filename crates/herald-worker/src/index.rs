@@ -6,7 +6,7 @@
 //! on how many webhooks do not match.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -342,6 +342,16 @@ pub struct SharedIndex {
     /// broken and the bucket is read again. A stale index must not decide that an event matches
     /// nothing or that a webhook is gone.
     current: Arc<AtomicBool>,
+    /// When the index last took a change, in milliseconds since the Unix epoch; 0 before any.
+    last_change: Arc<AtomicU64>,
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 impl SharedIndex {
@@ -367,7 +377,17 @@ impl SharedIndex {
     }
 
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut SubscriptionIndex) -> T) -> T {
-        f(&mut self.inner.write().unwrap_or_else(PoisonError::into_inner))
+        let written = f(&mut self.inner.write().unwrap_or_else(PoisonError::into_inner));
+        self.last_change.store(unix_millis(), Ordering::Relaxed);
+        written
+    }
+
+    /// How long since the index last took a change; zero before the first.
+    pub fn since_last_change(&self) -> std::time::Duration {
+        match self.last_change.load(Ordering::Relaxed) {
+            0 => std::time::Duration::ZERO,
+            at => std::time::Duration::from_millis(unix_millis().saturating_sub(at)),
+        }
     }
 
     pub fn matching(&self, account: &AccountId, event_type: &EventType) -> Vec<Arc<Subscription>> {

@@ -18,6 +18,7 @@ pub mod counters;
 pub mod health;
 pub mod http;
 pub mod index;
+pub mod metrics;
 pub mod watch;
 
 mod attempt;

@@ -23,6 +23,7 @@ use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
 use crate::lanes::{LaneOpener, LanePass};
 use crate::limits::{Slot, WebhookLimits};
+use crate::metrics::{Metrics, Outcome};
 use crate::shutdown::{Stopping, ack, bury, in_progress, nak};
 use crate::task::{Task, msg_id};
 
@@ -73,7 +74,7 @@ pub struct Sender {
     pub js: jetstream::Context,
     pub index: SharedIndex,
     pub client: DeliveryClient,
-    pub breakers: Breakers,
+    pub breakers: Arc<Breakers>,
     /// Requests in flight per webhook, and which webhooks have a lane open here.
     pub limits: Arc<WebhookLimits>,
     /// Starts or wakes the reader of a lane the sender has moved a task to.
@@ -85,6 +86,7 @@ pub struct Sender {
     /// The sender's consumers' ack wait; a task held longer reports progress.
     pub ack_wait: Duration,
     pub counters: Arc<Counters>,
+    pub metrics: Arc<Metrics>,
     pub stopping: Stopping,
 }
 
@@ -270,6 +272,7 @@ impl Sender {
             .as_ref()
             .and_then(traceparent)
             .map_or_else(new_traceparent, str::to_owned);
+        let in_flight = self.metrics.request_started();
         let attempted = tokio::select! {
             attempted = attempt::send(&self.client, &subscription, &task, Some(&trace)) => attempted,
             () = self.stopping.hard.cancelled() => {
@@ -278,6 +281,7 @@ impl Sender {
             }
         };
         drop(slot);
+        drop(in_flight);
 
         let verdict = attempt::decide(&task, &attempted, &self.schedule, &mut rand::rng());
         self.update_breaker(&task, &attempted, verdict, probe);
@@ -295,6 +299,16 @@ impl Sender {
             }
         })?;
         ack(message).await;
+        let outcome = match verdict {
+            Verdict::Delivered => Outcome::Delivered,
+            Verdict::Retry(_) => Outcome::Retrying,
+            Verdict::Exhausted { .. } => Outcome::Exhausted,
+        };
+        let age = (attempted.answered_at() - task.event.timestamp)
+            .to_std()
+            .unwrap_or_default();
+        // Metrics before counters: whoever sees a counter move finds the metrics recorded.
+        self.metrics.attempt(&attempted, outcome, task.attempt, age);
         self.count(&attempted, verdict);
         Ok(())
     }

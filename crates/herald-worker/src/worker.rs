@@ -23,6 +23,7 @@ use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
 use crate::lanes::{LANE_IDLE, LaneOpener, Lanes};
 use crate::limits::WebhookLimits;
+use crate::metrics::{LiveState, Metrics, StateCollector};
 use crate::router::Router;
 use crate::sender::Sender;
 use crate::shutdown::{CrashGuard, Stopping, drain};
@@ -55,6 +56,24 @@ pub struct Worker {
     counters: Arc<Counters>,
     index: SharedIndex,
     sender: Arc<Sender>,
+    metrics: Arc<Metrics>,
+}
+
+/// The breakers and lanes, as `/metrics` reads them.
+#[derive(Debug)]
+struct Live {
+    breakers: Arc<Breakers>,
+    limits: Arc<WebhookLimits>,
+}
+
+impl LiveState for Live {
+    fn open_breakers(&self) -> usize {
+        self.breakers.open_count()
+    }
+
+    fn open_lanes(&self) -> usize {
+        self.limits.open_lanes()
+    }
 }
 
 impl Worker {
@@ -111,11 +130,22 @@ impl Worker {
         )?;
         let limits = WebhookLimits::new(config.per_webhook_in_flight);
         let (lane_opener, opened_lanes) = LaneOpener::new(limits.clone());
+        let breakers = Arc::new(Breakers::new(config.breaker.clone()));
+        let mut metrics = Metrics::new();
+        metrics.collect_state(StateCollector {
+            counters: counters.clone(),
+            index: index.clone(),
+            live: Arc::new(Live {
+                breakers: breakers.clone(),
+                limits: limits.clone(),
+            }),
+        });
+        let metrics = Arc::new(metrics);
         let sender = Arc::new(Sender {
             js: js.clone(),
             index: index.clone(),
             client: delivery_client,
-            breakers: Breakers::new(config.breaker.clone()),
+            breakers,
             limits,
             lanes: lane_opener.clone(),
             schedule: config.retry_schedule.clone(),
@@ -124,6 +154,7 @@ impl Worker {
                 + config.breaker.max_cool_down,
             ack_wait: config.sender_ack_wait,
             counters: counters.clone(),
+            metrics: metrics.clone(),
             stopping: stopping.clone(),
         });
         let router = Arc::new(Router {
@@ -147,6 +178,12 @@ impl Worker {
             INDEX_LOAD_TIMEOUT,
         );
         loops.spawn(named("bucket watch", watching));
+        {
+            let (metrics, js, stop) = (metrics.clone(), js.clone(), stopping.fetch.clone());
+            loops.spawn(named("stream metrics", async move {
+                metrics.poll_streams(js, stop).await;
+            }));
+        }
         {
             let js = js.clone();
             let router = router.clone();
@@ -285,6 +322,7 @@ impl Worker {
             counters,
             index,
             sender,
+            metrics,
         })
     }
 
@@ -311,6 +349,11 @@ impl Worker {
     /// Lanes of busy webhooks this worker reads.
     pub fn open_lanes(&self) -> usize {
         self.sender.limits.open_lanes()
+    }
+
+    /// Every metric in the Prometheus text format, for `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
     }
 
     /// Running, stopping, or failed (a loop that must run ended): what `/readyz` answers.

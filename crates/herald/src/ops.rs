@@ -62,12 +62,13 @@ fn readiness(state: &HealthState, shutting_down: bool) -> (StatusCode, String) {
 }
 
 async fn metrics(State(worker): State<Arc<herald_worker::Worker>>) -> impl IntoResponse {
-    let text = worker.counters().prometheus(
-        worker.index().len(),
-        worker.open_breakers(),
-        worker.open_lanes(),
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        worker.metrics_text(),
+    )
 }
 
 #[cfg(test)]

@@ -52,6 +52,15 @@ pub fn router(state: AppState) -> Router {
             health::router().method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed }),
         )
         .merge(crate::ui::router())
+        .route(
+            "/metrics",
+            axum::routing::get(crate::metrics::serve)
+                .fallback(|| async { ApiError::MethodNotAllowed }),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::Extension(BodyLimit(limit)))

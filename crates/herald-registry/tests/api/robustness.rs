@@ -358,3 +358,45 @@ async fn a_webhooks_delivery_list_takes_no_webhook_id_query() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn metrics_are_served_to_the_admin_by_route_template() {
+    let registry = TestRegistry::start().await;
+    let account = registry.create_account("Metered").await;
+    let key = registry.create_key(&account).await;
+    registry
+        .admin(Method::GET, &format!("/v1/accounts/{account}"))
+        .send()
+        .await
+        .unwrap();
+    let anonymous = registry
+        .request(Method::GET, "/metrics", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let tenant = registry
+        .request(Method::GET, "/metrics", Some(&key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tenant.status(), StatusCode::FORBIDDEN);
+    let response = registry
+        .admin(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    for line in [
+        r#"herald_registry_http_requests_total{method="POST",route="/v1/accounts",status="201"} 1"#,
+        r#"herald_registry_http_requests_total{method="GET",route="/v1/accounts/{account_id}",status="200"} 1"#,
+        r#"herald_registry_http_request_duration_seconds_count{method="POST",route="/v1/accounts"} 1"#,
+        "herald_registry_reconciles_total 1",
+        "herald_registry_outcomes_recorded_total 0",
+    ] {
+        assert!(text.contains(line), "{line} is missing from:\n{text}");
+    }
+    // Routes are templates: no account id in any label.
+    assert!(!text.contains(&account), "{text}");
+}

@@ -110,6 +110,19 @@ async fn a_delivery_is_signed_and_shaped_as_documented() {
         Some("evt_happy_path")
     );
     wait_counters(&worker, |c| c.delivered == 1 && c.events_routed == 1).await;
+    // /metrics: the attempt by outcome and status class, and its latency from the event's
+    // timestamp, without naming the webhook or the account.
+    let metrics = worker.metrics_text();
+    for line in [
+        r#"herald_worker_attempts_total{outcome="delivered",status_class="2xx"} 1"#,
+        "herald_worker_delivery_latency_seconds_count 1",
+        "herald_worker_attempts_per_delivery_count 1",
+        "herald_worker_delivered_total 1",
+        "herald_worker_requests_in_flight 0",
+    ] {
+        assert!(metrics.contains(line), "{line} is missing from:\n{metrics}");
+    }
+    assert!(!metrics.contains(&spec.id) && !metrics.contains(h.account.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
