@@ -55,6 +55,9 @@ enum Command {
     /// bytes, the oldest message's age, replicas and leader; per consumer
     /// pending, ack-pending and redelivered.
     Status(tools::StatusArgs),
+    /// Bring the registry's database (HERALD_DATABASE_URL) up to date and
+    /// print the migrations applied; registries also migrate at start-up.
+    Migrate,
     /// Create or update Herald's streams, consumers and bucket as the
     /// worker's HERALD_* variables say (HERALD_STREAM_REPLICAS,
     /// HERALD_RETRY_SCHEDULE, ack waits; HERALD_CREATE_STREAMS for EVENTS),
@@ -125,6 +128,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status(args) => {
             print(&format!("{}\n", tools::status(args).await?));
+            Ok(())
+        }
+        Command::Migrate => {
+            print(&format!("{}\n", tools::migrate().await?));
             Ok(())
         }
         Command::Provision => {

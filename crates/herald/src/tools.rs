@@ -161,6 +161,18 @@ fn spec_json(
     })
 }
 
+/// Migrates the database named by `HERALD_DATABASE_URL` (the registry's default when unset).
+pub async fn migrate() -> anyhow::Result<String> {
+    let url = std::env::var("HERALD_DATABASE_URL")
+        .unwrap_or_else(|_| "sqlite://herald.db?mode=rwc".to_owned());
+    let applied = herald_registry::store::Store::migrate(&url).await?;
+    Ok(if applied.is_empty() {
+        "the database is up to date".to_owned()
+    } else {
+        format!("applied {}", applied.join(", "))
+    })
+}
+
 /// Creates or updates Herald's streams, consumers and bucket as the worker's `HERALD_*`
 /// configuration says (replicas, retry schedule, ack waits), and says what changed.
 pub async fn provision() -> anyhow::Result<String> {

@@ -107,21 +107,7 @@ pub struct Store {
 impl Store {
     /// Connects and brings the schema up to date.
     pub async fn connect(url: &str, keyring: Keyring) -> anyhow::Result<Self> {
-        let mut options = ConnectOptions::new(url.to_owned());
-        options.sqlx_logging(false);
-        if url.starts_with("sqlite:") {
-            // One writer at a time is SQLite's model; a small pool avoids
-            // "database is locked" under concurrent requests.
-            options.max_connections(4);
-        }
-        let db = Database::connect(options)
-            .await
-            .with_context(|| format!("cannot connect to the database at {}", redact(url)))?;
-        if url.starts_with("sqlite:") {
-            db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
-                .await
-                .context("cannot configure SQLite")?;
-        }
+        let db = open(url).await?;
         migration::Migrator::up(&db, None)
             .await
             .context("database migration failed")?;
@@ -130,6 +116,50 @@ impl Store {
         Ok(store)
     }
 
+    /// Brings the schema at `url` up to date (`herald migrate`, e.g. as a deployment's job
+    /// before the registries roll); returns the names of the migrations it applied.
+    pub async fn migrate(url: &str) -> anyhow::Result<Vec<String>> {
+        let db = open(url).await?;
+        let pending: Vec<String> = migration::Migrator::get_pending_migrations(&db)
+            .await
+            .context("cannot read the applied migrations")?
+            .iter()
+            .map(|migration| migration.name().to_owned())
+            .collect();
+        migration::Migrator::up(&db, None)
+            .await
+            .context("database migration failed")?;
+        Self {
+            db,
+            keyring: Keyring::default(),
+        }
+        .seed_event_types()
+        .await?;
+        Ok(pending)
+    }
+}
+
+/// Connects to the database at `url`, configured as Herald uses it.
+async fn open(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options.sqlx_logging(false);
+    if url.starts_with("sqlite:") {
+        // One writer at a time is SQLite's model; a small pool avoids
+        // "database is locked" under concurrent requests.
+        options.max_connections(4);
+    }
+    let db = Database::connect(options)
+        .await
+        .with_context(|| format!("cannot connect to the database at {}", redact(url)))?;
+    if url.starts_with("sqlite:") {
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
+            .await
+            .context("cannot configure SQLite")?;
+    }
+    Ok(db)
+}
+
+impl Store {
     /// Begins a transaction that writes. On SQLite it takes the write lock
     /// at once (`BEGIN IMMEDIATE`): a transaction that reads before it
     /// writes then waits for another writer (the busy timeout) instead of

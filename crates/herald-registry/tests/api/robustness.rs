@@ -400,3 +400,19 @@ async fn metrics_are_served_to_the_admin_by_route_template() {
     // Routes are templates: no account id in any label.
     assert!(!text.contains(&account), "{text}");
 }
+
+#[tokio::test]
+async fn migrate_applies_what_is_missing_once() {
+    let db = herald_testkit::TestDatabase::from_env().await.unwrap();
+    let applied = herald_registry::store::Store::migrate(db.url())
+        .await
+        .unwrap();
+    assert!(
+        applied.iter().any(|name| name.contains("console")),
+        "{applied:?}"
+    );
+    let again = herald_registry::store::Store::migrate(db.url())
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+}
