@@ -208,6 +208,17 @@ async fn outcomes_fill_the_log_once_each() {
         stats,
         json!({ "pending": 0, "delivered": 1, "failed": 0, "exhausted": 0 })
     );
+
+    // The console's health picture counts both attempts (this hour, or the one before when
+    // the test straddles the hour).
+    let hour = chrono::DurationRound::duration_trunc(Utc::now(), Age::hours(1)).unwrap();
+    let counts = f
+        .registry
+        .store
+        .attempt_counts(&f.webhook, hour - Age::hours(1), hour + Age::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(counts, (1, 1));
 }
 
 #[tokio::test]
