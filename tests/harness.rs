@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use herald_core::{Keyring, RetrySchedule};
 use herald_registry::{Config, Registry};
-use herald_testkit::{NatsServer, Receiver, TestDatabase};
+use herald_testkit::{NatsServer, Receiver, Recorded, TestDatabase};
 use herald_worker::{Worker, WorkerConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -12,6 +12,27 @@ use tokio_util::sync::CancellationToken;
 
 pub const ADMIN: &str = "e2e-admin-key-0123456789";
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Checks a received request's Standard Webhooks signature with `secret`, as a receiver
+/// does; panics (fails the test) when it does not verify.
+pub fn assert_signed(secret: &str, request: &Recorded) {
+    let header = |name: &str| {
+        request
+            .header(name)
+            .unwrap_or_else(|| panic!("the request has no {name} header"))
+    };
+    let secret = herald_core::SigningSecret::parse(secret).expect("a whsec_ secret");
+    herald_core::verify(
+        &[secret],
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+        &request.body,
+        chrono::Utc::now().timestamp(),
+        herald_core::DEFAULT_TOLERANCE,
+    )
+    .expect("the signature verifies with the webhook's secret");
+}
 
 /// The encryption key every test's registry and worker share unless a test changes it, so
 /// that every delivery goes through sealed secrets as in production.

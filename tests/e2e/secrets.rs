@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use herald_core::{DeliveryId, Keyring, SigningSecret, WebhookId};
+use herald_core::{DeliveryId, Keyring, WebhookId};
 use herald_proto::webhooks::v1::WebhookSpec;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{Herald, KEY, WAIT};
+use crate::harness::{Herald, KEY, WAIT, assert_signed};
 
 async fn projected(herald: &Herald, id: &str) -> WebhookSpec {
     let client = herald.nats.client().await.unwrap();
@@ -17,19 +17,6 @@ async fn projected(herald: &Herald, id: &str) -> WebhookSpec {
         .unwrap();
     let current = bucket.current(id).await.unwrap();
     current.spec().cloned().unwrap()
-}
-
-fn verifies(secret: &str, request: &herald_testkit::Recorded) {
-    herald_core::verify(
-        &[SigningSecret::parse(secret).unwrap()],
-        request.header("webhook-id").unwrap(),
-        request.header("webhook-timestamp").unwrap(),
-        request.header("webhook-signature").unwrap(),
-        &request.body,
-        chrono::Utc::now().timestamp(),
-        herald_core::DEFAULT_TOLERANCE,
-    )
-    .unwrap();
 }
 
 #[tokio::test]
@@ -73,7 +60,7 @@ async fn the_bucket_holds_sealed_secrets_and_a_worker_without_the_key_sends_noth
         .await
         .unwrap()
         .remove(0);
-    verifies(&secret, &request);
+    assert_signed(&secret, &request);
     herald
         .wait_for_delivery(&account, &delivery, |d| d["status"] == "delivered")
         .await;
@@ -122,5 +109,5 @@ async fn a_rotated_key_reseals_the_database_and_the_bucket() {
         .await
         .unwrap()
         .remove(0);
-    verifies(&secret, &request);
+    assert_signed(&secret, &request);
 }

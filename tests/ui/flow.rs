@@ -3,7 +3,8 @@
 //! Actions → Update and Actions → Remove with OK, each ending on the list.
 
 use fantoccini::Locator;
-use herald_core::{SigningSecret, WebhookId};
+use herald_core::WebhookId;
+use herald_e2e::harness::assert_signed;
 use reqwest::Method;
 use serde_json::json;
 
@@ -125,16 +126,7 @@ async fn the_help_page_flow_creates_updates_disables_and_removes_a_webhook() {
         .await
         .unwrap()
         .remove(0);
-    herald_core::verify(
-        &[SigningSecret::parse(&shown).unwrap()],
-        request.header("webhook-id").unwrap(),
-        request.header("webhook-timestamp").unwrap(),
-        request.header("webhook-signature").unwrap(),
-        &request.body,
-        chrono::Utc::now().timestamp(),
-        herald_core::DEFAULT_TOLERANCE,
-    )
-    .unwrap();
+    assert_signed(&shown, &request);
     browser.client.refresh().await.unwrap();
     assert!(
         browser.client.find(Locator::Id("secrets")).await.is_err(),

@@ -174,15 +174,17 @@ impl Keyring {
         Err(SealError::Corrupt)
     }
 
+    /// What every text sealed with the sealing key starts with; none without a key.
+    pub fn sealing_prefix(&self) -> Option<String> {
+        self.keys.first().map(|key| format!("{SEALED}{}:", key.id))
+    }
+
     /// Whether `stored` is sealed with the sealing key and so needs no resealing after a
     /// rotation. `plain:` text needs sealing once a key is configured.
     pub fn is_current(&self, stored: &str) -> bool {
-        match self.keys.first() {
+        match self.sealing_prefix() {
             None => stored.starts_with(PLAIN),
-            Some(key) => stored
-                .strip_prefix(SEALED)
-                .and_then(|rest| rest.split_once(':'))
-                .is_some_and(|(id, _)| id == key.id),
+            Some(prefix) => stored.starts_with(&prefix),
         }
     }
 }

@@ -91,32 +91,20 @@ impl Projector {
     }
 
     /// Whether the bucket's `held` spec already says what the clear `spec`
-    /// says, sealed with the current key.
+    /// says, sealed with the current key: `held` opened is `spec`.
     fn holds(&self, held: &WebhookSpec, spec: &WebhookSpec) -> bool {
         use secrecy::ExposeSecret as _;
-        if held.signing_keys.len() != spec.signing_keys.len() {
-            return false;
+        let mut opened = held.clone();
+        for key in &mut opened.signing_keys {
+            if !self.keyring.is_current(&key.secret) {
+                return false;
+            }
+            match self.keyring.open(&key.secret, held.id.as_bytes()) {
+                Ok(secret) => key.secret = secret.expose_secret().to_owned(),
+                Err(_) => return false,
+            }
         }
-        let secrets_match =
-            held.signing_keys
-                .iter()
-                .zip(&spec.signing_keys)
-                .all(|(held_key, key)| {
-                    self.keyring.is_current(&held_key.secret)
-                        && self
-                            .keyring
-                            .open(&held_key.secret, held.id.as_bytes())
-                            .is_ok_and(|opened| opened.expose_secret() == key.secret)
-                });
-        let mut without_secrets = held.clone();
-        for (held_key, key) in without_secrets
-            .signing_keys
-            .iter_mut()
-            .zip(&spec.signing_keys)
-        {
-            held_key.secret.clone_from(&key.secret);
-        }
-        secrets_match && without_secrets == *spec
+        opened == *spec
     }
 
     /// Projects one webhook after a write. A failure is logged, not returned:

@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use tokio_util::sync::CancellationToken;
 
-use crate::attempt::{AttemptError, Attempted};
+use crate::attempt::{Attempted, Verdict};
 use crate::counters::Counters;
 use crate::index::SharedIndex;
 
@@ -27,26 +27,6 @@ use crate::index::SharedIndex;
 pub const STREAM_POLL: Duration = Duration::from_secs(5);
 
 type Labels = Vec<(&'static str, String)>;
-
-/// What a delivery attempt came to, for the `outcome` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Delivered,
-    /// Failed; another attempt is scheduled.
-    Retrying,
-    /// Failed for the last time (or 410 Gone).
-    Exhausted,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Delivered => "delivered",
-            Outcome::Retrying => "retrying",
-            Outcome::Exhausted => "exhausted",
-        }
-    }
-}
 
 /// The metrics a worker records and serves.
 #[derive(Debug)]
@@ -163,41 +143,38 @@ impl Metrics {
         InFlight(self.in_flight.clone())
     }
 
-    /// One attempt, once its outcome is decided. `age` is the event's age at the answer and
-    /// `attempt` the attempt's number.
+    /// One attempt, once `verdict` decided what follows. `age` is the event's age at the
+    /// answer and `attempt` the attempt's number.
     pub(crate) fn attempt(
         &self,
         attempted: &Attempted,
-        outcome: Outcome,
+        verdict: Verdict,
         attempt: u32,
         age: Duration,
     ) {
         let class = match &attempted.result {
             Ok(response) => format!("{}xx", response.status / 100),
-            Err(
-                AttemptError::Send(_)
-                | AttemptError::NoSigningSecret
-                | AttemptError::SecretSealed(_),
-            ) => "none".to_owned(),
+            Err(_) => "none".to_owned(),
+        };
+        let outcome = match verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry(_) => "retrying",
+            Verdict::Exhausted { .. } => "exhausted",
         };
         self.attempts
             .get_or_create(&vec![
-                ("outcome", outcome.as_str().to_owned()),
+                ("outcome", outcome.to_owned()),
                 ("status_class", class),
             ])
             .inc();
         self.attempt_duration
             .observe(attempted.latency.as_secs_f64());
-        match outcome {
-            Outcome::Delivered => {
-                self.delivery_latency.observe(age.as_secs_f64());
-                self.attempts_per_delivery
-                    .observe(f64::from(attempt.max(1)));
-            }
-            Outcome::Exhausted => self
-                .attempts_per_delivery
-                .observe(f64::from(attempt.max(1))),
-            Outcome::Retrying => {}
+        if verdict == Verdict::Delivered {
+            self.delivery_latency.observe(age.as_secs_f64());
+        }
+        if !matches!(verdict, Verdict::Retry(_)) {
+            self.attempts_per_delivery
+                .observe(f64::from(attempt.max(1)));
         }
     }
 
@@ -366,13 +343,13 @@ mod tests {
         });
         metrics.attempt(
             &answered(200, 40),
-            Outcome::Delivered,
+            Verdict::Delivered,
             2,
             Duration::from_secs(3),
         );
         metrics.attempt(
             &answered(503, 10),
-            Outcome::Retrying,
+            Verdict::Retry(Duration::from_secs(5)),
             1,
             Duration::from_secs(1),
         );

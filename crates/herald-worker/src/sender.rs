@@ -23,7 +23,7 @@ use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
 use crate::lanes::{LaneOpener, LanePass};
 use crate::limits::{Slot, WebhookLimits};
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::Metrics;
 use crate::shutdown::{Stopping, ack, bury, in_progress, nak};
 use crate::task::{Task, msg_id};
 
@@ -299,16 +299,11 @@ impl Sender {
             }
         })?;
         ack(message).await;
-        let outcome = match verdict {
-            Verdict::Delivered => Outcome::Delivered,
-            Verdict::Retry(_) => Outcome::Retrying,
-            Verdict::Exhausted { .. } => Outcome::Exhausted,
-        };
         let age = (attempted.answered_at() - task.event.timestamp)
             .to_std()
             .unwrap_or_default();
         // Metrics before counters: whoever sees a counter move finds the metrics recorded.
-        self.metrics.attempt(&attempted, outcome, task.attempt, age);
+        self.metrics.attempt(&attempted, verdict, task.attempt, age);
         self.count(&attempted, verdict);
         Ok(())
     }

@@ -444,13 +444,15 @@ impl Store {
     /// rotation is never overwritten; run at start-up, after which the old
     /// key can be retired once every registry has run with the new one.
     pub async fn reseal_secrets(&self) -> StoreResult<usize> {
-        if self.keyring.is_empty() {
+        let Some(current) = self.keyring.sealing_prefix() else {
             return Ok(0);
-        }
+        };
         let mut resealed = 0;
         let mut after = String::new();
         loop {
+            // Only rows sealed otherwise are read: a start-up after no rotation reads none.
             let rows = webhook_secret::Entity::find()
+                .filter(webhook_secret::Column::Secret.not_like(format!("{current}%")))
                 .filter(webhook_secret::Column::Id.gt(after.as_str()))
                 .order_by_asc(webhook_secret::Column::Id)
                 .limit(500)
@@ -461,9 +463,6 @@ impl Store {
             };
             after.clone_from(&last.id);
             for row in rows {
-                if self.keyring.is_current(&row.secret) {
-                    continue;
-                }
                 let context = row.webhook_id.as_bytes();
                 let opened = self
                     .keyring

@@ -6,9 +6,29 @@ use std::time::{Duration, Instant};
 
 use herald_core::{DeliveryId, WebhookId};
 use herald_proto::deliveries::v1::DeliveryStatus;
+use herald_proto::webhooks::v1::WebhookSpec;
 use herald_testkit::{Response, wait_until};
+use herald_worker::Worker;
 
 use crate::common::{Harness, WAIT, ms, status, wait_counters};
+
+/// A worker whose breaker opens at one failure and stays open 10 s, with a webhook at `path`
+/// answering 500 whose breaker one event has opened.
+async fn a_tripped_breaker(h: &Harness, path: &str) -> (Worker, WebhookSpec) {
+    let mut config = h.config();
+    config.breaker.failures_to_open = 1;
+    config.breaker.cool_down = Duration::from_secs(10);
+    config.breaker.max_cool_down = Duration::from_secs(10);
+    let worker = h.worker_with(config).await;
+    let spec = h.spec(path, &[]);
+    h.put_indexed(&worker, &[&spec]).await;
+    h.receiver.respond(path, 500);
+    h.publish(&h.event("booking.created")).await;
+    wait_until(WAIT, || async { worker.open_breakers() == 1 })
+        .await
+        .unwrap();
+    (worker, spec)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_endpoint_opens_its_breaker_while_a_healthy_one_keeps_delivering() {
@@ -72,19 +92,7 @@ async fn a_recovered_endpoint_gets_its_deferred_deliveries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferral_ends_once_an_event_is_older_than_the_retry_span() {
     let h = Harness::start().await;
-    let mut config = h.config();
-    config.breaker.failures_to_open = 1;
-    config.breaker.cool_down = Duration::from_secs(10);
-    config.breaker.max_cool_down = Duration::from_secs(10);
-    let worker = h.worker_with(config).await;
-    let spec = h.spec("/never", &[]);
-    h.put_indexed(&worker, &[&spec]).await;
-    h.receiver.respond("/never", 500);
-
-    h.publish(&h.event("booking.created")).await;
-    wait_until(WAIT, || async { worker.open_breakers() == 1 })
-        .await
-        .unwrap();
+    let (worker, spec) = a_tripped_breaker(&h, "/never").await;
     wait_counters(&worker, |c| c.deferred > 0).await;
 
     // An event from an hour ago: past the retry span (0.3 s) plus the longest rest (10 s), so
@@ -206,18 +214,7 @@ async fn a_slow_endpoint_with_a_backlog_does_not_hold_up_healthy_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_webhooks_breaker_is_forgotten() {
     let h = Harness::start().await;
-    let mut config = h.config();
-    config.breaker.failures_to_open = 1;
-    config.breaker.cool_down = Duration::from_secs(10);
-    config.breaker.max_cool_down = Duration::from_secs(10);
-    let worker = h.worker_with(config).await;
-    let spec = h.spec("/broken", &[]);
-    h.put_indexed(&worker, &[&spec]).await;
-    h.receiver.respond("/broken", 500);
-    h.publish(&h.event("booking.created")).await;
-    wait_until(WAIT, || async { worker.open_breakers() == 1 })
-        .await
-        .unwrap();
+    let (worker, spec) = a_tripped_breaker(&h, "/broken").await;
 
     h.bucket.delete(&spec.id).await.unwrap();
     wait_until(WAIT, || async { worker.open_breakers() == 0 })

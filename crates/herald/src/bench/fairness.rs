@@ -270,16 +270,7 @@ pub async fn run(args: &FairnessArgs) -> anyhow::Result<String> {
                 )
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        futures::stream::iter(burst)
-            .for_each_concurrent(256, |event| {
-                let publisher = publisher.clone();
-                async move {
-                    if let Err(error) = publisher.publish(&event).await {
-                        tracing::warn!(%error, "publish failed");
-                    }
-                }
-            })
-            .await;
+        super::publish_concurrently(&publisher, burst).await;
         slow_published = args.backlog;
     }
     let burst_published = burst_started.elapsed();
