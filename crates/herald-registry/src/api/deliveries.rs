@@ -357,7 +357,7 @@ pub async fn redeliver(
     principal: Principal,
     Path((account, delivery)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<DeliveryOut>)> {
-    let delivery = state
+    let (delivery, _) = state
         .redeliver(&principal, &account_id(&account)?, &delivery_id(&delivery)?)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(delivery.into())))

@@ -153,12 +153,14 @@ impl AppState {
 
     /// Sends one delivery again, as one more attempt with the same
     /// `webhook-id`, so receivers that already processed it can tell.
+    /// Returns the delivery as it is now and the number of the attempt
+    /// handed over (a fast worker may already have recorded it).
     pub async fn redeliver(
         &self,
         principal: &Principal,
         account: &AccountId,
         id: &DeliveryId,
-    ) -> ServiceResult<Delivery> {
+    ) -> ServiceResult<(Delivery, u32)> {
         let scope = self.store.authorize(principal, account).await?;
         let (delivery, _) = self.store.get_delivery(&scope, id).await?;
         let webhook = self.store.get_webhook(&scope, &delivery.webhook_id).await?;
@@ -173,11 +175,12 @@ impl AppState {
                     .into(),
             ));
         }
-        self.requeue(&delivery, Trigger::Redelivery).await?;
-        Ok(self.store.get_delivery(&scope, id).await?.0)
+        let attempt = self.requeue(&delivery, Trigger::Redelivery).await?;
+        Ok((self.store.get_delivery(&scope, id).await?.0, attempt))
     }
 
-    async fn requeue(&self, delivery: &Delivery, trigger: Trigger) -> ServiceResult<()> {
+    /// Hands the delivery over as its next attempt; returns that attempt's number.
+    async fn requeue(&self, delivery: &Delivery, trigger: Trigger) -> ServiceResult<u32> {
         let event = crate::deliveries::event_of(delivery)?;
         let attempt = delivery.last_attempt + 1;
         let task =
@@ -198,7 +201,7 @@ impl AppState {
         self.log_notices
             .announce(&delivery.account, &delivery.webhook_id, &delivery.id)
             .await;
-        Ok(())
+        Ok(attempt)
     }
 
     /// Sends every exhausted delivery of a webhook created since `since`

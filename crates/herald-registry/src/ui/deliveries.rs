@@ -478,9 +478,8 @@ async fn redeliver(
     let account = account_id(&account)?;
     let id = DeliveryId::parse(&delivery).map_err(|_| UiError::NotFound("delivery"))?;
     let flash = match state.redeliver(viewer.principal(), &account, &id).await {
-        Ok(delivery) => Flash::notice(format!(
-            "Sent again as attempt {}, with the same webhook-id.",
-            delivery.last_attempt + 1
+        Ok((_, attempt)) => Flash::notice(format!(
+            "Sent again as attempt {attempt}, with the same webhook-id."
         )),
         Err(ServiceError::Conflict(message) | ServiceError::Unavailable(message)) => {
             Flash::error(message)
