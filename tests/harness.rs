@@ -80,10 +80,21 @@ impl Herald {
     }
 
     pub async fn start_worker(&mut self, retry: Duration, attempts: usize) {
+        self.start_worker_with(retry, attempts, |_| {}).await;
+    }
+
+    /// As [`start_worker`](Self::start_worker), with `configure` applied last.
+    pub async fn start_worker_with(
+        &mut self,
+        retry: Duration,
+        attempts: usize,
+        configure: impl FnOnce(&mut WorkerConfig),
+    ) {
         let mut config = WorkerConfig::for_local(&self.nats.url());
         config.keyring = self.keyring.clone();
         config.retry_schedule = RetrySchedule::new(vec![retry; attempts - 1]).unwrap();
         config.request_timeout = Duration::from_secs(2);
+        configure(&mut config);
         self.worker = Some(
             Worker::start(config, CancellationToken::new())
                 .await

@@ -10,3 +10,4 @@ mod cluster;
 mod flows;
 mod outages;
 mod secrets;
+mod traces;

@@ -23,6 +23,11 @@ pub fn propagate_traceparent(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
+/// The `traceparent` of the attempt a retry's task follows, if it names one.
+pub fn previous_attempt(headers: &HeaderMap) -> Option<&str> {
+    non_empty(headers, header::PREVIOUS_ATTEMPT)
+}
+
 /// The message's `Content-Type`, if set.
 pub fn content_type(headers: &HeaderMap) -> Option<&str> {
     non_empty(headers, header::CONTENT_TYPE)

@@ -13,6 +13,7 @@ pub mod publish;
 pub mod status;
 pub mod tiers;
 pub mod topology;
+pub mod trace;
 
 pub use connect::{ConnectError, ConnectRetry, connect, connect_with, jetstream};
 pub use kv::{Current, Held, KvError, SpecChange, SpecWatch, WebhookBucket, Written};

@@ -60,6 +60,9 @@ pub mod header {
     pub const CONTENT_TYPE: &str = "Content-Type";
     /// W3C trace context, carried from the publisher to the webhook request.
     pub const TRACEPARENT: &str = "traceparent";
+    /// On a retry's task: the `traceparent` of the attempt before, which the next attempt's
+    /// span links to.
+    pub const PREVIOUS_ATTEMPT: &str = "Herald-Previous-Attempt";
     /// Why a message was dead-lettered.
     pub const DEAD_REASON: &str = "Herald-Dead-Reason";
     /// The subject a dead-lettered message was originally published on.

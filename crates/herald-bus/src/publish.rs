@@ -15,8 +15,9 @@ use bytes::Bytes;
 use futures::future::join_all;
 use herald_core::{AccountId, Event, EventId, EventType};
 use herald_proto::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, encode_event};
+use tracing::Instrument as _;
 
-use crate::headers::{set_traceparent, single_line};
+use crate::headers::{set_traceparent, single_line, traceparent};
 use crate::names::{DEAD_STREAM, DeadSource, EVENTS_STREAM, dead_subject, event_subject, header};
 
 /// Longest dead-letter reason kept; a reason is a diagnosis, not a dump.
@@ -104,6 +105,21 @@ impl Outgoing {
     pub fn traceparent(mut self, traceparent: Option<&str>) -> Self {
         if let Some(traceparent) = traceparent {
             set_traceparent(&mut self.headers, traceparent);
+        }
+        self
+    }
+
+    /// Carries on the trace context of the message `headers` came with: its `traceparent` and
+    /// the attempt a retry follows.
+    pub fn trace_from(self, headers: Option<&HeaderMap>) -> Self {
+        self.traceparent(headers.and_then(traceparent))
+            .previous_attempt(headers.and_then(crate::headers::previous_attempt))
+    }
+
+    /// Names the attempt a retry follows, if OpenTelemetry recorded it.
+    pub fn previous_attempt(mut self, traceparent: Option<&str>) -> Self {
+        if let Some(traceparent) = traceparent {
+            self.headers.insert(header::PREVIOUS_ATTEMPT, traceparent);
         }
         self
     }
@@ -360,10 +376,25 @@ impl Publisher {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<PublishReceipt, PublishError> {
+        // A producer span, child of the caller's span (or of the `traceparent` it passed); the
+        // event carries it on to the router.
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = "publish events",
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = %subject,
+            messaging.message.id = %event_id,
+        );
+        crate::trace::continue_from(&span, Some(&headers).filter(|h| traceparent(h).is_some()));
+        let own = crate::trace::traceparent_of(&span);
         let message = Outgoing::new(subject, event_id.as_str(), content_type, payload)
             .headers(&headers)
+            .traceparent(own.as_deref())
             .in_stream(EVENTS_STREAM);
-        publish(&self.js, &message, Persistence::BRIEF).await
+        publish(&self.js, &message, Persistence::BRIEF)
+            .instrument(span)
+            .await
     }
 }
 

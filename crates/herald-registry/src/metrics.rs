@@ -9,11 +9,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use opentelemetry::trace::TraceContextExt as _;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::error::ApiError;
 use crate::principal::Principal;
@@ -173,6 +175,14 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let method = request.method().as_str().to_owned();
+    // The request's span (see `api::request_span`) learns its route template here, where the
+    // router has matched it.
+    let span = tracing::Span::current();
+    span.record("http.route", route.as_str());
+    let context = span.context();
+    if context.has_active_span() {
+        context.span().update_name(format!("{method} {route}"));
+    }
     let started = Instant::now();
     let response = next.run(request).await;
     state

@@ -5,10 +5,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use herald_core::{Disposition, RetrySchedule, classify, jittered, parse_retry_after};
+use herald_core::{DeliveryId, Disposition, RetrySchedule, classify, jittered, parse_retry_after};
 use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus};
+use opentelemetry::trace::TraceContextExt as _;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use sha2::{Digest as _, Sha256};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::config::OutboundTrace;
 use crate::http::{self, DeliveryClient, SendError};
 use crate::index::Subscription;
 use crate::task::Task;
@@ -30,6 +34,25 @@ pub enum AttemptError {
     /// The worker lacks the key the registry sealed the webhook's secret with.
     #[error("the worker cannot open the webhook's signing secret: {0}; nothing was sent")]
     SecretSealed(herald_core::SealError),
+}
+
+impl AttemptError {
+    /// A short, bounded name of the failure, for spans (`error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AttemptError::Send(SendError::Forbidden(_) | SendError::ForbiddenName { .. }) => {
+                "forbidden_address"
+            }
+            AttemptError::Send(SendError::Dns { .. }) => "dns",
+            AttemptError::Send(SendError::Timeout(_)) => "timeout",
+            AttemptError::Send(SendError::ConnectionRefused) => "connection_refused",
+            AttemptError::Send(SendError::ConnectionReset) => "connection_reset",
+            AttemptError::Send(SendError::Connect(_)) => "connect",
+            AttemptError::Send(SendError::Request(_)) => "request",
+            AttemptError::NoSigningSecret => "no_signing_secret",
+            AttemptError::SecretSealed(_) => "secret_sealed",
+        }
+    }
 }
 
 /// An attempt as made: when, how long until the answer, and the answer.
@@ -128,6 +151,23 @@ pub async fn send(
         latency: attempt.latency,
         result: attempt.result.map_err(AttemptError::Send),
         request_headers: headers,
+    }
+}
+
+/// Records the answer (or its absence) on the attempt's span, in OpenTelemetry's HTTP terms.
+pub fn record_on(span: &tracing::Span, attempted: &Attempted) {
+    match &attempted.result {
+        Ok(response) => {
+            span.record("http.response.status_code", i64::from(response.status));
+            if response.status >= 400 {
+                span.record("error.type", response.status.to_string());
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        Err(err) => {
+            span.record("error.type", err.kind());
+            span.record("otel.status_code", "ERROR");
+        }
     }
 }
 
@@ -259,6 +299,38 @@ pub fn new_traceparent() -> String {
     format!("00-{trace_id:032x}-{span_id:016x}-01")
 }
 
+/// The `traceparent` a webhook request carries, by `policy`: its parent id names `span` (the
+/// sender's span for this attempt) when OpenTelemetry records it, a fresh id otherwise. With
+/// [`OutboundTrace::Delivery`] the trace id is the delivery's own, the same on every attempt;
+/// with [`OutboundTrace::Platform`] it is the trace the event came in (`carried` when
+/// OpenTelemetry is off).
+pub fn outbound_traceparent(
+    policy: OutboundTrace,
+    span: &tracing::Span,
+    delivery: &DeliveryId,
+    carried: Option<&str>,
+) -> String {
+    if policy == OutboundTrace::Platform {
+        return herald_bus::trace::traceparent_of(span)
+            .or_else(|| carried.map(str::to_owned))
+            .unwrap_or_else(new_traceparent);
+    }
+    let context = span.context();
+    let own = context.span().span_context().clone();
+    let (span_id, flags) = if own.is_valid() {
+        (own.span_id().to_string(), own.trace_flags().to_u8())
+    } else {
+        (format!("{:016x}", rand::random::<u64>().max(1)), 1)
+    };
+    format!("00-{}-{span_id}-{flags:02x}", delivery_trace_id(delivery))
+}
+
+/// The trace id an integrator sees for `delivery`: 16 bytes of SHA-256 of its id, in hex.
+pub fn delivery_trace_id(delivery: &DeliveryId) -> String {
+    let digest = Sha256::digest(format!("herald-trace:{delivery}").as_bytes());
+    hex::encode(&digest[..16])
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
 mod tests {
@@ -327,6 +399,83 @@ mod tests {
 
     fn schedule() -> RetrySchedule {
         RetrySchedule::new(vec![Duration::from_secs(10), Duration::from_secs(100)]).unwrap()
+    }
+
+    const PLATFORM: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn delivery() -> DeliveryId {
+        DeliveryId::derive(&EventId::generate(), &WebhookId::new())
+    }
+
+    /// Runs `f` with an OpenTelemetry layer recording spans on this thread.
+    fn recorded<T>(f: impl FnOnce() -> T) -> T {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    fn parts(traceparent: &str) -> Vec<String> {
+        traceparent.split('-').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn by_default_a_request_names_the_attempt_span_in_the_deliverys_own_trace() {
+        let delivery = delivery();
+        let (sent, span_id) = recorded(|| {
+            let span = tracing::info_span!("attempt");
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("traceparent", PLATFORM);
+            herald_bus::trace::continue_from(&span, Some(&headers));
+            let sent =
+                outbound_traceparent(OutboundTrace::Delivery, &span, &delivery, Some(PLATFORM));
+            (sent, span.context().span().span_context().span_id())
+        });
+        let sent_parts = parts(&sent);
+        assert_eq!(sent_parts[1], delivery_trace_id(&delivery), "{sent}");
+        assert_ne!(
+            sent_parts[1],
+            parts(PLATFORM)[1],
+            "the platform's trace stays inside"
+        );
+        assert_eq!(sent_parts[2], span_id.to_string(), "{sent}");
+        assert_eq!(sent_parts[3], "01");
+        assert_eq!(delivery_trace_id(&delivery).len(), 32);
+        assert_ne!(
+            delivery_trace_id(&delivery),
+            delivery_trace_id(&self::delivery())
+        );
+    }
+
+    #[test]
+    fn passing_the_platforms_trace_through_names_the_attempt_span_in_it() {
+        let delivery = delivery();
+        let (sent, span_id) = recorded(|| {
+            let span = tracing::info_span!("attempt");
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("traceparent", PLATFORM);
+            herald_bus::trace::continue_from(&span, Some(&headers));
+            let sent =
+                outbound_traceparent(OutboundTrace::Platform, &span, &delivery, Some(PLATFORM));
+            (sent, span.context().span().span_context().span_id())
+        });
+        let sent_parts = parts(&sent);
+        assert_eq!(sent_parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "{sent}");
+        assert_eq!(sent_parts[2], span_id.to_string(), "{sent}");
+    }
+
+    #[test]
+    fn without_opentelemetry_the_policy_still_holds() {
+        let delivery = delivery();
+        let span = tracing::info_span!("attempt");
+        let own = outbound_traceparent(OutboundTrace::Delivery, &span, &delivery, Some(PLATFORM));
+        assert_eq!(parts(&own)[1], delivery_trace_id(&delivery));
+        assert!(herald_bus::trace::span_context(&own).is_some(), "{own}");
+        let passed =
+            outbound_traceparent(OutboundTrace::Platform, &span, &delivery, Some(PLATFORM));
+        assert_eq!(passed, PLATFORM);
     }
 
     #[test]

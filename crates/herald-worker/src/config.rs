@@ -46,7 +46,7 @@ const SENDER_ACK_MARGIN: Duration = Duration::from_secs(1);
 /// The environment keys the worker reads, without the `HERALD_` prefix. Other `HERALD_*`
 /// variables belong to the registry (the two can share an environment in `herald dev`) and are
 /// ignored here.
-const KEYS: [&str; 19] = [
+const KEYS: [&str; 20] = [
     "nats_url",
     "encryption_key",
     "create_streams",
@@ -66,7 +66,22 @@ const KEYS: [&str; 19] = [
     "router_ack_wait",
     "sender_ack_wait",
     "sender_max_ack_pending",
+    "outbound_trace",
 ];
+
+/// What the W3C `traceparent` of a webhook request names. Either way its parent id is the
+/// sender's span for that attempt, so an operator can find the attempt an integrator quotes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutboundTrace {
+    /// Herald's own trace id per delivery (derived from the delivery id, so every attempt of
+    /// one delivery shares it): the platform's internal trace ids stay inside.
+    #[default]
+    Delivery,
+    /// The platform's trace passes through: the request continues the trace the event was
+    /// published in. For receivers inside the same organisation.
+    Platform,
+}
 
 /// Why the configuration is unusable. Every message names the environment variable to fix.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +128,7 @@ struct RawConfig {
     router_ack_wait: String,
     sender_ack_wait: String,
     sender_max_ack_pending: usize,
+    outbound_trace: OutboundTrace,
 }
 
 impl Default for RawConfig {
@@ -137,6 +153,7 @@ impl Default for RawConfig {
             router_ack_wait: "30s".to_owned(),
             sender_ack_wait: "60s".to_owned(),
             sender_max_ack_pending: DEFAULT_SENDER_MAX_ACK_PENDING,
+            outbound_trace: OutboundTrace::default(),
         }
     }
 }
@@ -178,6 +195,8 @@ pub struct WorkerConfig {
     /// Tasks the shared sender consumer hands out and waits for acknowledgements of, across
     /// all workers together.
     pub sender_max_ack_pending: usize,
+    /// What the `traceparent` of a webhook request names (`HERALD_OUTBOUND_TRACE`).
+    pub outbound_trace: OutboundTrace,
     /// Sent as `user-agent`.
     pub user_agent: String,
 }
@@ -216,6 +235,7 @@ impl WorkerConfig {
             router_ack_wait: Duration::from_secs(30),
             sender_ack_wait: Duration::from_secs(60),
             sender_max_ack_pending: DEFAULT_SENDER_MAX_ACK_PENDING,
+            outbound_trace: OutboundTrace::default(),
             user_agent: user_agent(),
         }
     }
@@ -377,6 +397,7 @@ impl WorkerConfig {
             router_ack_wait: parse_duration("router_ack_wait", &raw.router_ack_wait)?,
             sender_ack_wait: parse_duration("sender_ack_wait", &raw.sender_ack_wait)?,
             sender_max_ack_pending: raw.sender_max_ack_pending,
+            outbound_trace: raw.outbound_trace,
             user_agent: user_agent(),
         };
         config.validate()?;

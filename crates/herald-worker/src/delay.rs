@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, AckKind};
 use chrono::{DateTime, Utc};
-use herald_bus::headers::{msg_id as header_msg_id, traceparent};
+use herald_bus::headers::msg_id as header_msg_id;
 use herald_bus::names::delivery_subject;
 use herald_bus::tiers::HOLD;
 use herald_bus::{DeadSource, Outgoing, Persistence, PublishError, RetryTier, RetryTiers};
@@ -139,8 +139,8 @@ impl DelayLine {
         subject: String,
         id: &str,
     ) -> Result<(), DelayError> {
-        let trace = message.headers.as_ref().and_then(traceparent);
-        let outgoing = Outgoing::protobuf(subject, id, message.payload.clone()).traceparent(trace);
+        let outgoing = Outgoing::protobuf(subject, id, message.payload.clone())
+            .trace_from(message.headers.as_ref());
         let patient = Persistence::patient(MOVE_PATIENCE);
         in_progress(
             message,

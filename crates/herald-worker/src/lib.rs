@@ -32,8 +32,9 @@ mod shutdown;
 mod task;
 mod worker;
 
+pub use attempt::delivery_trace_id;
 pub use breaker::BreakerConfig;
-pub use config::{ConfigError, WorkerConfig};
+pub use config::{ConfigError, OutboundTrace, WorkerConfig};
 pub use counters::{CounterSnapshot, Counters};
 pub use health::{Health, HealthState};
 pub use index::{SharedIndex, Subscription};

@@ -20,6 +20,7 @@ use herald_core::{DeliveryId, Event, WebhookId};
 use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, DeliveryTask, Trigger};
 use herald_proto::{decode_event, encode_event};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument as _;
 
 use crate::attempt::new_traceparent;
 use crate::counters::Counters;
@@ -111,8 +112,17 @@ impl Router {
         if let Some(sequence) = sequence {
             self.positions.started(sequence);
         }
+        // A consumer span, child of the publisher's; the tasks carry it on to the sender.
+        let span = tracing::info_span!(
+            "route",
+            otel.name = "route event",
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.destination.name = %message.subject,
+        );
+        herald_bus::trace::continue_from(&span, message.headers.as_ref());
         let routed = tokio::select! {
-            routed = in_progress(&message, self.ack_wait, self.route(&message)) => routed,
+            routed = in_progress(&message, self.ack_wait, self.route(&message)).instrument(span) => routed,
             () = self.stopping.hard.cancelled() => {
                 nak(&message, None, &self.counters).await;
                 return;
@@ -191,10 +201,11 @@ impl Router {
             self.counters.events_routed(1);
             return Ok(());
         }
-        // One trace for all of the event's deliveries, also when the publisher sent none.
-        let traceparent = headers
-            .and_then(traceparent)
-            .map_or_else(new_traceparent, str::to_owned);
+        // One trace for all of the event's deliveries, also when the publisher sent none: this
+        // span's when OpenTelemetry records it, else the publisher's as it came.
+        let traceparent = herald_bus::trace::traceparent_of(&tracing::Span::current())
+            .or_else(|| headers.and_then(traceparent).map(str::to_owned))
+            .unwrap_or_else(new_traceparent);
         let tasks: Vec<(WebhookId, DeliveryId)> = matching
             .iter()
             .map(|subscription| {

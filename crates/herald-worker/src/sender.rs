@@ -10,14 +10,17 @@ use std::time::Duration;
 use async_nats::jetstream;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use herald_bus::headers::{msg_id as header_msg_id, traceparent};
+use herald_bus::headers::{msg_id as header_msg_id, previous_attempt, traceparent};
 use herald_bus::names::{lane_subject, outcome_subject};
 use herald_bus::{DeadSource, Outgoing, Persistence, PublishError, RetryTiers};
 use herald_core::RetrySchedule;
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::attempt::{self, AttemptError, Attempted, Verdict, new_traceparent};
 use crate::breaker::{Admission, Breakers};
+use crate::config::OutboundTrace;
 use crate::counters::Counters;
 use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
@@ -48,6 +51,14 @@ const SETTLE_PATIENCE: Duration = Duration::from_secs(60);
 /// outcomes stream repeats a request at most that often rather than every second.
 const UNSETTLED_DELAY: Duration = Duration::from_secs(30);
 const UNSETTLED_MAX_DELAY: Duration = Duration::from_secs(10 * 60);
+
+/// The trace context an attempt's retry carries: the router's span as parent, this attempt's
+/// span to link to.
+#[derive(Debug)]
+struct Trace {
+    parent: String,
+    attempt: Option<String>,
+}
 
 /// Why a task could not be settled; it is handed back and attempted again.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +96,8 @@ pub struct Sender {
     pub defer_limit: Duration,
     /// The sender's consumers' ack wait; a task held longer reports progress.
     pub ack_wait: Duration,
+    /// What a request's `traceparent` names.
+    pub outbound_trace: OutboundTrace,
     pub counters: Arc<Counters>,
     pub metrics: Arc<Metrics>,
     pub stopping: Stopping,
@@ -267,14 +280,36 @@ impl Sender {
             },
         };
 
-        let trace = message
-            .headers
-            .as_ref()
-            .and_then(traceparent)
-            .map_or_else(new_traceparent, str::to_owned);
+        // The attempt's span: a child of the router's (the task carries its context), linked
+        // to the attempt before when this is a retry.
+        let span = tracing::info_span!(
+            "attempt",
+            otel.name = "POST webhook",
+            otel.kind = "client",
+            http.request.method = "POST",
+            server.address = %subscription.url.host(),
+            herald.delivery_id = %task.delivery_id,
+            herald.webhook_id = %task.webhook,
+            herald.attempt = i64::from(task.attempt),
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let headers = message.headers.as_ref();
+        herald_bus::trace::continue_from(&span, headers);
+        if let Some(previous) = headers
+            .and_then(previous_attempt)
+            .and_then(herald_bus::trace::span_context)
+        {
+            span.add_link(previous);
+        }
+        let carried = headers.and_then(traceparent);
+        let outbound =
+            attempt::outbound_traceparent(self.outbound_trace, &span, &task.delivery_id, carried);
         let in_flight = self.metrics.request_started();
         let attempted = tokio::select! {
-            attempted = attempt::send(&self.client, &subscription, &task, Some(&trace)) => attempted,
+            attempted = attempt::send(&self.client, &subscription, &task, Some(&outbound))
+                .instrument(span.clone()) => attempted,
             () = self.stopping.hard.cancelled() => {
                 nak(message, None, &self.counters).await;
                 return Ok(());
@@ -282,6 +317,12 @@ impl Sender {
         };
         drop(slot);
         drop(in_flight);
+        attempt::record_on(&span, &attempted);
+        // A retry stays in the router's trace (a sibling of this attempt) and links to this one.
+        let trace = Trace {
+            parent: carried.map_or_else(new_traceparent, str::to_owned),
+            attempt: herald_bus::trace::traceparent_of(&span),
+        };
 
         let verdict = attempt::decide(&task, &attempted, &self.schedule, &mut rand::rng());
         self.update_breaker(&task, &attempted, verdict, probe);
@@ -354,7 +395,7 @@ impl Sender {
         task: &Task,
         attempted: &Attempted,
         verdict: Verdict,
-        trace: &str,
+        trace: &Trace,
     ) -> Result<(), SendTaskError> {
         let outcome = attempt::outcome(task, attempted, verdict);
         let patient = Persistence::patient(SETTLE_PATIENCE);
@@ -372,14 +413,15 @@ impl Sender {
             let next = task.attempt + 1;
             let not_before = attempted.next_at(delay);
             let tier = self.tiers.for_delay(delay);
-            self.publish(
+            let retry = Outgoing::protobuf(
                 tier.subject(),
-                msg_id::retry(task, next),
-                Some(trace),
+                &msg_id::retry(task, next),
                 task.encode_for(next, not_before),
-                patient,
             )
-            .await
+            .traceparent(Some(&trace.parent))
+            .previous_attempt(trace.attempt.as_deref());
+            herald_bus::publish(&self.js, &retry, patient).await?;
+            Ok::<_, SendTaskError>(())
         };
         let (outcome_stored, retry_stored) = tokio::join!(outcome_publish, retry_publish);
         outcome_stored?;
@@ -416,11 +458,10 @@ impl Sender {
             .as_ref()
             .and_then(header_msg_id)
             .map_or_else(|| msg_id::retry(task, task.attempt), str::to_owned);
-        let trace = message.headers.as_ref().and_then(traceparent);
         self.publish(
             lane_subject(&task.webhook),
             msg_id::lane(&arrived_with),
-            trace,
+            message.headers.as_ref(),
             message.payload.clone(),
             Persistence::BRIEF,
         )
@@ -440,11 +481,10 @@ impl Sender {
     ) -> Result<(), SendTaskError> {
         let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         let tier = self.tiers.for_delay(wait);
-        let trace = message.headers.as_ref().and_then(traceparent);
         self.publish(
             tier.subject(),
             msg_id::deferral(task, until),
-            trace,
+            message.headers.as_ref(),
             task.encode_for(task.attempt, until),
             Persistence::BRIEF,
         )
@@ -458,11 +498,11 @@ impl Sender {
         &self,
         subject: String,
         id: String,
-        trace: Option<&str>,
+        trace_of: Option<&async_nats::HeaderMap>,
         payload: Bytes,
         persistence: Persistence,
     ) -> Result<(), SendTaskError> {
-        let message = Outgoing::protobuf(subject, &id, payload).traceparent(trace);
+        let message = Outgoing::protobuf(subject, &id, payload).trace_from(trace_of);
         herald_bus::publish(&self.js, &message, persistence).await?;
         Ok(())
     }

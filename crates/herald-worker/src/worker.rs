@@ -153,6 +153,7 @@ impl Worker {
             defer_limit: config.retry_schedule.delays().iter().sum::<Duration>()
                 + config.breaker.max_cool_down,
             ack_wait: config.sender_ack_wait,
+            outbound_trace: config.outbound_trace,
             counters: counters.clone(),
             metrics: metrics.clone(),
             stopping: stopping.clone(),

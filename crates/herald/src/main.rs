@@ -90,7 +90,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Registry => {
-            telemetry::init();
+            let _telemetry = telemetry::init("herald-registry");
             let config = herald_registry::Config::from_env()?;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
@@ -98,11 +98,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             herald_registry::run(config, listener, shutdown_on_signal()).await
         }
         Command::Dev(args) => {
-            telemetry::init();
+            let _telemetry = telemetry::init("herald-dev");
             dev::run(args, shutdown_on_signal()).await
         }
         Command::Worker { metrics_listen } => {
-            telemetry::init();
+            let _telemetry = telemetry::init("herald-worker");
             let config = herald_worker::WorkerConfig::from_env()?;
             let listener = ops::bind(metrics_listen).await?;
             let shutdown = shutdown_on_signal();
@@ -149,7 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => {
-            telemetry::init();
+            let _telemetry = telemetry::init("herald-bench");
             let report = bench::run(args).await?;
             eprintln!("{report}");
             Ok(())

@@ -75,7 +75,16 @@ async fn a_delivery_is_signed_and_shaped_as_documented() {
     let delivery_id = DeliveryId::derive(&event.id, &webhook);
     assert_eq!(request.header("webhook-id"), Some(delivery_id.as_str()));
     assert_eq!(request.header("content-type"), Some("application/json"));
-    assert_eq!(request.header("traceparent"), Some(TRACEPARENT));
+    // The request's trace is the delivery's own, not the publisher's (HERALD_OUTBOUND_TRACE).
+    let traceparent = request.header("traceparent").unwrap();
+    assert!(
+        traceparent.starts_with(&format!(
+            "00-{}-",
+            herald_worker::delivery_trace_id(&delivery_id)
+        )),
+        "{traceparent}"
+    );
+    assert!(!traceparent.contains(&TRACEPARENT[3..35]), "{traceparent}");
     assert_eq!(
         request.header("user-agent"),
         Some(format!("Herald/{}", env!("CARGO_PKG_VERSION")).as_str())

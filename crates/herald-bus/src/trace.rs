@@ -1,0 +1,102 @@
+//! W3C trace context across NATS hops, through OpenTelemetry's propagator.
+//!
+//! Each hop (publish, route, send) is a `tracing` span; when the OpenTelemetry layer is
+//! installed it becomes an OpenTelemetry span whose parent is the context the message carried,
+//! and the message it publishes carries that span's context on. Without the layer nothing is
+//! recorded and these functions cost a lookup: the headers pass through unchanged.
+
+use std::collections::HashMap;
+
+use async_nats::HeaderMap;
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// NATS headers as the propagator reads them.
+struct Carrier<'a>(&'a HeaderMap);
+
+impl Extractor for Carrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|value| value.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| name.as_ref()).collect()
+    }
+}
+
+/// The trace context `headers` carry (`traceparent`, `tracestate`); empty when they carry
+/// none or an invalid one.
+pub fn extract(headers: &HeaderMap) -> Context {
+    TraceContextPropagator::new().extract(&Carrier(headers))
+}
+
+/// The span context a W3C `traceparent` value names, if it is valid.
+pub fn span_context(traceparent: &str) -> Option<SpanContext> {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let context = TraceContextPropagator::new().extract(&carrier);
+    let span = context.span().span_context().clone();
+    span.is_valid().then_some(span)
+}
+
+/// Makes `span` (not yet entered) a child of the trace context `headers` carry, if any.
+pub fn continue_from(span: &tracing::Span, headers: Option<&HeaderMap>) {
+    let Some(headers) = headers else { return };
+    let parent = extract(headers);
+    if parent.span().span_context().is_valid() {
+        // Fails only when no OpenTelemetry layer records spans: nothing to continue then.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The W3C `traceparent` naming `span`, when OpenTelemetry records it.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
+mod tests {
+    use super::*;
+
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_traceparent_header_is_extracted() {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", TRACEPARENT);
+        let context = extract(&headers);
+        let span = context.span().span_context().clone();
+        assert_eq!(
+            span.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(span.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(span.is_remote() && span.is_sampled());
+        assert_eq!(span_context(TRACEPARENT), Some(span));
+    }
+
+    #[test]
+    fn a_malformed_traceparent_is_no_context() {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", "00-not-a-trace-01");
+        assert!(!extract(&headers).span().span_context().is_valid());
+        assert_eq!(span_context("garbage"), None);
+        assert_eq!(span_context(""), None);
+    }
+
+    #[test]
+    fn without_an_opentelemetry_layer_a_span_names_no_trace() {
+        let span = tracing::info_span!("hop");
+        continue_from(&span, None);
+        assert_eq!(traceparent_of(&span), None);
+    }
+}

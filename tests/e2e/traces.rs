@@ -1,0 +1,172 @@
+//! One trace from `Publisher::publish` to the receiver's request: spans recorded by the
+//! OpenTelemetry SDK's in-memory exporter, across the publisher, the router, the sender (each
+//! attempt) and the registry's API and database calls.
+
+use std::time::Duration;
+
+use herald_core::{DeliveryId, WebhookId};
+use herald_testkit::Response;
+use herald_worker::OutboundTrace;
+use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId, TracerProvider as _};
+use opentelemetry::{Key, Value};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use serde_json::json;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+
+use crate::harness::{Herald, WAIT};
+
+fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == Key::from(key.to_owned()))
+        .map(|kv| &kv.value)
+}
+
+fn named<'a>(spans: &'a [SpanData], trace: TraceId, name: &str) -> Vec<&'a SpanData> {
+    spans
+        .iter()
+        .filter(|s| s.span_context.trace_id() == trace && s.name == name)
+        .collect()
+}
+
+/// `#[tokio::test]` runs on one thread, so the subscriber set as the thread's default records
+/// every span of the registry, worker and publisher this test starts, and none of other tests.
+#[tokio::test]
+async fn one_trace_runs_from_publish_through_router_and_sender_to_the_request() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("e2e")));
+    let _recording = tracing::subscriber::set_default(subscriber);
+
+    let mut herald = Herald::start(Duration::from_millis(500), 2).await;
+    herald.stop_worker().await;
+    herald
+        .start_worker_with(Duration::from_millis(500), 2, |config| {
+            config.outbound_trace = OutboundTrace::Platform;
+        })
+        .await;
+    let account = herald.account().await;
+    let (hook, _) = herald
+        .webhook(&account, "/traced", json!(["booking.created"]))
+        .await;
+    herald.wait_for_spec(&hook, 1).await;
+    // The first attempt fails, so the second is a retry linked to it.
+    herald
+        .receiver
+        .respond_seq("/traced", [Response::status(503), Response::ok()]);
+
+    // The platform's own span, around the publish.
+    let platform = tracing::info_span!("platform request");
+    let trace = platform.context().span().span_context().trace_id();
+    let platform_span = platform.context().span().span_context().span_id();
+    let event = herald
+        .publish(&account, "booking.created", json!({ "booking_id": "bk_1" }))
+        .instrument(platform)
+        .await;
+    let delivery = DeliveryId::derive(&event, &WebhookId::parse(&hook).unwrap()).to_string();
+    let requests = herald
+        .receiver
+        .wait_for_requests("/traced", 2, WAIT)
+        .await
+        .unwrap();
+    herald
+        .wait_for_delivery(&account, &delivery, |d| d["status"] == "delivered")
+        .await;
+
+    // Spans are exported as they end; the second attempt's ends once its outcome is stored.
+    let spans = herald_testkit::wait_for(WAIT, || async {
+        let spans = exporter.get_finished_spans().unwrap();
+        (named(&spans, trace, "POST webhook").len() == 2).then_some(spans)
+    })
+    .await
+    .expect("both attempts' spans are exported");
+
+    let publish = named(&spans, trace, "publish events");
+    assert_eq!(publish.len(), 1, "one publish span in the platform's trace");
+    assert_eq!(publish[0].parent_span_id, platform_span);
+    let route = named(&spans, trace, "route event");
+    assert_eq!(route.len(), 1, "one route span in the same trace");
+    assert_eq!(route[0].parent_span_id, publish[0].span_context.span_id());
+
+    let mut attempts = named(&spans, trace, "POST webhook");
+    attempts.sort_by_key(|s| match attribute(s, "herald.attempt") {
+        Some(Value::I64(n)) => *n,
+        other => panic!("an attempt span without its number: {other:?}"),
+    });
+    for (attempt, request) in attempts.iter().zip(&requests) {
+        assert_eq!(
+            attempt.parent_span_id,
+            route[0].span_context.span_id(),
+            "each attempt is a child of the route span"
+        );
+        assert_eq!(
+            request.header("traceparent"),
+            Some(format!("00-{trace}-{}-01", attempt.span_context.span_id()).as_str()),
+            "the request's traceparent names its attempt's span"
+        );
+        assert_eq!(
+            attribute(attempt, "herald.delivery_id").map(Value::as_str),
+            Some(delivery.as_str().into())
+        );
+    }
+    assert_eq!(
+        attribute(attempts[0], "http.response.status_code"),
+        Some(&Value::I64(503))
+    );
+    assert_eq!(
+        attribute(attempts[1], "http.response.status_code"),
+        Some(&Value::I64(200))
+    );
+    let links: Vec<SpanId> = attempts[1]
+        .links
+        .iter()
+        .map(|link| link.span_context.span_id())
+        .collect();
+    assert_eq!(
+        links,
+        vec![attempts[0].span_context.span_id()],
+        "the retry links to the attempt before"
+    );
+
+    // The registry's API requests are server spans named by their route template, with the
+    // database calls they made as children. (The account's creation rather than the
+    // webhook's: a webhook write's span can end well after its response.)
+    let created = spans
+        .iter()
+        .find(|s| {
+            attribute(s, "http.route").map(Value::as_str) == Some("/v1/accounts".into())
+                && attribute(s, "http.request.method").map(Value::as_str) == Some("POST".into())
+        })
+        .expect("the account's creation is a span with its route template");
+    assert_eq!(created.name, "POST /v1/accounts");
+    assert_eq!(
+        attribute(created, "http.response.status_code"),
+        Some(&Value::I64(201))
+    );
+    let trace_of_created = created.span_context.trace_id();
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.span_context.trace_id() == trace_of_created
+                && attribute(s, "db.system").is_some()),
+        "the request's database calls are spans in its trace"
+    );
+
+    let read = spans
+        .iter()
+        .find(|s| s.name == "GET /v1/accounts/{account_id}/deliveries/{delivery_id}")
+        .expect("the delivery's reads are spans named by their route template");
+    assert_eq!(
+        attribute(read, "http.response.status_code"),
+        Some(&Value::I64(200))
+    );
+
+    drop(_recording);
+    herald.stop_worker().await;
+    provider.shutdown().unwrap();
+}
