@@ -25,6 +25,38 @@ pub struct Counters {
     nacked: AtomicU64,
     unsettled: AtomicU64,
     too_large: AtomicU64,
+    dead_by_reason: [AtomicU64; DeadReason::ALL.len()],
+}
+
+/// Why a message was dead-lettered: a bounded label for `herald_worker_dead_letters_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// An event or task that cannot be decoded.
+    Undecodable,
+    /// An event whose subject does not match its account and type.
+    SubjectMismatch,
+    /// A task whose webhook belongs to another account than its event.
+    WrongAccount,
+    /// An event too large to make delivery tasks of.
+    TooLarge,
+}
+
+impl DeadReason {
+    pub const ALL: [DeadReason; 4] = [
+        DeadReason::Undecodable,
+        DeadReason::SubjectMismatch,
+        DeadReason::WrongAccount,
+        DeadReason::TooLarge,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DeadReason::Undecodable => "undecodable",
+            DeadReason::SubjectMismatch => "subject_mismatch",
+            DeadReason::WrongAccount => "wrong_account",
+            DeadReason::TooLarge => "too_large",
+        }
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -48,7 +80,7 @@ pub struct CounterSnapshot {
     pub disabled: u64,
     /// Attempts the address policy refused before connecting.
     pub refused: u64,
-    /// Messages dead-lettered because they could not be decoded.
+    /// Messages dead-lettered (by reason: [`Counters::dead_by_reason`]).
     pub dead: u64,
     /// Tasks dropped because their webhook is deleted or disabled.
     pub dropped: u64,
@@ -111,6 +143,24 @@ counter_methods!(
     unsettled,
     too_large,
 );
+
+impl Counters {
+    /// Counts a dead letter, in all and by `reason`.
+    pub(crate) fn dead_letter(&self, reason: DeadReason) {
+        self.dead(1);
+        self.dead_by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Dead letters so far by reason, in [`DeadReason::ALL`]'s order.
+    pub fn dead_by_reason(&self) -> [(DeadReason, u64); DeadReason::ALL.len()] {
+        DeadReason::ALL.map(|reason| {
+            (
+                reason,
+                self.dead_by_reason[reason as usize].load(Ordering::Relaxed),
+            )
+        })
+    }
+}
 
 impl CounterSnapshot {
     /// Every counter with its metric name (without the `herald_worker_` prefix and `_total`
@@ -205,10 +255,14 @@ mod tests {
         let counters = Counters::default();
         counters.delivered(2);
         counters.delivered(1);
-        counters.dead(1);
+        counters.dead_letter(DeadReason::TooLarge);
         let snapshot = counters.snapshot();
         assert_eq!(snapshot.delivered, 3);
         assert_eq!(snapshot.dead, 1);
+        assert_eq!(
+            counters.dead_by_reason()[DeadReason::TooLarge as usize],
+            (DeadReason::TooLarge, 1)
+        );
         assert_eq!(snapshot.failed, 0);
     }
 }

@@ -22,7 +22,7 @@ use herald_bus::tiers::HOLD;
 use herald_bus::{DeadSource, Outgoing, Persistence, PublishError, RetryTier, RetryTiers};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::counters::Counters;
+use crate::counters::{Counters, DeadReason};
 use crate::sender::chrono_duration;
 use crate::shutdown::{Stopping, ack, bury, in_progress, nak};
 use crate::task::{Task, msg_id};
@@ -73,7 +73,7 @@ impl DelayLine {
                     &self.js,
                     DeadSource::Retry,
                     message,
-                    &reason,
+                    (DeadReason::Undecodable, &reason),
                     &self.counters,
                 )
                 .await?;

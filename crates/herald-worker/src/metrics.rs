@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -269,6 +270,16 @@ impl Collector for StateCollector {
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
         }
+        let mut letters = encoder.encode_descriptor(
+            "dead_letters",
+            "Messages dead-lettered, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, value) in self.counters.dead_by_reason() {
+            let labels = [("reason", reason.label())];
+            ConstCounter::new(value).encode(letters.encode_family(&labels)?)?;
+        }
         let gauges: [(&str, &str, i64); 4] = [
             (
                 "webhooks",
@@ -334,7 +345,7 @@ mod tests {
     fn serves_counters_histograms_state_and_streams_without_unbounded_labels() {
         let counters = Arc::new(Counters::default());
         counters.delivered(7);
-        counters.dead(1);
+        counters.dead_letter(crate::counters::DeadReason::Undecodable);
         let mut metrics = Metrics::new();
         metrics.collect_state(StateCollector {
             counters,
@@ -386,6 +397,8 @@ mod tests {
         for line in [
             "herald_worker_delivered_total 7",
             "herald_worker_dead_total 1",
+            r#"herald_worker_dead_letters_total{reason="undecodable"} 1"#,
+            r#"herald_worker_dead_letters_total{reason="too_large"} 0"#,
             "herald_worker_webhooks 0",
             "herald_worker_open_breakers 1",
             "herald_worker_open_lanes 2",

@@ -23,7 +23,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument as _;
 
 use crate::attempt::new_traceparent;
-use crate::counters::Counters;
+use crate::counters::{Counters, DeadReason};
 use crate::index::SharedIndex;
 use crate::lanes::LaneOpener;
 use crate::shutdown::{Stopping, ack, in_progress, nak};
@@ -157,7 +157,7 @@ impl Router {
             &message.payload,
             received_at,
         )
-        .map_err(|err| err.to_string())
+        .map_err(|err| (DeadReason::Undecodable, err.to_string()))
         .and_then(|event| {
             // The subject is what NATS permissions guard: a publisher allowed only
             // `events.<its account>.>` must not reach another account's webhooks by
@@ -166,15 +166,18 @@ impl Router {
             if message.subject.as_str() == expected {
                 Ok(event)
             } else {
-                Err(format!(
-                    "subject {} does not match the event's account and type (expected {expected})",
-                    message.subject
+                Err((
+                    DeadReason::SubjectMismatch,
+                    format!(
+                        "subject {} does not match the event's account and type (expected {expected})",
+                        message.subject
+                    ),
                 ))
             }
         });
         let event = match decoded {
             Ok(event) => event,
-            Err(reason) => {
+            Err((kind, reason)) => {
                 tracing::warn!(subject = %message.subject, %reason, "undecodable event dead-lettered");
                 dead_letter(
                     &self.js,
@@ -185,7 +188,7 @@ impl Router {
                     message.payload.clone(),
                 )
                 .await?;
-                self.counters.dead(1);
+                self.counters.dead_letter(kind);
                 return Ok(());
             }
         };
@@ -326,7 +329,7 @@ impl Router {
             })
             .collect();
         herald_bus::publish_all(&self.js, &outcomes, Persistence::patient(ROUTE_PATIENCE)).await?;
-        self.counters.dead(1);
+        self.counters.dead_letter(DeadReason::TooLarge);
         self.counters.too_large(1);
         Ok(())
     }

@@ -21,7 +21,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::attempt::{self, AttemptError, Attempted, Verdict, new_traceparent};
 use crate::breaker::{Admission, Breakers};
 use crate::config::OutboundTrace;
-use crate::counters::Counters;
+use crate::counters::{Counters, DeadReason};
 use crate::http::DeliveryClient;
 use crate::index::SharedIndex;
 use crate::lanes::{LaneOpener, LanePass};
@@ -163,7 +163,7 @@ impl Sender {
                     &self.js,
                     DeadSource::Deliveries,
                     message,
-                    &reason,
+                    (DeadReason::Undecodable, &reason),
                     &self.counters,
                 )
                 .await?;
@@ -232,7 +232,7 @@ impl Sender {
                 &self.js,
                 DeadSource::Deliveries,
                 message,
-                &reason,
+                (DeadReason::WrongAccount, &reason),
                 &self.counters,
             )
             .await?;

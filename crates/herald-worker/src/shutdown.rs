@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::counters::Counters;
+use crate::counters::{Counters, DeadReason};
 
 /// How long handlers get to hand their messages back once the deadline has passed; they only
 /// send a NAK, so this is generous.
@@ -107,7 +107,7 @@ pub async fn bury(
     js: &jetstream::Context,
     source: herald_bus::DeadSource,
     message: &jetstream::Message,
-    reason: &str,
+    (kind, reason): (DeadReason, &str),
     counters: &Counters,
 ) -> Result<(), herald_bus::PublishError> {
     tracing::warn!(subject = %message.subject, %reason, "message dead-lettered");
@@ -120,7 +120,7 @@ pub async fn bury(
         message.payload.clone(),
     )
     .await?;
-    counters.dead(1);
+    counters.dead_letter(kind);
     ack(message).await;
     Ok(())
 }

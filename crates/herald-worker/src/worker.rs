@@ -362,6 +362,20 @@ impl Worker {
         &self.health
     }
 
+    /// What keeps a running worker from delivering right now, if anything: NATS not
+    /// connected, or the webhook index not following the bucket (loading, or reloading after
+    /// its watch broke). `/readyz` answers 503 with it.
+    pub fn waiting_for(&self) -> Option<String> {
+        let connection = self.sender.js.client().connection_state();
+        if connection != async_nats::connection::State::Connected {
+            return Some(format!("NATS is not connected ({connection})"));
+        }
+        if !self.index.is_current() {
+            return Some("the webhook index is loading".to_owned());
+        }
+        None
+    }
+
     /// Returns once the worker has stopped: after [`stop`](Worker::stop), or by itself when it
     /// failed. [`wait`](Worker::wait) then says how it ended.
     pub async fn stopped(&self) {

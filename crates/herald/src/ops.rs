@@ -33,8 +33,8 @@ pub async fn serve(
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route(
             "/readyz",
-            axum::routing::get(move || {
-                let answer = readiness(&health.state(), ready.is_cancelled());
+            axum::routing::get(move |State(worker): State<Arc<herald_worker::Worker>>| {
+                let answer = readiness(&health.state(), ready.is_cancelled(), worker.waiting_for());
                 async move { answer }
             }),
         )
@@ -47,11 +47,22 @@ pub async fn serve(
         .context("the metrics server failed")
 }
 
-/// `/readyz`: 200 while the worker runs; 503 with the reason once it stops, or has failed
-/// (a loop that must run ended).
-fn readiness(state: &HealthState, shutting_down: bool) -> (StatusCode, String) {
+/// `/readyz`: 200 while the worker runs with NATS connected and its index current; 503 with
+/// the reason once it stops, has failed (a loop that must run ended), or `waiting_for` a
+/// dependency.
+fn readiness(
+    state: &HealthState,
+    shutting_down: bool,
+    waiting_for: Option<String>,
+) -> (StatusCode, String) {
     match state {
-        HealthState::Running if !shutting_down => (StatusCode::OK, "ok".to_owned()),
+        HealthState::Running if !shutting_down => match waiting_for {
+            None => (StatusCode::OK, "ok".to_owned()),
+            Some(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("waiting: {reason}"),
+            ),
+        },
         HealthState::Running | HealthState::Stopping => {
             (StatusCode::SERVICE_UNAVAILABLE, "stopping".to_owned())
         }
@@ -76,14 +87,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_only_while_running() {
+    fn ready_only_while_running_with_its_dependencies() {
         let check = |state: HealthState, shutting_down: bool, status: StatusCode, body: &str| {
             assert_eq!(
-                readiness(&state, shutting_down),
+                readiness(&state, shutting_down, None),
                 (status, body.to_owned()),
                 "{state:?}"
             );
         };
+        assert_eq!(
+            readiness(
+                &HealthState::Running,
+                false,
+                Some("NATS is not connected (disconnected)".to_owned())
+            ),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "waiting: NATS is not connected (disconnected)".to_owned()
+            )
+        );
         check(HealthState::Running, false, StatusCode::OK, "ok");
         check(
             HealthState::Running,

@@ -1,5 +1,5 @@
 //! What the worker must recover from by itself: a consumer deleted from under it, delay lines of
-//! an earlier retry schedule, and a NATS restart.
+//! an earlier retry schedule, and a NATS restart (saying it waits for NATS meanwhile).
 
 use std::time::{Duration, Instant};
 
@@ -206,4 +206,23 @@ async fn a_stale_index_neither_acks_events_as_unmatched_nor_drops_tasks() {
     ];
     expected.sort();
     assert_eq!(ids, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_waits_for_nats_while_it_is_away() {
+    let mut h = Harness::start().await;
+    let worker = h.worker().await;
+    assert_eq!(worker.waiting_for(), None, "ready once started");
+    tokio::task::block_in_place(|| h.nats.stop().unwrap());
+    herald_testkit::wait_until(WAIT, || async {
+        worker
+            .waiting_for()
+            .is_some_and(|reason| reason.starts_with("NATS is not connected"))
+    })
+    .await
+    .expect("a worker without NATS says it waits for it");
+    tokio::task::block_in_place(|| h.nats.restart().unwrap());
+    herald_testkit::wait_until(WAIT, || async { worker.waiting_for().is_none() })
+        .await
+        .expect("ready again once NATS is back");
 }
