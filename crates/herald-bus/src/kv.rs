@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt as _, TryStreamExt as _, stream::BoxStream};
 use herald_proto::webhooks::v1::WebhookSpec;
 
 use crate::names::WEBHOOKS_BUCKET;
-use crate::topology::{TopologyError, create_stream_if_missing, webhooks_bucket_stream};
+use crate::topology::{TopologyError, create_bucket_if_missing};
 
 /// What went wrong with the bucket.
 #[derive(Debug, thiserror::Error)]
@@ -110,9 +110,7 @@ impl WebhookBucket {
     /// Opens the bucket, creating it with one replica if it does not exist yet. (Provisioning
     /// with [`crate::Topology::provision`] creates it with the configured replicas.)
     pub async fn open(js: &jetstream::Context) -> Result<WebhookBucket, KvError> {
-        // `create_key_value` cannot be used: it fails against nats-server 2.9, so the backing
-        // stream is created directly.
-        create_stream_if_missing(js, webhooks_bucket_stream(1)).await?;
+        create_bucket_if_missing(js, 1).await?;
         let store = js
             .get_key_value(WEBHOOKS_BUCKET)
             .await

@@ -3,7 +3,7 @@
 //!
 //! This is the only crate that spells a stream, subject, consumer, bucket or header name; the
 //! others ask it. It targets nats-server 2.9 as well as current servers, which is why it avoids
-//! `create_key_value` and multi-subject consumer filters.
+//! multi-subject consumer filters and falls back from `create_key_value` to the bucket's stream.
 
 pub mod connect;
 pub mod headers;
@@ -25,8 +25,8 @@ pub use publish::{
 pub use status::{ConsumerStatus, Status, StatusError, StreamStatus, status};
 pub use tiers::{RetryTier, RetryTiers, TierError};
 pub use topology::{
-    ConsumerLimits, Ensured, LaneLimits, ProvisionOptions, ProvisionReport, Topology,
-    TopologyError, ensure_consumer, ensure_stream,
+    BucketMade, ConsumerLimits, Ensured, LaneLimits, ProvisionOptions, ProvisionReport, Topology,
+    TopologyError, create_bucket_if_missing, ensure_consumer, ensure_stream,
 };
 
 /// Any failure of this crate, for callers that handle them alike (e.g. at start-up).

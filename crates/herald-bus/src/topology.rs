@@ -21,7 +21,7 @@ use herald_core::WebhookId;
 use crate::names::{
     DEAD_STREAM, DEAD_SUBJECTS, DELIVERIES_STREAM, DELIVERIES_SUBJECTS, EVENTS_STREAM,
     EVENTS_SUBJECTS, LANES_STREAM, LANES_SUBJECTS, OUTCOMES_CONSUMER, OUTCOMES_STREAM,
-    OUTCOMES_SUBJECTS, ROUTER_CONSUMER, SENDER_CONSUMER, WEBHOOKS_BUCKET_STREAM,
+    OUTCOMES_SUBJECTS, ROUTER_CONSUMER, SENDER_CONSUMER, WEBHOOKS_BUCKET, WEBHOOKS_BUCKET_STREAM,
     WEBHOOKS_BUCKET_SUBJECTS, lane_consumer, lane_subject, lane_webhook,
 };
 use crate::tiers::{RetryTier, RetryTiers};
@@ -254,7 +254,13 @@ impl Topology {
         let (_, ensured) = ensure_stream(js, dead_stream(opts)).await?;
         report.items.push((DEAD_STREAM.to_owned(), ensured));
 
+        let made = create_bucket_if_missing(js, opts.replicas).await?;
         let (_, ensured) = ensure_stream(js, webhooks_bucket_stream(opts.replicas)).await?;
+        let ensured = if made == BucketMade::Existing {
+            ensured
+        } else {
+            Ensured::Created
+        };
         report
             .items
             .push((WEBHOOKS_BUCKET_STREAM.to_owned(), ensured));
@@ -287,7 +293,13 @@ impl Topology {
         report_consumer(&mut report, &outcomes, outcomes_consumer(opts)).await?;
         let (_, ensured) = ensure_stream(js, dead_stream(opts)).await?;
         report.items.push((DEAD_STREAM.to_owned(), ensured));
+        let made = create_bucket_if_missing(js, opts.replicas).await?;
         let (_, ensured) = ensure_stream(js, webhooks_bucket_stream(opts.replicas)).await?;
+        let ensured = if made == BucketMade::Existing {
+            ensured
+        } else {
+            Ensured::Created
+        };
         report
             .items
             .push((WEBHOOKS_BUCKET_STREAM.to_owned(), ensured));
@@ -547,20 +559,56 @@ pub async fn ensure_stream(
     Ok((updated, Ensured::Updated))
 }
 
-/// Creates stream `config.name` if it does not exist, leaving an existing one as it is.
-pub(crate) async fn create_stream_if_missing(
+/// How the webhook bucket came to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketMade {
+    /// It existed already.
+    Existing,
+    /// Created as a bucket (`create_key_value`), as current servers allow.
+    KeyValue,
+    /// Created as its backing stream, spelled out: nats-server 2.9 refuses `create_key_value`
+    /// from this client.
+    Stream,
+}
+
+/// Creates the webhook bucket with `replicas` if it does not exist: as a key-value bucket where
+/// the server accepts that, else (nats-server 2.9) as the stream a bucket is made of.
+pub async fn create_bucket_if_missing(
     js: &jetstream::Context,
-    config: stream::Config,
-) -> Result<(), TopologyError> {
-    let name = config.name.clone();
-    match js.get_stream(&name).await {
-        Ok(_) => Ok(()),
-        Err(err) if is_stream_not_found(&err) => match js.create_stream(config).await {
-            Ok(_) => Ok(()),
-            Err(err) if is_stream_exists(&err) => Ok(()),
-            Err(err) => Err(TopologyError::stream(&name, "create", err)),
-        },
-        Err(err) => Err(TopologyError::stream(&name, "look up", err)),
+    replicas_wanted: usize,
+) -> Result<BucketMade, TopologyError> {
+    match js.get_stream(WEBHOOKS_BUCKET_STREAM).await {
+        Ok(_) => return Ok(BucketMade::Existing),
+        Err(err) if is_stream_not_found(&err) => {}
+        Err(err) => {
+            return Err(TopologyError::stream(
+                WEBHOOKS_BUCKET_STREAM,
+                "look up",
+                err,
+            ));
+        }
+    }
+    let desired = webhooks_bucket_stream(replicas_wanted);
+    let bucket = jetstream::kv::Config {
+        bucket: WEBHOOKS_BUCKET.to_owned(),
+        description: desired.description.clone().unwrap_or_default(),
+        history: 1,
+        storage: desired.storage,
+        num_replicas: desired.num_replicas,
+        ..Default::default()
+    };
+    match js.create_key_value(bucket).await {
+        Ok(_) => return Ok(BucketMade::KeyValue),
+        Err(err) => tracing::debug!(
+            %err,
+            "the server refused create_key_value; creating the bucket's stream directly"
+        ),
+    }
+    match js.create_stream(desired).await {
+        Ok(_) => Ok(BucketMade::Stream),
+        // Made meanwhile, by this very create_key_value or another process.
+        Err(err) if is_stream_exists(&err) => Ok(BucketMade::Existing),
+        Err(err) => Err(TopologyError::stream(WEBHOOKS_BUCKET_STREAM, "create", err)),
     }
 }
 
@@ -860,7 +908,7 @@ fn dead_stream(opts: &ProvisionOptions) -> stream::Config {
 /// The KV bucket's backing stream, spelled out because `create_key_value` cannot talk to
 /// nats-server 2.9 (async-nats expects account limits that 2.9 does not report). These are the
 /// settings `create_key_value` would use for a bucket with a history of one.
-pub(crate) fn webhooks_bucket_stream(replicas_wanted: usize) -> stream::Config {
+pub fn webhooks_bucket_stream(replicas_wanted: usize) -> stream::Config {
     stream::Config {
         name: WEBHOOKS_BUCKET_STREAM.to_owned(),
         description: Some("Herald webhook specs by webhook id".to_owned()),

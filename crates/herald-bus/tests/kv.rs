@@ -1,4 +1,4 @@
-//! The webhook specs bucket on a real nats-server 2.9: CRUD, and the snapshot-then-watch that
+//! The webhook specs bucket on a real nats-server (2.9 or current): CRUD, and the snapshot-then-watch that
 //! workers start from, including the empty-bucket case.
 
 // Tests fail by panicking; unwrap keeps them readable.
@@ -274,5 +274,39 @@ async fn a_conditional_write_never_overwrites_what_it_did_not_read() -> anyhow::
     assert!(matches!(bucket.current(&v1.id).await?, Current::Deleted(_)));
     assert_eq!(bucket.put_if(&v2, before_delete).await?, Written::Changed);
     assert_eq!(bucket.get(&v1.id).await?, None);
+    Ok(())
+}
+
+/// On a server that accepts it the bucket is created as a bucket; nats-server 2.9 refuses
+/// `create_key_value` from this client, and the bucket's stream is created instead. Either way
+/// it ends with the settings provisioning expects, and a second look changes nothing.
+#[tokio::test]
+async fn the_bucket_is_made_as_the_server_allows_and_provisioning_agrees() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let js = nats.jetstream().await?;
+    let version = js.client().server_info().version;
+    let made = herald_bus::create_bucket_if_missing(&js, 1).await?;
+    let expected = if version.starts_with("2.9.") {
+        herald_bus::BucketMade::Stream
+    } else {
+        herald_bus::BucketMade::KeyValue
+    };
+    assert_eq!(made, expected, "nats-server {version}");
+    assert_eq!(
+        herald_bus::create_bucket_if_missing(&js, 1).await?,
+        herald_bus::BucketMade::Existing
+    );
+
+    let (_, ensured) =
+        herald_bus::ensure_stream(&js, herald_bus::topology::webhooks_bucket_stream(1)).await?;
+    assert_eq!(
+        ensured,
+        herald_bus::Ensured::Unchanged,
+        "the bucket {made:?} has the settings provisioning would give it"
+    );
+    let bucket = WebhookBucket::open(&js).await?;
+    let stored = spec("made");
+    bucket.put(&stored).await?;
+    assert_eq!(bucket.get(&stored.id).await?, Some(stored));
     Ok(())
 }
