@@ -135,7 +135,8 @@ async fn one_trace_runs_from_publish_through_router_and_sender_to_the_request() 
 
     // The registry's API requests are server spans named by their route template, with the
     // database calls they made as children. (The account's creation rather than the
-    // webhook's: a webhook write's span can end well after its response.)
+    // webhook's: on SQLite, sqlx's connection worker can hold a request's span until that
+    // connection's next command, so a webhook write's span may end well after its response.)
     let created = spans
         .iter()
         .find(|s| {
