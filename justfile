@@ -49,6 +49,11 @@ manifests:
 bench:
     cargo run --release -p herald -- bench
 
+# A short benchmark run that checks correctness only (what CI runs).
+bench-smoke:
+    cargo build -p herald
+    .ci/bench-smoke target/debug/herald
+
 # Formatting and lints, as CI runs them.
 lint:
     cargo fmt --all --check

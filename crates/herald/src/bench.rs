@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 mod fairness;
+mod minimal;
 
 /// Publishes `events` 256 at a time, as a busy platform would; a failed publish is logged
 /// (the run then misses that delivery and says so when it waits for them).
@@ -64,20 +65,37 @@ pub struct BenchArgs {
     /// Webhooks (one per account) the events are spread over.
     #[arg(long, default_value_t = 64)]
     pub webhooks: usize,
+    /// Print the report as JSON (for comparing runs) instead of a table.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub fairness: fairness::FairnessArgs,
 }
 
-/// Counts deliveries and records, per event, the publish-to-receipt delay.
+/// Counts deliveries and records, per event, the publish-to-receipt delay. Signed requests
+/// (Herald's and the minimal pipeline's) are verified with the run's secret as a receiver
+/// would, and counted once per `webhook-id`: what was not delivered, not signed right, or
+/// delivered twice is reported.
 #[derive(Default)]
 struct Sink {
     received: AtomicU64,
     notify: Notify,
     latencies: std::sync::Mutex<Vec<Duration>>,
     epoch: std::sync::OnceLock<Instant>,
+    secret: std::sync::OnceLock<SigningSecret>,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    duplicates: AtomicU64,
+    invalid: AtomicU64,
 }
 
-async fn receive(State(sink): State<Arc<Sink>>, body: Bytes) -> StatusCode {
+async fn receive(
+    State(sink): State<Arc<Sink>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
+        sink.check(id, &headers, &body);
+    }
     // The body carries the send time as micros since the run's epoch.
     if let (Some(epoch), Ok(value)) = (
         sink.epoch.get(),
@@ -113,9 +131,80 @@ impl Sink {
 
     fn reset(&self) {
         self.received.store(0, Ordering::Relaxed);
+        self.duplicates.store(0, Ordering::Relaxed);
+        self.invalid.store(0, Ordering::Relaxed);
         if let Ok(mut latencies) = self.latencies.lock() {
             latencies.clear();
         }
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.clear();
+        }
+    }
+
+    /// Verifies a signed request and notes its `webhook-id`.
+    fn check(&self, id: &str, headers: &axum::http::HeaderMap, body: &[u8]) {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let verified = self.secret.get().is_some_and(|secret| {
+            herald_core::verify(
+                std::slice::from_ref(secret),
+                id,
+                header("webhook-timestamp").unwrap_or_default(),
+                header("webhook-signature").unwrap_or_default(),
+                body,
+                chrono::Utc::now().timestamp(),
+                herald_core::DEFAULT_TOLERANCE,
+            )
+            .is_ok()
+        });
+        if !verified {
+            self.invalid.fetch_add(1, Ordering::Relaxed);
+        }
+        let first = self
+            .seen
+            .lock()
+            .map(|mut seen| seen.insert(id.to_owned()))
+            .unwrap_or(true);
+        if !first {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// What a run of `expected` deliveries left at the receiver.
+    fn tally(&self, expected: u64) -> Tally {
+        let unique = self.seen.lock().map(|seen| seen.len() as u64).unwrap_or(0);
+        Tally {
+            unique,
+            lost: expected.saturating_sub(unique),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            invalid: self.invalid.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Deliveries received once each, missing, received again, and not verifying.
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    unique: u64,
+    lost: u64,
+    duplicates: u64,
+    invalid: u64,
+}
+
+impl Tally {
+    fn json(self) -> serde_json::Value {
+        serde_json::json!({
+            "received": self.unique,
+            "lost": self.lost,
+            "duplicates": self.duplicates,
+            "invalid_signatures": self.invalid,
+        })
+    }
+
+    fn line(self) -> String {
+        format!(
+            "{} received, {} lost, {} duplicates, {} invalid signatures",
+            self.unique, self.lost, self.duplicates, self.invalid
+        )
     }
 }
 
@@ -137,7 +226,7 @@ fn body(epoch: Instant) -> String {
 pub async fn run(args: BenchArgs) -> anyhow::Result<String> {
     match args.scenario {
         Scenario::Throughput => throughput(args).await,
-        Scenario::Fairness => fairness::run(&args.fairness).await,
+        Scenario::Fairness => fairness::run(&args.fairness, args.json).await,
     }
 }
 
@@ -188,6 +277,23 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     let baseline = args.events as f64 / started.elapsed().as_secs_f64();
     sink.reset();
 
+    // The minimal durable pipeline, signed with the run's secret like Herald's deliveries.
+    let secret = SigningSecret::generate();
+    let _ = sink.secret.set(secret.clone());
+    let account = AccountId::new();
+    let bodies = (0..args.events)
+        .map(|n| {
+            format!(
+                r#"{{"id":"evt_minimal_{n}","type":"booking.created","timestamp":"{}","account":"{account}","data":{}}}"#,
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                body(epoch)
+            )
+        })
+        .collect();
+    let minimal = minimal::run(&nats_url, &receiver, &secret, bodies, args.concurrency).await?;
+    let minimal_tally = sink.tally(args.events);
+    sink.reset();
+
     // Herald: one worker in this process, one webhook, file-backed streams.
     let mut config = herald_worker::WorkerConfig::for_local(&nats_url);
     config.address_policy.allow = vec!["127.0.0.0/8".parse().context("loopback CIDR")?];
@@ -206,7 +312,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
             event_patterns: vec![],
             url: receiver.clone(),
             signing_keys: vec![SigningKey {
-                secret: SigningSecret::generate().expose_whsec(),
+                secret: secret.expose_whsec(),
                 expires_at: None,
             }],
             version: 1,
@@ -244,6 +350,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     publish_concurrently(&publisher, events).await;
     sink.wait_for(args.events, Duration::from_secs(300)).await?;
     let herald = args.events as f64 / started.elapsed().as_secs_f64();
+    let herald_tally = sink.tally(args.events);
     sink.reset();
 
     // Latency at half the rate Herald just sustained.
@@ -266,26 +373,60 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     }
     sink.wait_for(args.latency_events, Duration::from_secs(120))
         .await?;
+    let latency_tally = sink.tally(args.latency_events);
     let mut latencies = sink.latencies.lock().map(|l| l.clone()).unwrap_or_default();
     latencies.sort();
     let counters = worker.counters();
     stop.cancel();
     worker.wait().await?;
 
+    let ms = |p: f64| percentile(&latencies, p).as_secs_f64() * 1e3;
+    let max = latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3;
+    if args.json {
+        return Ok(serde_json::json!({
+            "scenario": "throughput",
+            "events": args.events,
+            "webhooks": accounts.len(),
+            "bare_post_per_s": baseline,
+            "minimal_pipeline_per_s": minimal,
+            "herald_per_s": herald,
+            "herald_vs_bare_post": herald / baseline,
+            "herald_vs_minimal_pipeline": herald / minimal,
+            "latency": {
+                "rate_per_s": rate,
+                "events": args.latency_events,
+                "p50_ms": ms(0.50), "p90_ms": ms(0.90), "p99_ms": ms(0.99), "max_ms": max,
+            },
+            "correctness": {
+                "minimal_pipeline": minimal_tally.json(),
+                "herald": herald_tally.json(),
+                "herald_latency_run": latency_tally.json(),
+            },
+        })
+        .to_string());
+    }
     Ok(format!(
         "herald bench: {events} deliveries over {webhooks} webhooks, file-backed JetStream, receiver on loopback\n\
-         bare POST loop ({concurrency} in flight): {baseline:>9.0} requests/s\n\
-         herald end to end:                      {herald:>9.0} deliveries/s  ({ratio:.2} of the bare loop)\n\
-         latency at {rate:.0}/s (half of that), {n} events: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms\n\
+         {bare_label:<32}{baseline:>9.0} requests/s\n\
+         {minimal_label:<32}{minimal:>9.0} deliveries/s  ({minimal_tally})\n\
+         {herald_label:<32}{herald:>9.0} deliveries/s  ({herald_tally})\n\
+         herald / bare POST loop: {vs_bare:.2}    herald / minimal pipeline: {vs_minimal:.2}\n\
+         latency at {rate:.0}/s (half of that), {n} events: p50 {p50:.1} ms, p90 {p90:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({latency_tally})\n\
          worker counters: delivered {delivered}, failed {failed}, dead {dead}",
         events = args.events,
         webhooks = accounts.len(),
-        concurrency = args.concurrency,
-        ratio = herald / baseline,
+        bare_label = format!("bare POST loop ({} in flight):", args.concurrency),
+        minimal_label = "minimal durable pipeline:",
+        herald_label = "herald end to end:",
+        minimal_tally = minimal_tally.line(),
+        herald_tally = herald_tally.line(),
+        latency_tally = latency_tally.line(),
+        vs_bare = herald / baseline,
+        vs_minimal = herald / minimal,
         n = args.latency_events,
-        p50 = percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        p99 = percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        max = latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        p50 = ms(0.50),
+        p90 = ms(0.90),
+        p99 = ms(0.99),
         delivered = counters.delivered,
         failed = counters.failed,
         dead = counters.dead,

@@ -151,7 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => {
             let _telemetry = telemetry::init("herald-bench");
             let report = bench::run(args).await?;
-            eprintln!("{report}");
+            print(&format!("{report}\n"));
             Ok(())
         }
         Command::Spec(args) => {

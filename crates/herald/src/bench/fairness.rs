@@ -100,6 +100,18 @@ struct Phase {
 }
 
 impl Phase {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "offered": self.offered,
+            "received": self.received,
+            "lost": (self.offered as usize).saturating_sub(self.received),
+            "deliveries_per_s": self.throughput,
+            "p50_ms": self.p50.as_secs_f64() * 1e3,
+            "p99_ms": self.p99.as_secs_f64() * 1e3,
+            "max_ms": self.max.as_secs_f64() * 1e3,
+        })
+    }
+
     fn line(&self, label: &str) -> String {
         format!(
             "{label:<26} {throughput:>9.1} {p50:>9.1} {p99:>9.1} {max:>9.1} {received:>6}/{offered}",
@@ -193,7 +205,7 @@ async fn phase(
     })
 }
 
-pub async fn run(args: &FairnessArgs) -> anyhow::Result<String> {
+pub async fn run(args: &FairnessArgs, json: bool) -> anyhow::Result<String> {
     anyhow::ensure!(
         args.healthy_webhooks > 0 && args.rate > 0,
         "the fairness scenario needs healthy webhooks and a rate"
@@ -301,6 +313,19 @@ pub async fn run(args: &FairnessArgs) -> anyhow::Result<String> {
     } else {
         "NOT met"
     };
+    if json {
+        return Ok(serde_json::json!({
+            "scenario": "fairness",
+            "healthy_alone": alone.json(),
+            "healthy_beside_slow_backlog": beside_slow.json(),
+            "throughput_ratio": throughput_ratio,
+            "p99_ratio": p99_ratio,
+            "target_met": verdict == "met",
+            "slow_backlog": slow_published,
+            "slow_delivered_during_second_phase": slow_during,
+        })
+        .to_string());
+    }
     Ok(format!(
         "herald bench fairness: {healthy} healthy webhooks at {rate} events/s for {duration}; \
          {slow} slow webhooks answering after {answer} with a burst of {slow_published} events \
