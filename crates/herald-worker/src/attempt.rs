@@ -417,6 +417,22 @@ mod tests {
         tracing::subscriber::with_default(subscriber, f)
     }
 
+    /// The `traceparent` an attempt span, child of the platform's trace, sends by `policy`,
+    /// and that span's id.
+    fn sent_from_platform_trace(
+        policy: OutboundTrace,
+        delivery: &DeliveryId,
+    ) -> (String, opentelemetry::trace::SpanId) {
+        recorded(|| {
+            let span = tracing::info_span!("attempt");
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("traceparent", PLATFORM);
+            herald_bus::trace::continue_from(&span, Some(&headers));
+            let sent = outbound_traceparent(policy, &span, delivery, Some(PLATFORM));
+            (sent, span.context().span().span_context().span_id())
+        })
+    }
+
     fn parts(traceparent: &str) -> Vec<String> {
         traceparent.split('-').map(str::to_owned).collect()
     }
@@ -424,15 +440,7 @@ mod tests {
     #[test]
     fn by_default_a_request_names_the_attempt_span_in_the_deliverys_own_trace() {
         let delivery = delivery();
-        let (sent, span_id) = recorded(|| {
-            let span = tracing::info_span!("attempt");
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("traceparent", PLATFORM);
-            herald_bus::trace::continue_from(&span, Some(&headers));
-            let sent =
-                outbound_traceparent(OutboundTrace::Delivery, &span, &delivery, Some(PLATFORM));
-            (sent, span.context().span().span_context().span_id())
-        });
+        let (sent, span_id) = sent_from_platform_trace(OutboundTrace::Delivery, &delivery);
         let sent_parts = parts(&sent);
         assert_eq!(sent_parts[1], delivery_trace_id(&delivery), "{sent}");
         assert_ne!(
@@ -452,15 +460,7 @@ mod tests {
     #[test]
     fn passing_the_platforms_trace_through_names_the_attempt_span_in_it() {
         let delivery = delivery();
-        let (sent, span_id) = recorded(|| {
-            let span = tracing::info_span!("attempt");
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("traceparent", PLATFORM);
-            herald_bus::trace::continue_from(&span, Some(&headers));
-            let sent =
-                outbound_traceparent(OutboundTrace::Platform, &span, &delivery, Some(PLATFORM));
-            (sent, span.context().span().span_context().span_id())
-        });
+        let (sent, span_id) = sent_from_platform_trace(OutboundTrace::Platform, &delivery);
         let sent_parts = parts(&sent);
         assert_eq!(sent_parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "{sent}");
         assert_eq!(sent_parts[2], span_id.to_string(), "{sent}");
