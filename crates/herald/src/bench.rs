@@ -1,7 +1,8 @@
 //! `herald bench`: end-to-end delivery throughput and latency on this
 //! machine, against a bare HTTP POST loop to the same receiver, in one run;
 //! `--scenario fairness` measures instead what slow endpoints with a backlog
-//! cost healthy ones ([`fairness`]).
+//! cost healthy ones ([`fairness`]), `--scenario tenants` what 100,000
+//! webhooks cost a worker ([`tenants`]).
 //!
 //! Herald's path is the real one: protobuf events published to a
 //! file-backed EVENTS stream, the router's fan-out through
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 mod fairness;
 mod minimal;
+mod tenants;
 
 /// Publishes `events` 256 at a time, as a busy platform would; a failed publish is logged
 /// (the run then misses that delivery and says so when it waits for them).
@@ -46,6 +48,8 @@ pub enum Scenario {
     /// Healthy webhooks' throughput and p99 with and without slow endpoints that have a
     /// backlog.
     Fairness,
+    /// Index load time, memory and match cost with 100,000 webhooks against 100.
+    Tenants,
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +74,8 @@ pub struct BenchArgs {
     pub json: bool,
     #[command(flatten)]
     pub fairness: fairness::FairnessArgs,
+    #[command(flatten)]
+    pub tenants: tenants::TenantArgs,
 }
 
 /// Counts deliveries and records, per event, the publish-to-receipt delay. Signed requests
@@ -227,16 +233,37 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<String> {
     match args.scenario {
         Scenario::Throughput => throughput(args).await,
         Scenario::Fairness => fairness::run(&args.fairness, args.json).await,
+        Scenario::Tenants => tenants::run(&args.tenants, args.json).await,
+    }
+}
+
+/// A nats-server of the run's own, on a free port with its store in a temporary folder,
+/// stopped (and the folder removed) when dropped.
+struct BenchNats {
+    url: String,
+    _server: Option<crate::dev::LocalNats>,
+    _data: tempfile::TempDir,
+}
+
+impl BenchNats {
+    async fn start() -> anyhow::Result<BenchNats> {
+        let data = tempfile::tempdir().context("cannot create a temporary folder")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let url = format!("nats://127.0.0.1:{port}");
+        let server = crate::dev::ensure_nats(&url, data.path()).await?;
+        Ok(BenchNats {
+            url,
+            _server: server,
+            _data: data,
+        })
     }
 }
 
 async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
-    let data = tempfile::tempdir().context("cannot create a temporary folder")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let nats_url = format!("nats://127.0.0.1:{port}");
-    let _nats = crate::dev::ensure_nats(&nats_url, data.path()).await?;
+    let nats = BenchNats::start().await?;
+    let nats_url = nats.url.clone();
 
     let sink = Arc::new(Sink::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -210,12 +210,8 @@ pub async fn run(args: &FairnessArgs, json: bool) -> anyhow::Result<String> {
         args.healthy_webhooks > 0 && args.rate > 0,
         "the fairness scenario needs healthy webhooks and a rate"
     );
-    let data = tempfile::tempdir().context("cannot create a temporary folder")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let nats_url = format!("nats://127.0.0.1:{port}");
-    let _nats = crate::dev::ensure_nats(&nats_url, data.path()).await?;
+    let nats = super::BenchNats::start().await?;
+    let nats_url = nats.url.clone();
 
     let epoch = Instant::now();
     let receipts = Arc::new(Receipts {

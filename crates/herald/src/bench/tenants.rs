@@ -1,0 +1,211 @@
+//! `herald bench --scenario tenants`: what many accounts cost a worker. The bucket holds
+//! first 100 webhooks, then `--tenant-webhooks` (100,000 by default) over a tenth as many
+//! accounts; for each, a worker starts and the run reports how long it took to load its index,
+//! how much the process's resident memory grew, and what one event's match costs. Targets: RSS
+//! under 200 MB, the index loaded in under 5 s, match cost within 2× of the 100-webhook case.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use herald_core::{AccountId, EventType, SigningSecret, WebhookId};
+use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
+use tokio_util::sync::CancellationToken;
+
+/// Event patterns the webhooks subscribe to, in turn: exact types, wildcards and everything.
+const PATTERNS: [&[&str]; 5] = [
+    &["booking.created"],
+    &["booking.*"],
+    &["booking.cancelled", "payment.captured"],
+    &[],
+    &["payment.*"],
+];
+
+/// Matches timed per index.
+const MATCHES: u32 = 200_000;
+
+#[derive(Debug, clap::Args)]
+pub struct TenantArgs {
+    /// Webhooks in the large bucket, ten per account.
+    #[arg(long, default_value_t = 100_000)]
+    pub tenant_webhooks: usize,
+}
+
+/// One index size's figures.
+struct Sized {
+    webhooks: usize,
+    load: Duration,
+    rss_growth_mb: f64,
+    match_ns: f64,
+}
+
+impl Sized {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "webhooks": self.webhooks,
+            "index_load_s": self.load.as_secs_f64(),
+            "rss_growth_mb": self.rss_growth_mb,
+            "match_ns": self.match_ns,
+        })
+    }
+}
+
+/// The process's resident set, in MB (Linux; 0 elsewhere).
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn spec(account: &AccountId, n: usize, secret: &SigningSecret) -> WebhookSpec {
+    WebhookSpec {
+        id: WebhookId::new().to_string(),
+        account_id: account.to_string(),
+        name: format!("tenant {n}"),
+        enabled: true,
+        event_patterns: PATTERNS[n % PATTERNS.len()]
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect(),
+        url: format!("https://hooks.example.com/{n}"),
+        signing_keys: vec![SigningKey {
+            secret: secret.expose_whsec(),
+            expires_at: None,
+        }],
+        version: 1,
+        updated_at: None,
+    }
+}
+
+/// Adds webhooks to the bucket until it holds `total`, ten per new account.
+async fn fill(
+    bucket: &herald_bus::WebhookBucket,
+    accounts: &mut Vec<AccountId>,
+    from: usize,
+    total: usize,
+) -> anyhow::Result<()> {
+    let secret = SigningSecret::generate();
+    let mut specs = Vec::with_capacity(total - from);
+    for n in from..total {
+        if n % 10 == 0 {
+            accounts.push(AccountId::new());
+        }
+        let account = accounts.last().context("an account")?;
+        specs.push(spec(account, n, &secret));
+    }
+    let failures = futures::stream::iter(specs)
+        .map(|spec| async move { bucket.put(&spec).await.is_err() })
+        .buffer_unordered(256)
+        .filter(|failed| std::future::ready(*failed))
+        .count()
+        .await;
+    anyhow::ensure!(failures == 0, "{failures} webhooks could not be stored");
+    Ok(())
+}
+
+/// Starts a worker on the bucket as it is; the load time, the RSS it added, and the match cost.
+async fn measure(nats_url: &str, accounts: &[AccountId], webhooks: usize) -> anyhow::Result<Sized> {
+    let before = rss_mb();
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    // `start` returns once the index holds the whole bucket.
+    let worker = herald_worker::Worker::start(
+        herald_worker::WorkerConfig::for_local(nats_url),
+        stop.clone(),
+    )
+    .await?;
+    let load = started.elapsed();
+    anyhow::ensure!(
+        worker.index().len() >= webhooks,
+        "the index holds {} of {webhooks} webhooks",
+        worker.index().len()
+    );
+    let rss_growth_mb = rss_mb() - before;
+    let event_type = EventType::parse("booking.created")?;
+    let index = worker.index();
+    let mut matched = 0usize;
+    let timing = Instant::now();
+    for n in 0..MATCHES {
+        let account = &accounts[n as usize * 7919 % accounts.len()];
+        matched += index.matching(account, &event_type).len();
+    }
+    let match_ns = timing.elapsed().as_nanos() as f64 / f64::from(MATCHES);
+    anyhow::ensure!(matched > 0, "no webhook matched");
+    stop.cancel();
+    worker.wait().await?;
+    Ok(Sized {
+        webhooks,
+        load,
+        rss_growth_mb,
+        match_ns,
+    })
+}
+
+pub async fn run(args: &TenantArgs, json: bool) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        args.tenant_webhooks >= 1_000,
+        "--tenant-webhooks must be at least 1000"
+    );
+    let nats = super::BenchNats::start().await?;
+    let nats_url = nats.url.clone();
+    let client = herald_bus::connect(&nats_url, "herald-bench").await?;
+    let js = async_nats::jetstream::new(client);
+    let bucket = herald_bus::WebhookBucket::open(&js).await?;
+
+    let mut accounts = Vec::new();
+    fill(&bucket, &mut accounts, 0, 100).await?;
+    let small = measure(&nats_url, &accounts, 100).await?;
+    let filling = Instant::now();
+    fill(&bucket, &mut accounts, 100, args.tenant_webhooks).await?;
+    let filled = filling.elapsed();
+    let large = measure(&nats_url, &accounts, args.tenant_webhooks).await?;
+
+    let ratio = large.match_ns / small.match_ns.max(1e-9);
+    let met = large.rss_growth_mb < 200.0 && large.load < Duration::from_secs(5) && ratio <= 2.0;
+    if json {
+        return Ok(serde_json::json!({
+            "scenario": "tenants",
+            "accounts": accounts.len(),
+            "small": small.json(),
+            "large": large.json(),
+            "match_cost_ratio": ratio,
+            "target_met": met,
+        })
+        .to_string());
+    }
+    Ok(format!(
+        "herald bench tenants: {large_n} webhooks over {accounts} accounts (stored in {filled:.1} s)\n\
+         {h0:<10} {h1:>14} {h2:>16} {h3:>14}\n\
+         {small_n:<10} {small_load:>12.2} s {small_rss:>13.1} MB {small_ns:>11.0} ns\n\
+         {large_n:<10} {large_load:>12.2} s {large_rss:>13.1} MB {large_ns:>11.0} ns\n\
+         match cost {ratio:.2}× the 100-webhook index; targets (RSS < 200 MB, load < 5 s, \
+         match ≤ 2×): {verdict}",
+        accounts = accounts.len(),
+        filled = filled.as_secs_f64(),
+        h0 = "webhooks",
+        h1 = "index load",
+        h2 = "RSS growth",
+        h3 = "per match",
+        small_n = small.webhooks,
+        small_load = small.load.as_secs_f64(),
+        small_rss = small.rss_growth_mb,
+        small_ns = small.match_ns,
+        large_n = large.webhooks,
+        large_load = large.load.as_secs_f64(),
+        large_rss = large.rss_growth_mb,
+        large_ns = large.match_ns,
+        verdict = if met { "met" } else { "NOT met" },
+    ))
+}
