@@ -12,7 +12,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use backon::{ExponentialBuilder, Retryable as _};
 use bytes::Bytes;
-use futures::future::join_all;
+use futures::StreamExt as _;
 use herald_core::{AccountId, Event, EventId, EventType};
 use herald_proto::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, encode_event};
 use tracing::Instrument as _;
@@ -226,32 +226,36 @@ pub async fn publish(
         .await
 }
 
-/// Stores every message: all are sent at once and their acknowledgements awaited together,
-/// then any that failed are retried as `persistence` says. Receipts are in `messages`' order.
+/// Messages of one [`publish_all`] sent and not yet acknowledged at once: far below the
+/// JetStream context's limit of unacknowledged publishes (5,000 by default), and enough to keep
+/// a fan-out's publishes pipelined.
+pub const PUBLISH_WINDOW: usize = 256;
+
+/// Stores every message: they are sent pipelined, up to [`PUBLISH_WINDOW`] unacknowledged at
+/// a time, their acknowledgements awaited as they come, then any that failed are retried as
+/// `persistence` says. Receipts are in `messages`' order.
 pub async fn publish_all(
     js: &jetstream::Context,
     messages: &[Outgoing],
     persistence: Persistence,
 ) -> Result<Vec<PublishReceipt>, PublishError> {
-    let mut pending = Vec::with_capacity(messages.len());
+    // Each message's future takes one of the context's permits for unacknowledged publishes and
+    // gives it back with its own acknowledgement; all of them are polled together, so no
+    // message holds a permit while it waits for another (sending everything before awaiting
+    // anything stalled as soon as one fan-out, or several at once, passed the limit).
+    let mut acked = Vec::with_capacity(messages.len());
+    let mut in_flight = futures::stream::FuturesOrdered::new();
     for message in messages {
-        pending.push(
-            match js
-                .send_publish(message.subject.clone(), build(message))
-                .await
-            {
-                Ok(ack) => Some(ack.into_future()),
-                Err(_) => None,
-            },
-        );
-    }
-    let acked = join_all(pending.into_iter().map(|ack| async move {
-        match ack {
-            Some(ack) => ack.await.ok(),
-            None => None,
+        if in_flight.len() >= PUBLISH_WINDOW
+            && let Some(ack) = in_flight.next().await
+        {
+            acked.push(ack);
         }
-    }))
-    .await;
+        in_flight.push_back(send_and_ack(js, message));
+    }
+    while let Some(ack) = in_flight.next().await {
+        acked.push(ack);
+    }
     let mut receipts = Vec::with_capacity(messages.len());
     for (message, ack) in messages.iter().zip(acked) {
         receipts.push(match ack {
@@ -263,6 +267,18 @@ pub async fn publish_all(
         });
     }
     Ok(receipts)
+}
+
+/// Sends `message` and waits for its acknowledgement; `None` when either failed.
+async fn send_and_ack(
+    js: &jetstream::Context,
+    message: &Outgoing,
+) -> Option<jetstream::publish::PublishAck> {
+    let ack = js
+        .send_publish(message.subject.clone(), build(message))
+        .await
+        .ok()?;
+    ack.into_future().await.ok()
 }
 
 fn build(message: &Outgoing) -> PublishMessage {

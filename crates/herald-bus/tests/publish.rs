@@ -221,3 +221,40 @@ async fn a_dead_letter_too_large_for_the_server_keeps_its_reason_without_the_pay
     assert_eq!(headers::msg_id(&letter.headers), Some("evt_huge"));
     Ok(())
 }
+
+/// A fan-out larger than the context's limit of unacknowledged publishes (5,000), and two of
+/// them at once: every message is stored on the first pass. When everything was sent before
+/// any acknowledgement was read, the sends stalled on that limit until acknowledgements timed
+/// out, and the messages came back as duplicates of themselves when published again.
+#[tokio::test]
+async fn a_fan_out_past_the_unacknowledged_publish_limit_is_stored_on_the_first_pass()
+-> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let js = provisioned(&nats).await?;
+    let messages = |batch: &str| -> Vec<herald_bus::Outgoing> {
+        (0..6_000)
+            .map(|n| {
+                herald_bus::Outgoing::protobuf(
+                    format!("herald.deliveries.wh_fanout_{batch}_{n}"),
+                    &format!("fanout-{batch}-{n}"),
+                    Bytes::from_static(b"task"),
+                )
+            })
+            .collect()
+    };
+    let (first, second) = (messages("a"), messages("b"));
+    let patient = herald_bus::Persistence::patient(std::time::Duration::from_secs(60));
+    let (a, b) = tokio::join!(
+        herald_bus::publish_all(&js, &first, patient),
+        herald_bus::publish_all(&js, &second, patient),
+    );
+    for receipts in [a?, b?] {
+        assert_eq!(receipts.len(), 6_000);
+        let again = receipts.iter().filter(|r| r.duplicate).count();
+        assert_eq!(
+            again, 0,
+            "{again} messages had to be published a second time"
+        );
+    }
+    Ok(())
+}

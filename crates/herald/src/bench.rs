@@ -69,6 +69,10 @@ pub struct BenchArgs {
     /// Webhooks (one per account) the events are spread over.
     #[arg(long, default_value_t = 64)]
     pub webhooks: usize,
+    /// Webhooks of one account that every event of the fan-out phase matches (0: no fan-out
+    /// phase); that phase delivers as many as the throughput run (`--events`).
+    #[arg(long, default_value_t = 1000)]
+    pub fan_out: usize,
     /// Print the report as JSON (for comparing runs) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -328,34 +332,27 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     let client = herald_bus::connect(&nats_url, "herald-bench").await?;
     let js = async_nats::jetstream::new(client);
     let bucket = herald_bus::WebhookBucket::open(&js).await?;
+    let spec = |account: &AccountId| WebhookSpec {
+        id: WebhookId::new().to_string(),
+        account_id: account.to_string(),
+        name: "bench".into(),
+        enabled: true,
+        event_patterns: vec![],
+        url: receiver.clone(),
+        signing_keys: vec![SigningKey {
+            secret: secret.expose_whsec(),
+            expires_at: None,
+        }],
+        version: 1,
+        updated_at: None,
+    };
     let mut accounts = Vec::with_capacity(args.webhooks);
     for _ in 0..args.webhooks.max(1) {
         let account = AccountId::new();
-        let spec = WebhookSpec {
-            id: WebhookId::new().to_string(),
-            account_id: account.to_string(),
-            name: "bench".into(),
-            enabled: true,
-            event_patterns: vec![],
-            url: receiver.clone(),
-            signing_keys: vec![SigningKey {
-                secret: secret.expose_whsec(),
-                expires_at: None,
-            }],
-            version: 1,
-            updated_at: None,
-        };
-        bucket.put(&spec).await?;
+        bucket.put(&spec(&account)).await?;
         accounts.push(account);
     }
-    let wait_index = Instant::now();
-    while worker.index().len() < accounts.len() {
-        anyhow::ensure!(
-            wait_index.elapsed() < Duration::from_secs(10),
-            "the worker never saw the webhooks"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_index(&worker, accounts.len()).await?;
     let publisher = herald_bus::Publisher::new(js);
     let event_type = EventType::parse("booking.created")?;
     let sequence = AtomicU64::new(0);
@@ -403,6 +400,36 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     let latency_tally = sink.tally(args.latency_events);
     let mut latencies = sink.latencies.lock().map(|l| l.clone()).unwrap_or_default();
     latencies.sort();
+    sink.reset();
+
+    // Fan-out: one account whose `fan_out` webhooks every event matches, as many deliveries
+    // as the throughput run.
+    let fan_out = if args.fan_out > 0 {
+        let account = AccountId::new();
+        for _ in 0..args.fan_out {
+            bucket.put(&spec(&account)).await?;
+        }
+        wait_for_index(&worker, accounts.len() + args.fan_out).await?;
+        let deliveries = (args.events / args.fan_out as u64).max(1) * args.fan_out as u64;
+        let events = (0..deliveries / args.fan_out as u64)
+            .map(|_| {
+                Ok(Event {
+                    id: EventId::generate(),
+                    event_type: event_type.clone(),
+                    account: account.clone(),
+                    timestamp: chrono::Utc::now(),
+                    data: EventData::parse(&body(epoch))?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let started = Instant::now();
+        publish_concurrently(&publisher, events).await;
+        sink.wait_for(deliveries, Duration::from_secs(300)).await?;
+        let rate = deliveries as f64 / started.elapsed().as_secs_f64();
+        Some((rate, sink.tally(deliveries)))
+    } else {
+        None
+    };
     let counters = worker.counters();
     stop.cancel();
     worker.wait().await?;
@@ -424,6 +451,12 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
                 "events": args.latency_events,
                 "p50_ms": ms(0.50), "p90_ms": ms(0.90), "p99_ms": ms(0.99), "max_ms": max,
             },
+            "fan_out": fan_out.map(|(rate, tally)| serde_json::json!({
+                "webhooks": args.fan_out,
+                "deliveries_per_s": rate,
+                "vs_steady": rate / herald,
+                "correctness": tally.json(),
+            })),
             "correctness": {
                 "minimal_pipeline": minimal_tally.json(),
                 "herald": herald_tally.json(),
@@ -439,6 +472,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
          {herald_label:<32}{herald:>9.0} deliveries/s  ({herald_tally})\n\
          herald / bare POST loop: {vs_bare:.2}    herald / minimal pipeline: {vs_minimal:.2}\n\
          latency at {rate:.0}/s (half of that), {n} events: p50 {p50:.1} ms, p90 {p90:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({latency_tally})\n\
+         {fan_out}\n\
          worker counters: delivered {delivered}, failed {failed}, dead {dead}",
         events = args.events,
         webhooks = accounts.len(),
@@ -454,8 +488,31 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         p50 = ms(0.50),
         p90 = ms(0.90),
         p99 = ms(0.99),
+        fan_out = fan_out.map_or_else(
+            || "fan-out: not run (--fan-out 0)".to_owned(),
+            |(rate, tally)| format!(
+                "fan-out, each event to {} webhooks of one account: {rate:.0} deliveries/s, {:.2}× the steady run ({})",
+                args.fan_out,
+                rate / herald,
+                tally.line()
+            )
+        ),
         delivered = counters.delivered,
         failed = counters.failed,
         dead = counters.dead,
     ))
+}
+
+/// Waits until `worker`'s index holds `webhooks` webhooks.
+async fn wait_for_index(worker: &herald_worker::Worker, webhooks: usize) -> anyhow::Result<()> {
+    let waiting = Instant::now();
+    while worker.index().len() < webhooks {
+        anyhow::ensure!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "the worker holds {} of {webhooks} webhooks after 30 s",
+            worker.index().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
