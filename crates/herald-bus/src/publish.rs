@@ -402,7 +402,7 @@ impl Publisher {
             messaging.destination.name = %subject,
             messaging.message.id = %event_id,
         );
-        crate::trace::continue_from(&span, Some(&headers).filter(|h| traceparent(h).is_some()));
+        crate::trace::continue_from(&span, Some(&headers));
         let own = crate::trace::traceparent_of(&span);
         let message = Outgoing::new(subject, event_id.as_str(), content_type, payload)
             .headers(&headers)

@@ -226,6 +226,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// A bench event for `account`, its data stamped with the send time.
+fn event(account: &AccountId, event_type: &EventType, epoch: Instant) -> anyhow::Result<Event> {
+    Ok(Event {
+        id: EventId::generate(),
+        event_type: event_type.clone(),
+        account: account.clone(),
+        timestamp: chrono::Utc::now(),
+        data: EventData::parse(&body(epoch))?,
+    })
+}
+
 fn body(epoch: Instant) -> String {
     format!(
         r#"{{"booking_id":"bk_00001","guest":"Ada Lovelace","nights":3,"total":{{"amount":36000,"currency":"EUR"}},"sent_us":{}}}"#,
@@ -358,13 +369,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     let sequence = AtomicU64::new(0);
     let make = |epoch: Instant| -> anyhow::Result<Event> {
         let n = sequence.fetch_add(1, Ordering::Relaxed) as usize;
-        Ok(Event {
-            id: EventId::generate(),
-            event_type: event_type.clone(),
-            account: accounts[n % accounts.len()].clone(),
-            timestamp: chrono::Utc::now(),
-            data: EventData::parse(&body(epoch))?,
-        })
+        event(&accounts[n % accounts.len()], &event_type, epoch)
     };
 
     let started = Instant::now();
@@ -412,15 +417,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         wait_for_index(&worker, accounts.len() + args.fan_out).await?;
         let deliveries = (args.events / args.fan_out as u64).max(1) * args.fan_out as u64;
         let events = (0..deliveries / args.fan_out as u64)
-            .map(|_| {
-                Ok(Event {
-                    id: EventId::generate(),
-                    event_type: event_type.clone(),
-                    account: account.clone(),
-                    timestamp: chrono::Utc::now(),
-                    data: EventData::parse(&body(epoch))?,
-                })
-            })
+            .map(|_| event(&account, &event_type, epoch))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let started = Instant::now();
         publish_concurrently(&publisher, events).await;

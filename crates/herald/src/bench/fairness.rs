@@ -15,11 +15,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use futures::StreamExt as _;
-use herald_core::{AccountId, Event, EventData, EventId, EventType, SigningSecret, WebhookId};
+use herald_core::{AccountId, EventType, SigningSecret, WebhookId};
 use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
 use tokio_util::sync::CancellationToken;
 
-use super::{body, percentile};
+use super::{event, percentile};
 
 /// How long a phase waits for the healthy deliveries it published, after publishing the last.
 const DRAIN: Duration = Duration::from_secs(60);
@@ -140,16 +140,6 @@ fn spec(account: &AccountId, url: &str) -> WebhookSpec {
         version: 1,
         updated_at: None,
     }
-}
-
-fn event(account: &AccountId, event_type: &EventType, epoch: Instant) -> anyhow::Result<Event> {
-    Ok(Event {
-        id: EventId::generate(),
-        event_type: event_type.clone(),
-        account: account.clone(),
-        timestamp: chrono::Utc::now(),
-        data: EventData::parse(&body(epoch))?,
-    })
 }
 
 /// Offers the healthy load for `args.duration`, then waits for it to arrive.
