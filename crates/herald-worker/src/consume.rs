@@ -209,7 +209,9 @@ pub async fn pull_loop<Open, OpenFut, E, Acquire, AcquireFut, Item, Handle, Hand
                     received += 1;
                     match items.pop() {
                         Some(item) => {
-                            let work = handle(message, item);
+                            // Boxed: a handler's future is large, and spawning it by value
+                            // copies all of it (measured: memcpy near a tenth of the CPU).
+                            let work = Box::pin(handle(message, item));
                             let stopping = stopping.clone();
                             tracker.spawn(async move { stopping.unless_crashed(work).await });
                         }

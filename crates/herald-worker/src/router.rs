@@ -122,7 +122,7 @@ impl Router {
         );
         herald_bus::trace::continue_from(&span, message.headers.as_ref());
         let routed = tokio::select! {
-            routed = in_progress(&message, self.ack_wait, self.route(&message)).instrument(span) => routed,
+            routed = in_progress(&message, self.ack_wait, Box::pin(self.route(&message))).instrument(span) => routed,
             () = self.stopping.hard.cancelled() => {
                 nak(&message, None, &self.counters).await;
                 return;

@@ -308,8 +308,8 @@ impl Sender {
             attempt::outbound_traceparent(self.outbound_trace, &span, &task.delivery_id, carried);
         let in_flight = self.metrics.request_started();
         let attempted = tokio::select! {
-            attempted = attempt::send(&self.client, &subscription, &task, Some(&outbound))
-                .instrument(span.clone()) => attempted,
+            attempted = Box::pin(attempt::send(&self.client, &subscription, &task, Some(&outbound))
+                .instrument(span.clone())) => attempted,
             () = self.stopping.hard.cancelled() => {
                 nak(message, None, &self.counters).await;
                 return Ok(());
@@ -331,7 +331,7 @@ impl Sender {
         in_progress(
             message,
             self.ack_wait,
-            self.settle(message, &task, &attempted, verdict, &trace),
+            Box::pin(self.settle(message, &task, &attempted, verdict, &trace)),
         )
         .await
         .map_err(|err| match err {
