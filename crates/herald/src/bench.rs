@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 mod fairness;
 mod minimal;
+mod registry;
 mod tenants;
 
 /// Publishes `events` 256 at a time, as a busy platform would; a failed publish is logged
@@ -50,6 +51,9 @@ pub enum Scenario {
     Fairness,
     /// Index load time, memory and match cost with 100,000 webhooks against 100.
     Tenants,
+    /// Whether the delivery log keeps up with the deliveries (SQLite, and PostgreSQL with
+    /// `--postgres`), and API read latency while it is written.
+    Registry,
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +84,8 @@ pub struct BenchArgs {
     pub fairness: fairness::FairnessArgs,
     #[command(flatten)]
     pub tenants: tenants::TenantArgs,
+    #[command(flatten)]
+    pub registry: registry::RegistryArgs,
 }
 
 /// Counts deliveries and records, per event, the publish-to-receipt delay. Signed requests
@@ -249,6 +255,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<String> {
         Scenario::Throughput => throughput(args).await,
         Scenario::Fairness => fairness::run(&args.fairness, args.json).await,
         Scenario::Tenants => tenants::run(&args.tenants, args.json).await,
+        Scenario::Registry => registry::run(&args.registry, args.webhooks, args.json).await,
     }
 }
 
@@ -281,18 +288,8 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     let nats_url = nats.url.clone();
 
     let sink = Arc::new(Sink::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let receiver = format!("http://{}/hook", listener.local_addr()?);
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(receive))
-        .with_state(sink.clone());
     let stop = CancellationToken::new();
-    let serving = stop.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(serving.cancelled_owned())
-            .await;
-    });
+    let receiver = serve_sink(sink.clone(), stop.clone()).await?;
 
     // Baseline: the same receiver, a bare POST loop with `concurrency` in flight.
     let http = reqwest::Client::new();
@@ -498,6 +495,21 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         failed = counters.failed,
         dead = counters.dead,
     ))
+}
+
+/// Serves `sink` on a loopback port until `stop`; its URL.
+async fn serve_sink(sink: Arc<Sink>, stop: CancellationToken) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let receiver = format!("http://{}/hook", listener.local_addr()?);
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(sink);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    Ok(receiver)
 }
 
 /// Waits until `worker`'s index holds `webhooks` webhooks.
