@@ -1,12 +1,12 @@
 //! The delivery log: what was sent where, every attempt and its outcome.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use herald_core::{AccountId, DeliveryId, WebhookId};
-use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ColumnTrait as _, Condition, ConnectionTrait, EntityTrait as _, PaginatorTrait as _,
     QueryFilter as _, QueryOrder as _, QuerySelect as _, Set,
@@ -146,6 +146,131 @@ pub struct IngestReport {
     pub new: Vec<usize>,
 }
 
+/// Rows per multi-row INSERT: far below SQLite's and PostgreSQL's limits on
+/// bound parameters at 16 columns.
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// One statement that advances every delivery of `updates` (id, new
+/// attempts, the latest of them) by its new attempts: the count grows, and the
+/// latest attempt's result is taken where it is not older than the one the
+/// row holds (outcomes may arrive out of order). SET expressions read the row
+/// as it was, so the guard sees the old last attempt in every column. The
+/// same SQL runs on SQLite (3.33 and later) and PostgreSQL; sea-query has no
+/// UPDATE … FROM, hence the text.
+fn advance_deliveries(
+    backend: sea_orm::DbBackend,
+    updates: &[(&str, (i32, &OutcomeRecord))],
+    at: DateTime<Utc>,
+) -> sea_orm::Statement {
+    const COLUMNS: usize = 8;
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(updates.len() * COLUMNS + 1);
+    let mut rows = Vec::with_capacity(updates.len());
+    let next = |values: &mut Vec<sea_orm::Value>, value: sea_orm::Value| {
+        values.push(value);
+        match backend {
+            sea_orm::DbBackend::Postgres => format!("${}", values.len()),
+            _ => "?".to_owned(),
+        }
+    };
+    for (id, (count, latest)) in updates {
+        let row = [
+            sea_orm::Value::from((*id).to_owned()),
+            sea_orm::Value::from(*count),
+            sea_orm::Value::from(int(latest.attempt)),
+            sea_orm::Value::from(latest.state.as_str().to_owned()),
+            sea_orm::Value::from(i32::from(latest.http_status)),
+            sea_orm::Value::from(int(latest.latency_ms)),
+            sea_orm::Value::from(latest.error.clone()),
+            sea_orm::Value::from(latest.next_attempt_at),
+        ]
+        .into_iter()
+        .map(|value| next(&mut values, value))
+        .collect::<Vec<_>>();
+        rows.push(format!("({})", row.join(", ")));
+    }
+    let updated_at = next(&mut values, sea_orm::Value::from(at));
+    // The ids again, as a list: with only the join, PostgreSQL hashes the
+    // whole table rather than looking each row up by its key.
+    let ids = updates
+        .iter()
+        .map(|(id, _)| next(&mut values, sea_orm::Value::from((*id).to_owned())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let newer = "deliveries.last_attempt <= v.attempt";
+    let sql = format!(
+        "WITH v(id, n, attempt, status, http_status, latency_ms, error, next_attempt_at) AS \
+         (VALUES {rows}) \
+         UPDATE deliveries SET \
+         attempts = deliveries.attempts + v.n, \
+         updated_at = {updated_at}, \
+         status = CASE WHEN {newer} THEN v.status ELSE deliveries.status END, \
+         last_http_status = CASE WHEN {newer} THEN v.http_status ELSE deliveries.last_http_status END, \
+         last_latency_ms = CASE WHEN {newer} THEN v.latency_ms ELSE deliveries.last_latency_ms END, \
+         last_error = CASE WHEN {newer} THEN v.error ELSE deliveries.last_error END, \
+         next_attempt_at = CASE WHEN {newer} THEN v.next_attempt_at ELSE deliveries.next_attempt_at END, \
+         last_attempt = CASE WHEN {newer} THEN v.attempt ELSE deliveries.last_attempt END \
+         FROM v WHERE deliveries.id = v.id AND deliveries.id IN ({ids})",
+        rows = rows.join(", "),
+    );
+    sea_orm::Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// The delivery row of `pending`, before any attempt.
+fn delivery_row(
+    account: &AccountId,
+    pending: &PendingDelivery,
+    at: DateTime<Utc>,
+) -> delivery::ActiveModel {
+    delivery::ActiveModel {
+        id: Set(pending.delivery_id.to_string()),
+        account_id: Set(account.to_string()),
+        webhook_id: Set(pending.webhook_id.to_string()),
+        event_id: Set(pending.event_id.clone()),
+        event_type: Set(pending.event_type.clone()),
+        event_timestamp: Set(pending.event_timestamp),
+        payload: Set(pending.payload.clone()),
+        status: Set(DeliveryState::Pending.as_str().to_owned()),
+        attempts: Set(0),
+        last_attempt: Set(0),
+        last_http_status: Set(0),
+        last_latency_ms: Set(0),
+        last_error: Set(String::new()),
+        next_attempt_at: Set(None),
+        created_at: Set(at),
+        updated_at: Set(at),
+    }
+}
+
+/// The delivery an outcome belongs to.
+fn pending_of(outcome: &OutcomeRecord) -> PendingDelivery {
+    PendingDelivery {
+        delivery_id: outcome.delivery_id.clone(),
+        webhook_id: outcome.webhook_id.clone(),
+        event_id: outcome.event_id.clone(),
+        event_type: outcome.event_type.clone(),
+        event_timestamp: outcome.event_timestamp,
+        payload: outcome.payload.clone(),
+    }
+}
+
+/// The attempt row of an outcome.
+fn attempt_row(outcome: &OutcomeRecord) -> StoreResult<attempt::ActiveModel> {
+    Ok(attempt::ActiveModel {
+        delivery_id: Set(outcome.delivery_id.to_string()),
+        attempt: Set(int(outcome.attempt)),
+        status: Set(outcome.state.as_str().to_owned()),
+        trigger: Set(outcome.trigger.clone()),
+        http_status: Set(i32::from(outcome.http_status)),
+        latency_ms: Set(int(outcome.latency_ms)),
+        error: Set(outcome.error.clone()),
+        response_body: Set(outcome.response_body.clone()),
+        attempted_at: Set(outcome.attempted_at),
+        webhook_id: Set(outcome.webhook_id.to_string()),
+        request_headers: Set(serde_json::to_string(&outcome.request_headers)
+            .context("serialising request headers")?),
+    })
+}
+
 fn int(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
@@ -222,122 +347,115 @@ impl Store {
     /// recorded (same delivery and attempt) is counted as a duplicate and
     /// changes nothing, so redelivered outcome messages are harmless.
     pub async fn ingest_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<IngestReport> {
-        let mut report = IngestReport::default();
         let txn = self.write().await?;
-        for (index, outcome) in outcomes.iter().enumerate() {
-            if self.record_outcome(&txn, outcome).await? {
-                report.recorded += 1;
-                report.new.push(index);
-            } else {
-                report.duplicates += 1;
-            }
-        }
+        let report = self.record_outcomes(&txn, outcomes).await?;
         txn.commit().await?;
         Ok(report)
-    }
-
-    /// Records one outcome; false when it was already recorded. Each update
-    /// is one statement guarded by the attempt number, so concurrent
-    /// ingesters (several registry replicas) cannot move a delivery back.
-    async fn record_outcome(
-        &self,
-        conn: &impl ConnectionTrait,
-        outcome: &OutcomeRecord,
-    ) -> StoreResult<bool> {
-        self.ensure_delivery(conn, outcome).await?;
-        let inserted = attempt::Entity::insert(attempt::ActiveModel {
-            delivery_id: Set(outcome.delivery_id.to_string()),
-            attempt: Set(int(outcome.attempt)),
-            status: Set(outcome.state.as_str().to_owned()),
-            trigger: Set(outcome.trigger.clone()),
-            http_status: Set(i32::from(outcome.http_status)),
-            latency_ms: Set(int(outcome.latency_ms)),
-            error: Set(outcome.error.clone()),
-            response_body: Set(outcome.response_body.clone()),
-            attempted_at: Set(outcome.attempted_at),
-            webhook_id: Set(outcome.webhook_id.to_string()),
-            request_headers: Set(serde_json::to_string(&outcome.request_headers)
-                .context("serialising request headers")?),
-        })
-        .on_conflict(
-            OnConflict::columns([attempt::Column::DeliveryId, attempt::Column::Attempt])
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(conn)
-        .await?;
-        if inserted == 0 {
-            return Ok(false);
-        }
-        delivery::Entity::update_many()
-            .col_expr(
-                delivery::Column::Attempts,
-                Expr::col(delivery::Column::Attempts).add(1),
-            )
-            .col_expr(delivery::Column::UpdatedAt, Expr::value(now()))
-            .filter(delivery::Column::Id.eq(outcome.delivery_id.as_str()))
-            .exec(conn)
-            .await?;
-        // Outcomes may arrive out of order; the latest attempt decides.
-        delivery::Entity::update_many()
-            .col_expr(
-                delivery::Column::Status,
-                Expr::value(outcome.state.as_str()),
-            )
-            .col_expr(
-                delivery::Column::LastAttempt,
-                Expr::value(int(outcome.attempt)),
-            )
-            .col_expr(
-                delivery::Column::LastHttpStatus,
-                Expr::value(i32::from(outcome.http_status)),
-            )
-            .col_expr(
-                delivery::Column::LastLatencyMs,
-                Expr::value(int(outcome.latency_ms)),
-            )
-            .col_expr(
-                delivery::Column::LastError,
-                Expr::value(outcome.error.clone()),
-            )
-            .col_expr(
-                delivery::Column::NextAttemptAt,
-                Expr::value(outcome.next_attempt_at),
-            )
-            .filter(delivery::Column::Id.eq(outcome.delivery_id.as_str()))
-            .filter(delivery::Column::LastAttempt.lte(int(outcome.attempt)))
-            .exec(conn)
-            .await?;
-        Ok(true)
     }
 
     /// Records one outcome in its own transaction, for when a batch failed:
     /// true when it was newly recorded.
     pub async fn ingest_one(&self, outcome: &OutcomeRecord) -> StoreResult<bool> {
-        let txn = self.write().await?;
-        let recorded = self.record_outcome(&txn, outcome).await?;
-        txn.commit().await?;
-        Ok(recorded)
+        Ok(self
+            .ingest_outcomes(std::slice::from_ref(outcome))
+            .await?
+            .recorded
+            == 1)
     }
 
-    async fn ensure_delivery(
+    /// Records outcomes in a few set-wise statements: every delivery's row
+    /// (inserted unless it exists), every attempt (inserted unless it exists,
+    /// the database saying which were new), then one update per delivery with
+    /// new attempts. Each update is guarded by the attempt number, and only
+    /// attempts this call inserted count, so concurrent ingesters (several
+    /// registry replicas) neither count an attempt twice nor move a delivery
+    /// back.
+    async fn record_outcomes(
         &self,
         conn: &impl ConnectionTrait,
-        outcome: &OutcomeRecord,
-    ) -> StoreResult<()> {
-        self.insert_delivery(
-            conn,
-            &outcome.account,
-            &PendingDelivery {
-                delivery_id: outcome.delivery_id.clone(),
-                webhook_id: outcome.webhook_id.clone(),
-                event_id: outcome.event_id.clone(),
-                event_type: outcome.event_type.clone(),
-                event_timestamp: outcome.event_timestamp,
-                payload: outcome.payload.clone(),
-            },
-        )
-        .await
+        outcomes: &[OutcomeRecord],
+    ) -> StoreResult<IngestReport> {
+        let at = now();
+        let mut seen = HashSet::new();
+        let deliveries: Vec<&OutcomeRecord> = outcomes
+            .iter()
+            .filter(|outcome| seen.insert(outcome.delivery_id.as_str()))
+            .collect();
+        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+            delivery::Entity::insert_many(
+                chunk
+                    .iter()
+                    .map(|outcome| delivery_row(&outcome.account, &pending_of(outcome), at)),
+            )
+            .on_conflict(
+                OnConflict::column(delivery::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+        }
+
+        // The first of each (delivery, attempt): a message redelivered within
+        // one batch is a duplicate like any other.
+        let mut firsts: HashMap<(&str, u32), usize> = HashMap::new();
+        for (index, outcome) in outcomes.iter().enumerate() {
+            firsts
+                .entry((outcome.delivery_id.as_str(), outcome.attempt))
+                .or_insert(index);
+        }
+        let mut candidates: Vec<usize> = firsts.into_values().collect();
+        candidates.sort_unstable();
+        let mut inserted: HashSet<(String, i32)> = HashSet::new();
+        for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
+            let rows = chunk
+                .iter()
+                .map(|&index| attempt_row(&outcomes[index]))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let keys = attempt::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::columns([attempt::Column::DeliveryId, attempt::Column::Attempt])
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_with_returning_keys(conn)
+                .await;
+            match keys {
+                Ok(keys) => inserted.extend(keys),
+                Err(sea_orm::DbErr::RecordNotInserted) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let new: Vec<usize> = candidates
+            .into_iter()
+            .filter(|&index| {
+                let outcome = &outcomes[index];
+                inserted.contains(&(outcome.delivery_id.to_string(), int(outcome.attempt)))
+            })
+            .collect();
+
+        // Per delivery: how many attempts are new, and the latest of them.
+        let mut updates: BTreeMap<&str, (i32, &OutcomeRecord)> = BTreeMap::new();
+        for &index in &new {
+            let outcome = &outcomes[index];
+            let entry = updates
+                .entry(outcome.delivery_id.as_str())
+                .or_insert((0, outcome));
+            entry.0 += 1;
+            if outcome.attempt > entry.1.attempt {
+                entry.1 = outcome;
+            }
+        }
+        let updates: Vec<(&str, (i32, &OutcomeRecord))> = updates.into_iter().collect();
+        for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+            conn.execute_raw(advance_deliveries(conn.get_database_backend(), chunk, at))
+                .await?;
+        }
+        Ok(IngestReport {
+            recorded: new.len(),
+            duplicates: outcomes.len() - new.len(),
+            new,
+        })
     }
 
     async fn insert_delivery(
@@ -346,32 +464,14 @@ impl Store {
         account: &AccountId,
         pending: &PendingDelivery,
     ) -> StoreResult<()> {
-        let at = now();
-        delivery::Entity::insert(delivery::ActiveModel {
-            id: Set(pending.delivery_id.to_string()),
-            account_id: Set(account.to_string()),
-            webhook_id: Set(pending.webhook_id.to_string()),
-            event_id: Set(pending.event_id.clone()),
-            event_type: Set(pending.event_type.clone()),
-            event_timestamp: Set(pending.event_timestamp),
-            payload: Set(pending.payload.clone()),
-            status: Set(DeliveryState::Pending.as_str().to_owned()),
-            attempts: Set(0),
-            last_attempt: Set(0),
-            last_http_status: Set(0),
-            last_latency_ms: Set(0),
-            last_error: Set(String::new()),
-            next_attempt_at: Set(None),
-            created_at: Set(at),
-            updated_at: Set(at),
-        })
-        .on_conflict(
-            OnConflict::column(delivery::Column::Id)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(conn)
-        .await?;
+        delivery::Entity::insert(delivery_row(account, pending, now()))
+            .on_conflict(
+                OnConflict::column(delivery::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
         Ok(())
     }
 

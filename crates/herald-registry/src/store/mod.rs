@@ -228,6 +228,9 @@ fn page<R, T>(
     Ok(Page { items, next_cursor })
 }
 
+/// The current time to microseconds: what PostgreSQL keeps, and what the
+/// delivery list's cursor holds, so that rows written together (one batch of
+/// outcomes) compare equal to their cursor on SQLite too.
 fn now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
+    chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6)
 }

@@ -222,6 +222,58 @@ async fn outcomes_fill_the_log_once_each() {
 }
 
 #[tokio::test]
+async fn one_batch_with_repeats_and_attempts_out_of_order_is_recorded_once_each() {
+    let f = fixture().await;
+    let first = event(&f.account, "booking.created");
+    let second = event(&f.account, "booking.cancelled");
+    let record = |e: &Event, attempt, status, http| {
+        herald_registry::deliveries::outcome_record(&outcome(e, &f.webhook, attempt, status, http))
+            .unwrap()
+    };
+    let batch = [
+        record(&first, 2, DeliveryStatus::Delivered, 200),
+        record(&second, 1, DeliveryStatus::Exhausted, 410),
+        record(&first, 1, DeliveryStatus::Failed, 500),
+        // Redelivered within the same batch, and then again in a later one.
+        record(&first, 2, DeliveryStatus::Delivered, 200),
+    ];
+    let report = f.registry.store.ingest_outcomes(&batch).await.unwrap();
+    assert_eq!((report.recorded, report.duplicates), (3, 1));
+    assert_eq!(
+        report.new,
+        [0, 1, 2],
+        "the first of each attempt is the new one"
+    );
+    let again = f.registry.store.ingest_outcomes(&batch[2..]).await.unwrap();
+    assert_eq!(
+        (again.recorded, again.duplicates, again.new.len()),
+        (0, 2, 0)
+    );
+
+    let id = DeliveryId::derive(&first.id, &f.webhook).to_string();
+    let logged = f.get(&format!("/deliveries/{id}")).await;
+    assert_eq!(
+        logged["status"], "delivered",
+        "the latest attempt decides: {logged}"
+    );
+    assert_eq!(logged["attempts"], 2, "{logged}");
+    assert_eq!(logged["last_http_status"], 200, "{logged}");
+    let statuses: Vec<&str> = logged["attempt_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["failed", "delivered"]);
+    let id = DeliveryId::derive(&second.id, &f.webhook).to_string();
+    let logged = f.get(&format!("/deliveries/{id}")).await;
+    assert_eq!(
+        (&logged["status"], &logged["attempts"]),
+        (&json!("exhausted"), &json!(1))
+    );
+}
+
+#[tokio::test]
 async fn the_log_lists_with_filters_and_pagination() {
     let f = fixture().await;
     let mut ids = Vec::new();
