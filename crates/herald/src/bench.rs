@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 mod fairness;
 mod minimal;
 mod registry;
+mod scaleout;
 mod tenants;
 
 /// Publishes `events` 256 at a time, as a busy platform would; a failed publish is logged
@@ -54,6 +55,8 @@ pub enum Scenario {
     /// Whether the delivery log keeps up with the deliveries (SQLite, and PostgreSQL with
     /// `--postgres`), and API read latency while it is written.
     Registry,
+    /// One worker process, then two sharing the consumers: both rates, nothing lost.
+    ScaleOut,
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,6 +89,8 @@ pub struct BenchArgs {
     pub tenants: tenants::TenantArgs,
     #[command(flatten)]
     pub registry: registry::RegistryArgs,
+    #[command(flatten)]
+    pub scale_out: scaleout::ScaleOutArgs,
 }
 
 /// Counts deliveries and records, per event, the publish-to-receipt delay. Signed requests
@@ -256,6 +261,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<String> {
         Scenario::Fairness => fairness::run(&args.fairness, args.json).await,
         Scenario::Tenants => tenants::run(&args.tenants, args.json).await,
         Scenario::Registry => registry::run(&args.registry, args.webhooks, args.json).await,
+        Scenario::ScaleOut => scaleout::run(&args.scale_out, args.webhooks, args.json).await,
     }
 }
 
@@ -270,9 +276,7 @@ struct BenchNats {
 impl BenchNats {
     async fn start() -> anyhow::Result<BenchNats> {
         let data = tempfile::tempdir().context("cannot create a temporary folder")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
         let url = format!("nats://127.0.0.1:{port}");
         let server = crate::dev::ensure_nats(&url, data.path()).await?;
         Ok(BenchNats {
@@ -340,20 +344,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     let client = herald_bus::connect(&nats_url, "herald-bench").await?;
     let js = async_nats::jetstream::new(client);
     let bucket = herald_bus::WebhookBucket::open(&js).await?;
-    let spec = |account: &AccountId| WebhookSpec {
-        id: WebhookId::new().to_string(),
-        account_id: account.to_string(),
-        name: "bench".into(),
-        enabled: true,
-        event_patterns: vec![],
-        url: receiver.clone(),
-        signing_keys: vec![SigningKey {
-            secret: secret.expose_whsec(),
-            expires_at: None,
-        }],
-        version: 1,
-        updated_at: None,
-    };
+    let spec = |account: &AccountId| webhook_spec(account, &receiver, &secret);
     let mut accounts = Vec::with_capacity(args.webhooks);
     for _ in 0..args.webhooks.max(1) {
         let account = AccountId::new();
@@ -510,6 +501,91 @@ async fn serve_sink(sink: Arc<Sink>, stop: CancellationToken) -> anyhow::Result<
             .await;
     });
     Ok(receiver)
+}
+
+/// A `herald` command of this binary, run as a process of its own (as the services run in
+/// production), stopped when dropped.
+struct Herald {
+    child: tokio::process::Child,
+    name: String,
+}
+
+impl Herald {
+    fn start(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Herald> {
+        let name = format!("herald {}", args.join(" "));
+        let child = tokio::process::Command::new(
+            std::env::current_exe().context("cannot find the herald binary")?,
+        )
+        .args(args)
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+        Ok(Herald { child, name })
+    }
+
+    /// Waits until `url` (its /readyz) answers 2xx.
+    async fn ready(&mut self, http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+        let waiting = Instant::now();
+        loop {
+            let answer = http.get(url).send().await;
+            if answer.is_ok_and(|response| response.status().is_success()) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("{} exited: {status}", self.name);
+            }
+            anyhow::ensure!(
+                waiting.elapsed() < Duration::from_secs(30),
+                "{} is not ready after 30 s",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it, killing it after a while.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// A bench webhook of `account`: every event, to `url`, signed with `secret`.
+fn webhook_spec(account: &AccountId, url: &str, secret: &SigningSecret) -> WebhookSpec {
+    WebhookSpec {
+        id: WebhookId::new().to_string(),
+        account_id: account.to_string(),
+        name: "bench".into(),
+        enabled: true,
+        event_patterns: vec![],
+        url: url.to_owned(),
+        signing_keys: vec![SigningKey {
+            secret: secret.expose_whsec(),
+            expires_at: None,
+        }],
+        version: 1,
+        updated_at: None,
+    }
+}
+
+/// A free port on loopback.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Waits until `worker`'s index holds `webhooks` webhooks.

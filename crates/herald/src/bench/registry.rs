@@ -191,11 +191,6 @@ impl Api {
         Ok(body)
     }
 
-    async fn ready(&self) -> bool {
-        let answer = self.http.get(format!("{}/readyz", self.base)).send().await;
-        answer.is_ok_and(|response| response.status().is_success())
-    }
-
     /// Outcomes the registry has written to the log, from its metrics.
     async fn outcomes_recorded(&self) -> anyhow::Result<u64> {
         let text = self
@@ -237,39 +232,24 @@ async fn measure(
     let worker = herald_worker::Worker::start(worker_config, stop.clone()).await?;
     // The registry in a process of its own, as it runs in production: in this one it would
     // share a runtime with the worker, the receiver and the publisher.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = super::free_port()?;
     let api = Api {
         http: reqwest::Client::new(),
         base: format!("http://127.0.0.1:{port}"),
     };
-    let mut registry = tokio::process::Command::new(
-        std::env::current_exe().context("cannot find the herald binary")?,
-    )
-    .arg("registry")
-    .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
-    .env("HERALD_DATABASE_URL", database_url)
-    .env("HERALD_NATS_URL", &nats.url)
-    .env("HERALD_ADMIN_API_KEY", ADMIN_KEY)
-    .env("HERALD_ADDRESS_ALLOWLIST", "127.0.0.0/8")
-    .env("RUST_LOG", "warn")
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .kill_on_drop(true)
-    .spawn()
-    .context("cannot start herald registry")?;
-    let waiting = Instant::now();
-    while !api.ready().await {
-        anyhow::ensure!(
-            waiting.elapsed() < Duration::from_secs(30),
-            "the registry is not ready after 30 s"
-        );
-        if let Some(status) = registry.try_wait()? {
-            anyhow::bail!("herald registry exited: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut registry = super::Herald::start(
+        &["registry"],
+        &[
+            ("HERALD_LISTEN", format!("127.0.0.1:{port}")),
+            ("HERALD_DATABASE_URL", database_url.to_owned()),
+            ("HERALD_NATS_URL", nats.url.clone()),
+            ("HERALD_ADMIN_API_KEY", ADMIN_KEY.to_owned()),
+            ("HERALD_ADDRESS_ALLOWLIST", "127.0.0.0/8".to_owned()),
+        ],
+    )?;
+    registry
+        .ready(&api.http, &format!("{}/readyz", api.base))
+        .await?;
 
     // One account per webhook, as in the steady scenario, made through the API.
     let mut targets = Vec::with_capacity(webhooks);
@@ -333,7 +313,7 @@ async fn measure(
 
     stop.cancel();
     worker.wait().await?;
-    stop_gracefully(&mut registry).await;
+    registry.stop().await;
     Ok(Measured {
         database,
         deliveries_per_s,
@@ -366,19 +346,4 @@ async fn read_while(
         took.push(started.elapsed());
     }
     Ok(took)
-}
-
-/// Asks `child` to stop (SIGTERM) and waits for it, killing it after a while.
-async fn stop_gracefully(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-    }
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
 }
