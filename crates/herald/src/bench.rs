@@ -488,6 +488,40 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     ))
 }
 
+/// What a scenario delivers into: its own nats-server, a verifying receiver and the secret
+/// its webhooks sign with. Everything stops when dropped.
+struct Stage {
+    nats: BenchNats,
+    stop: CancellationToken,
+    _stop_on_drop: tokio_util::sync::DropGuard,
+    sink: Arc<Sink>,
+    receiver: String,
+    secret: SigningSecret,
+    epoch: Instant,
+}
+
+impl Stage {
+    async fn start() -> anyhow::Result<Stage> {
+        let nats = BenchNats::start().await?;
+        let stop = CancellationToken::new();
+        let sink = Arc::new(Sink::default());
+        let receiver = serve_sink(sink.clone(), stop.clone()).await?;
+        let secret = SigningSecret::generate();
+        let epoch = Instant::now();
+        let _ = sink.epoch.set(epoch);
+        let _ = sink.secret.set(secret.clone());
+        Ok(Stage {
+            nats,
+            _stop_on_drop: stop.clone().drop_guard(),
+            stop,
+            sink,
+            receiver,
+            secret,
+            epoch,
+        })
+    }
+}
+
 /// Serves `sink` on a loopback port until `stop`; its URL.
 async fn serve_sink(sink: Arc<Sink>, stop: CancellationToken) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -215,6 +215,13 @@ fn advance_deliveries(
     sea_orm::Statement::from_sql_and_values(backend, sql, values)
 }
 
+/// A delivery already logged is left as it is.
+fn delivery_exists() -> OnConflict {
+    OnConflict::column(delivery::Column::Id)
+        .do_nothing()
+        .to_owned()
+}
+
 /// The delivery row of `pending`, before any attempt.
 fn delivery_row(
     account: &AccountId,
@@ -387,11 +394,7 @@ impl Store {
                     .iter()
                     .map(|outcome| delivery_row(&outcome.account, &pending_of(outcome), at)),
             )
-            .on_conflict(
-                OnConflict::column(delivery::Column::Id)
-                    .do_nothing()
-                    .to_owned(),
-            )
+            .on_conflict(delivery_exists())
             .exec_without_returning(conn)
             .await?;
         }
@@ -465,11 +468,7 @@ impl Store {
         pending: &PendingDelivery,
     ) -> StoreResult<()> {
         delivery::Entity::insert(delivery_row(account, pending, now()))
-            .on_conflict(
-                OnConflict::column(delivery::Column::Id)
-                    .do_nothing()
-                    .to_owned(),
-            )
+            .on_conflict(delivery_exists())
             .exec_without_returning(conn)
             .await?;
         Ok(())

@@ -15,8 +15,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use futures::StreamExt as _;
-use herald_core::{AccountId, EventType, SigningSecret, WebhookId};
-use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
+use herald_core::{AccountId, EventType, SigningSecret};
+use herald_proto::webhooks::v1::WebhookSpec;
 use tokio_util::sync::CancellationToken;
 
 use super::{event, percentile};
@@ -126,20 +126,7 @@ impl Phase {
 }
 
 fn spec(account: &AccountId, url: &str) -> WebhookSpec {
-    WebhookSpec {
-        id: WebhookId::new().to_string(),
-        account_id: account.to_string(),
-        name: "bench".into(),
-        enabled: true,
-        event_patterns: vec![],
-        url: url.to_owned(),
-        signing_keys: vec![SigningKey {
-            secret: SigningSecret::generate().expose_whsec(),
-            expires_at: None,
-        }],
-        version: 1,
-        updated_at: None,
-    }
+    super::webhook_spec(account, url, &SigningSecret::generate())
 }
 
 /// Offers the healthy load for `args.duration`, then waits for it to arrive.

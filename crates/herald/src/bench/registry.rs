@@ -7,16 +7,15 @@
 //! ingest lag), and the p50/p99/max of API reads (a delivery list and a webhook) made one
 //! after the other while the log is being written.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use herald_core::{AccountId, EventType, SigningSecret};
+use herald_core::{AccountId, EventType};
 use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{Sink, Tally, event, percentile};
+use super::{Tally, event, percentile};
 
 const ADMIN_KEY: &str = "herald-bench-admin-key";
 
@@ -216,15 +215,15 @@ async fn measure(
     events: u64,
     webhooks: usize,
 ) -> anyhow::Result<Measured> {
-    let nats = super::BenchNats::start().await?;
-    let stop = CancellationToken::new();
-    let _stop_on_drop = stop.clone().drop_guard();
-    let sink = Arc::new(Sink::default());
-    let receiver = super::serve_sink(sink.clone(), stop.clone()).await?;
-    let secret = SigningSecret::generate();
-    let _ = sink.epoch.set(Instant::now());
-    let _ = sink.secret.set(secret.clone());
-    let epoch = *sink.epoch.get().context("epoch")?;
+    let stage = super::Stage::start().await?;
+    let (nats, stop, sink, receiver, secret, epoch) = (
+        &stage.nats,
+        &stage.stop,
+        &stage.sink,
+        &stage.receiver,
+        &stage.secret,
+        stage.epoch,
+    );
 
     let loopback = vec!["127.0.0.0/8".parse().context("loopback CIDR")?];
     let mut worker_config = herald_worker::WorkerConfig::for_local(&nats.url);

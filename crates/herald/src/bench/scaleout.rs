@@ -5,15 +5,12 @@
 //! delivery arrives once, none is lost, and the pair is not slower than one by much. The report
 //! gives both rates and their ratio.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use herald_core::{AccountId, EventType, SigningSecret};
+use herald_core::{AccountId, EventType};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-use super::{Herald, Sink, Tally, event, free_port};
+use super::{Herald, Tally, event, free_port};
 
 #[derive(Debug, clap::Args)]
 pub struct ScaleOutArgs {
@@ -23,15 +20,14 @@ pub struct ScaleOutArgs {
 }
 
 pub async fn run(args: &ScaleOutArgs, webhooks: usize, json: bool) -> anyhow::Result<String> {
-    let nats = super::BenchNats::start().await?;
-    let stop = CancellationToken::new();
-    let _stop_on_drop = stop.clone().drop_guard();
-    let sink = Arc::new(Sink::default());
-    let receiver = super::serve_sink(sink.clone(), stop.clone()).await?;
-    let secret = SigningSecret::generate();
-    let _ = sink.epoch.set(Instant::now());
-    let _ = sink.secret.set(secret.clone());
-    let epoch = *sink.epoch.get().context("epoch")?;
+    let stage = super::Stage::start().await?;
+    let (nats, sink, receiver, secret, epoch) = (
+        &stage.nats,
+        &stage.sink,
+        &stage.receiver,
+        &stage.secret,
+        stage.epoch,
+    );
 
     let client = herald_bus::connect(&nats.url, "herald-bench").await?;
     let js = async_nats::jetstream::new(client);
@@ -40,7 +36,7 @@ pub async fn run(args: &ScaleOutArgs, webhooks: usize, json: bool) -> anyhow::Re
     for _ in 0..webhooks.max(1) {
         let account = AccountId::new();
         bucket
-            .put(&super::webhook_spec(&account, &receiver, &secret))
+            .put(&super::webhook_spec(&account, receiver, secret))
             .await?;
         accounts.push(account);
     }
