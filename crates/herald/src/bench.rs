@@ -288,22 +288,24 @@ impl BenchNats {
 }
 
 async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
-    let nats = BenchNats::start().await?;
-    let nats_url = nats.url.clone();
+    let stage = Stage::start().await?;
+    let (nats_url, stop, sink, receiver, secret, epoch) = (
+        &stage.nats.url,
+        &stage.stop,
+        &stage.sink,
+        &stage.receiver,
+        &stage.secret,
+        stage.epoch,
+    );
 
-    let sink = Arc::new(Sink::default());
-    let stop = CancellationToken::new();
-    let receiver = serve_sink(sink.clone(), stop.clone()).await?;
-
-    // Baseline: the same receiver, a bare POST loop with `concurrency` in flight.
+    // Baseline: the same receiver, a bare POST loop with `concurrency` in flight (unsigned:
+    // the receiver checks only requests that carry a `webhook-id`).
     let http = reqwest::Client::new();
-    let epoch = Instant::now();
-    let _ = sink.epoch.set(epoch);
     let started = Instant::now();
     futures::stream::iter(0..args.events)
         .for_each_concurrent(args.concurrency, |_| {
             let request = http
-                .post(&receiver)
+                .post(receiver.as_str())
                 .header("content-type", "application/json")
                 .body(format!(
                     r#"{{"id":"evt_x","type":"booking.created","data":{}}}"#,
@@ -321,8 +323,6 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     sink.reset();
 
     // The minimal durable pipeline, signed with the run's secret like Herald's deliveries.
-    let secret = SigningSecret::generate();
-    let _ = sink.secret.set(secret.clone());
     let account = AccountId::new();
     let bodies = (0..args.events)
         .map(|n| {
@@ -333,18 +333,18 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
             )
         })
         .collect();
-    let minimal = minimal::run(&nats_url, &receiver, &secret, bodies, args.concurrency).await?;
+    let minimal = minimal::run(nats_url, receiver, secret, bodies, args.concurrency).await?;
     let minimal_tally = sink.tally(args.events);
     sink.reset();
 
     // Herald: one worker in this process, one webhook, file-backed streams.
-    let mut config = herald_worker::WorkerConfig::for_local(&nats_url);
+    let mut config = herald_worker::WorkerConfig::for_local(nats_url);
     config.address_policy.allow = vec!["127.0.0.0/8".parse().context("loopback CIDR")?];
     let worker = herald_worker::Worker::start(config, stop.clone()).await?;
-    let client = herald_bus::connect(&nats_url, "herald-bench").await?;
+    let client = herald_bus::connect(nats_url, "herald-bench").await?;
     let js = async_nats::jetstream::new(client);
     let bucket = herald_bus::WebhookBucket::open(&js).await?;
-    let spec = |account: &AccountId| webhook_spec(account, &receiver, &secret);
+    let spec = |account: &AccountId| webhook_spec(account, receiver, secret);
     let mut accounts = Vec::with_capacity(args.webhooks);
     for _ in 0..args.webhooks.max(1) {
         let account = AccountId::new();

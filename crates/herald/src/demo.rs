@@ -86,21 +86,10 @@ pub async fn seed(
     receiver_url: &str,
     secret: &Secret,
 ) -> anyhow::Result<AccountId> {
-    let http = reqwest::Client::new();
+    let api = crate::api::Api::new(api, admin_key);
     let call = |method: reqwest::Method, path: String, body: Option<Value>| {
-        let mut request = http
-            .request(method, format!("{api}{path}"))
-            .bearer_auth(admin_key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        async move {
-            let response = request.send().await.context("the API did not answer")?;
-            let status = response.status();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            anyhow::ensure!(status.is_success(), "the API answered {status}: {body}");
-            Ok::<_, anyhow::Error>(body)
-        }
+        let api = api.clone();
+        async move { api.call(method, &path, body).await }
     };
     let accounts = call(reqwest::Method::GET, "/v1/accounts?limit=250".into(), None).await?;
     let existing = accounts["data"]

@@ -225,17 +225,17 @@ fn delivery_exists() -> OnConflict {
 /// The delivery row of `pending`, before any attempt.
 fn delivery_row(
     account: &AccountId,
-    pending: &PendingDelivery,
+    pending: PendingDelivery,
     at: DateTime<Utc>,
 ) -> delivery::ActiveModel {
     delivery::ActiveModel {
         id: Set(pending.delivery_id.to_string()),
         account_id: Set(account.to_string()),
         webhook_id: Set(pending.webhook_id.to_string()),
-        event_id: Set(pending.event_id.clone()),
-        event_type: Set(pending.event_type.clone()),
+        event_id: Set(pending.event_id),
+        event_type: Set(pending.event_type),
         event_timestamp: Set(pending.event_timestamp),
-        payload: Set(pending.payload.clone()),
+        payload: Set(pending.payload),
         status: Set(DeliveryState::Pending.as_str().to_owned()),
         attempts: Set(0),
         last_attempt: Set(0),
@@ -372,8 +372,9 @@ impl Store {
 
     /// Records outcomes in a few set-wise statements: every delivery's row
     /// (inserted unless it exists), every attempt (inserted unless it exists,
-    /// the database saying which were new), then one update per delivery with
-    /// new attempts. Each update is guarded by the attempt number, and only
+    /// the database saying which were new), then one statement advancing each
+    /// delivery by its new attempts ([`advance_deliveries`]). Every column it
+    /// sets is guarded by the attempt number, and only
     /// attempts this call inserted count, so concurrent ingesters (several
     /// registry replicas) neither count an attempt twice nor move a delivery
     /// back.
@@ -392,7 +393,7 @@ impl Store {
             delivery::Entity::insert_many(
                 chunk
                     .iter()
-                    .map(|outcome| delivery_row(&outcome.account, &pending_of(outcome), at)),
+                    .map(|outcome| delivery_row(&outcome.account, pending_of(outcome), at)),
             )
             .on_conflict(delivery_exists())
             .exec_without_returning(conn)
@@ -467,7 +468,7 @@ impl Store {
         account: &AccountId,
         pending: &PendingDelivery,
     ) -> StoreResult<()> {
-        delivery::Entity::insert(delivery_row(account, pending, now()))
+        delivery::Entity::insert(delivery_row(account, pending.clone(), now()))
             .on_conflict(delivery_exists())
             .exec_without_returning(conn)
             .await?;

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{Tally, event, percentile};
+use crate::api::Api;
 
 const ADMIN_KEY: &str = "herald-bench-admin-key";
 
@@ -162,51 +163,22 @@ impl FreshPostgres {
     }
 }
 
-/// The registry's API, as the admin.
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_KEY);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.context("the API did not answer")?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        anyhow::ensure!(status.is_success(), "the API answered {status}: {body}");
-        Ok(body)
-    }
-
-    /// Outcomes the registry has written to the log, from its metrics.
-    async fn outcomes_recorded(&self) -> anyhow::Result<u64> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
-        text.lines()
-            .find_map(|line| line.strip_prefix("herald_registry_outcomes_recorded_total "))
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .map(|value| value as u64)
-            .context("the registry's metrics lack herald_registry_outcomes_recorded_total")
-    }
+/// Outcomes the registry has written to the log, from its metrics.
+async fn outcomes_recorded(api: &Api) -> anyhow::Result<u64> {
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(&api.key)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("herald_registry_outcomes_recorded_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+        .context("the registry's metrics lack herald_registry_outcomes_recorded_total")
 }
 
 async fn measure(
@@ -232,10 +204,7 @@ async fn measure(
     // The registry in a process of its own, as it runs in production: in this one it would
     // share a runtime with the worker, the receiver and the publisher.
     let port = super::free_port()?;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
-    };
+    let api = Api::new(format!("http://127.0.0.1:{port}"), ADMIN_KEY);
     let mut registry = super::Herald::start(
         &["registry"],
         &[
@@ -294,13 +263,13 @@ async fn measure(
     let deliveries_per_s = events as f64 / started.elapsed().as_secs_f64();
     let received = Instant::now();
     loop {
-        if api.outcomes_recorded().await? >= events {
+        if outcomes_recorded(&api).await? >= events {
             break;
         }
         anyhow::ensure!(
             received.elapsed() < LOG_PATIENCE,
             "the delivery log holds {} of {events} outcomes {LOG_PATIENCE:?} after the last receipt",
-            api.outcomes_recorded().await?
+            outcomes_recorded(&api).await?
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
