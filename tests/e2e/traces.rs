@@ -134,16 +134,26 @@ async fn one_trace_runs_from_publish_through_router_and_sender_to_the_request() 
     );
 
     // The registry's API requests are server spans named by their route template, with the
-    // database calls they made as children. (The account's creation rather than the
-    // webhook's: on SQLite, sqlx's connection worker can hold a request's span until that
-    // connection's next command, so a webhook write's span may end well after its response.)
-    let created = spans
-        .iter()
-        .find(|s| {
+    // database calls they made as children. A request's span ends when the last handle on it
+    // goes, and on SQLite the connection that ran its queries may keep one until its next
+    // command: the registry is stopped (its connections closed) before the spans are read.
+    herald.stop_registry().await;
+    let registry_spans = herald_testkit::wait_for(WAIT, || async {
+        let spans = exporter.get_finished_spans().unwrap();
+        let created = spans.iter().position(|s| {
             attribute(s, "http.route").map(Value::as_str) == Some("/v1/accounts".into())
                 && attribute(s, "http.request.method").map(Value::as_str) == Some("POST".into())
-        })
-        .expect("the account's creation is a span with its route template");
+        })?;
+        let read = spans
+            .iter()
+            .position(|s| s.name == "GET /v1/accounts/{account_id}/deliveries/{delivery_id}")?;
+        Some((spans, created, read))
+    })
+    .await;
+    let (spans, created, read) = registry_spans.expect(
+        "the account's creation and the delivery's reads are spans named by their route template",
+    );
+    let created = &spans[created];
     assert_eq!(created.name, "POST /v1/accounts");
     assert_eq!(
         attribute(created, "http.response.status_code"),
@@ -157,13 +167,8 @@ async fn one_trace_runs_from_publish_through_router_and_sender_to_the_request() 
                 && attribute(s, "db.system").is_some()),
         "the request's database calls are spans in its trace"
     );
-
-    let read = spans
-        .iter()
-        .find(|s| s.name == "GET /v1/accounts/{account_id}/deliveries/{delivery_id}")
-        .expect("the delivery's reads are spans named by their route template");
     assert_eq!(
-        attribute(read, "http.response.status_code"),
+        attribute(&spans[read], "http.response.status_code"),
         Some(&Value::I64(200))
     );
 

@@ -147,6 +147,7 @@ impl Registry {
                 tracing::warn!(error = %e, task = name, "background task ended abnormally");
             }
         }
+        self.state.store.close().await;
         Ok(())
     }
 }

@@ -116,6 +116,14 @@ impl Store {
         Ok(store)
     }
 
+    /// Closes the database's connections once their work is done (a registry's shutdown):
+    /// PostgreSQL's backends end cleanly and SQLite's connections are closed.
+    pub async fn close(&self) {
+        if let Err(error) = self.db.close_by_ref().await {
+            tracing::warn!(error = %error, "closing the database failed");
+        }
+    }
+
     /// Brings the schema at `url` up to date (`herald migrate`, e.g. as a deployment's job
     /// before the registries roll); returns the names of the migrations it applied.
     pub async fn migrate(url: &str) -> anyhow::Result<Vec<String>> {
