@@ -1,8 +1,8 @@
 //! `herald bench`: end-to-end delivery throughput and latency on this
 //! machine, against a bare HTTP POST loop to the same receiver, in one run;
-//! `--scenario fairness` measures instead what slow endpoints with a backlog
-//! cost healthy ones ([`fairness`]), `--scenario tenants` what 100,000
-//! webhooks cost a worker ([`tenants`]).
+//! `--scenario isolation` measures instead what misbehaving endpoints cost
+//! healthy ones ([`isolation`]), `--scenario tenants` what 100,000 webhooks
+//! cost a worker ([`tenants`]).
 //!
 //! Herald's path is the real one: protobuf events published to a
 //! file-backed EVENTS stream, the router's fan-out through
@@ -24,7 +24,7 @@ use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-mod fairness;
+mod isolation;
 mod minimal;
 mod registry;
 mod scaleout;
@@ -47,9 +47,10 @@ async fn publish_concurrently(publisher: &herald_bus::Publisher, events: Vec<Eve
 pub enum Scenario {
     /// Deliveries/s and latency against a bare POST loop.
     Throughput,
-    /// Healthy webhooks' throughput and p99 with and without slow endpoints that have a
-    /// backlog.
-    Fairness,
+    /// Healthy webhooks' throughput and p99 alone, then beside endpoints that time out,
+    /// answer 500 or answer slowly with a backlog, and a healthy one with a backlog.
+    #[value(alias = "fairness")]
+    Isolation,
     /// Index load time, memory and match cost with 100,000 webhooks against 100.
     Tenants,
     /// Whether the delivery log keeps up with the deliveries (SQLite, and PostgreSQL with
@@ -84,7 +85,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub fairness: fairness::FairnessArgs,
+    pub isolation: isolation::IsolationArgs,
     #[command(flatten)]
     pub tenants: tenants::TenantArgs,
     #[command(flatten)]
@@ -258,7 +259,7 @@ fn body(epoch: Instant) -> String {
 pub async fn run(args: BenchArgs) -> anyhow::Result<String> {
     match args.scenario {
         Scenario::Throughput => throughput(args).await,
-        Scenario::Fairness => fairness::run(&args.fairness, args.json).await,
+        Scenario::Isolation => isolation::run(&args.isolation, args.json).await,
         Scenario::Tenants => tenants::run(&args.tenants, args.json).await,
         Scenario::Registry => registry::run(&args.registry, args.webhooks, args.json).await,
         Scenario::ScaleOut => scaleout::run(&args.scale_out, args.webhooks, args.json).await,

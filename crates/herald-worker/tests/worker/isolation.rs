@@ -181,7 +181,7 @@ async fn a_slow_endpoint_with_a_backlog_does_not_hold_up_healthy_ones() {
         }
     }
     // Bounded: a healthy delivery waits for no slow one (the bound is generous for a loaded
-    // machine; `herald bench --scenario fairness` measures the real figures).
+    // machine; `herald bench --scenario isolation` measures the real figures).
     assert!(
         slowest < Duration::from_secs(2),
         "a healthy delivery took {slowest:?} beside the slow backlog"

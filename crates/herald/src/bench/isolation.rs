@@ -1,41 +1,52 @@
-//! `herald bench --scenario fairness`: what slow endpoints with a backlog cost healthy ones.
+//! `herald bench --scenario isolation`: what misbehaving endpoints cost healthy ones.
 //!
-//! Healthy webhooks get a steady load twice in one run: first alone, then right after a burst
-//! of events for slow webhooks whose endpoints answer 200, but only after a while (so their
-//! circuit breakers never open). The report compares the healthy webhooks' throughput and
-//! p99 publish-to-receipt latency between the two phases; the target is at least 0.9 of the
-//! throughput and a p99 within 2× of the all-healthy phase.
+//! Healthy webhooks get a steady load twice in one run: first alone, then beside webhooks that
+//! misbehave while getting their share of the same load: one in ten of all endpoints never
+//! answers (each attempt ends at the worker's request timeout), one in ten answers 500, slow
+//! ones answer 200 only after a while and have a burst of events queued, and one healthy
+//! endpoint has a backlog ten times its in-flight cap. The report compares the healthy
+//! webhooks' throughput and p99 publish-to-receipt latency between the two phases; the target
+//! is at least 0.9 of the throughput and a p99 within 2× of the all-healthy phase.
+//!
+//! The healthy endpoints (the measured ones and the backlogged one) are verifying receivers:
+//! every delivery's signature is checked, and lost and duplicate deliveries are counted.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use futures::StreamExt as _;
-use herald_core::{AccountId, EventType, SigningSecret};
-use herald_proto::webhooks::v1::WebhookSpec;
+use herald_core::{AccountId, EventType};
 use tokio_util::sync::CancellationToken;
 
-use super::{event, percentile};
+use super::{Sink, Stage, Tally, event, percentile};
 
 /// How long a phase waits for the healthy deliveries it published, after publishing the last.
 const DRAIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, clap::Args)]
-pub struct FairnessArgs {
-    /// Healthy webhooks (one account each) sharing the steady load.
-    #[arg(long, default_value_t = 8)]
+pub struct IsolationArgs {
+    /// Healthy webhooks (one account each) whose deliveries are measured.
+    #[arg(long, default_value_t = 16)]
     pub healthy_webhooks: usize,
-    /// Healthy events per second, spread over the healthy webhooks.
-    #[arg(long, default_value_t = 150)]
+    /// Healthy events per second, spread over the healthy webhooks; the misbehaving ones get
+    /// as many each as a healthy one.
+    #[arg(long, default_value_t = 160)]
     pub rate: u64,
-    /// How long each phase offers the healthy load.
+    /// How long each phase offers the load.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
     pub duration: Duration,
-    /// Slow webhooks (one account each).
+    /// Webhooks whose endpoint never answers (one account each).
+    #[arg(long, default_value_t = 2)]
+    pub timing_out_webhooks: usize,
+    /// Webhooks whose endpoint answers 500 (one account each).
+    #[arg(long, default_value_t = 2)]
+    pub failing_webhooks: usize,
+    /// Slow webhooks (one account each), with a burst of events queued before the second
+    /// phase.
     #[arg(long, default_value_t = 2)]
     pub slow_webhooks: usize,
     /// How long the slow endpoints take to answer 200.
@@ -44,54 +55,64 @@ pub struct FairnessArgs {
     /// Events published for the slow webhooks in one burst before the second phase.
     #[arg(long, default_value_t = 10_000)]
     pub backlog: u64,
+    /// The healthy backlogged webhook's burst, in multiples of the per-webhook in-flight cap
+    /// (0: no backlogged webhook).
+    #[arg(long, default_value_t = 10)]
+    pub backlog_factor: usize,
 }
 
-/// What the receiver saw.
-struct Receipts {
-    epoch: Instant,
+/// What the misbehaving endpoints saw.
+struct Misbehaving {
     slow_answer: Duration,
-    /// Healthy deliveries: publish-to-receipt latency and arrival time.
-    healthy: Mutex<Vec<(Duration, Instant)>>,
+    stop: CancellationToken,
+    timed_out: AtomicU64,
+    failed: AtomicU64,
     slow: AtomicU64,
 }
 
-impl Receipts {
-    fn healthy(&self) -> Vec<(Duration, Instant)> {
-        self.healthy.lock().map(|h| h.clone()).unwrap_or_default()
-    }
-
-    fn reset(&self) {
-        if let Ok(mut healthy) = self.healthy.lock() {
-            healthy.clear();
-        }
-    }
+/// Never answers: the worker's request timeout ends each attempt.
+async fn timing_out(State(seen): State<Arc<Misbehaving>>) -> StatusCode {
+    seen.timed_out.fetch_add(1, Ordering::Relaxed);
+    seen.stop.cancelled().await;
+    StatusCode::SERVICE_UNAVAILABLE
 }
 
-async fn healthy(State(receipts): State<Arc<Receipts>>, body: Bytes) -> StatusCode {
-    let now = Instant::now();
-    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body)
-        && let Some(sent) = value["data"]["sent_us"].as_u64()
-    {
-        let latency = now
-            .duration_since(receipts.epoch)
-            .saturating_sub(Duration::from_micros(sent));
-        if let Ok(mut healthy) = receipts.healthy.lock() {
-            healthy.push((latency, now));
-        }
-    }
+async fn failing(State(seen): State<Arc<Misbehaving>>) -> StatusCode {
+    seen.failed.fetch_add(1, Ordering::Relaxed);
+    StatusCode::INTERNAL_SERVER_ERROR
+}
+
+async fn slow(State(seen): State<Arc<Misbehaving>>) -> StatusCode {
+    tokio::time::sleep(seen.slow_answer).await;
+    seen.slow.fetch_add(1, Ordering::Relaxed);
     StatusCode::NO_CONTENT
 }
 
-async fn slow(State(receipts): State<Arc<Receipts>>) -> StatusCode {
-    tokio::time::sleep(receipts.slow_answer).await;
-    receipts.slow.fetch_add(1, Ordering::Relaxed);
-    StatusCode::NO_CONTENT
+/// Serves the misbehaving endpoints on a loopback port until `seen.stop`; their base URL.
+async fn serve_misbehaving(seen: Arc<Misbehaving>) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let stop = seen.stop.clone();
+    let app = axum::Router::new()
+        .route("/timeout", axum::routing::post(timing_out))
+        .route("/error", axum::routing::post(failing))
+        .route("/slow", axum::routing::post(slow))
+        .with_state(seen);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    Ok(base)
 }
 
 /// One phase's healthy deliveries.
 struct Phase {
+    /// Events published in all, the misbehaving webhooks' included.
+    published: u64,
+    /// Healthy deliveries published.
     offered: u64,
-    received: usize,
+    tally: Tally,
     /// Deliveries per second from the first publish to the last receipt (or the deadline).
     throughput: f64,
     p50: Duration,
@@ -101,52 +122,57 @@ struct Phase {
 
 impl Phase {
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "offered": self.offered,
-            "received": self.received,
-            "lost": (self.offered as usize).saturating_sub(self.received),
-            "deliveries_per_s": self.throughput,
-            "p50_ms": self.p50.as_secs_f64() * 1e3,
-            "p99_ms": self.p99.as_secs_f64() * 1e3,
-            "max_ms": self.max.as_secs_f64() * 1e3,
-        })
+        let mut json = self.tally.json();
+        json["offered"] = self.offered.into();
+        json["published_in_all"] = self.published.into();
+        json["deliveries_per_s"] = self.throughput.into();
+        json["p50_ms"] = (self.p50.as_secs_f64() * 1e3).into();
+        json["p99_ms"] = (self.p99.as_secs_f64() * 1e3).into();
+        json["max_ms"] = (self.max.as_secs_f64() * 1e3).into();
+        json
     }
 
     fn line(&self, label: &str) -> String {
         format!(
-            "{label:<26} {throughput:>9.1} {p50:>9.1} {p99:>9.1} {max:>9.1} {received:>6}/{offered}",
+            "{label:<30} {throughput:>9.1} {p50:>9.1} {p99:>9.1} {max:>9.1} {received:>6}/{offered}",
             throughput = self.throughput,
             p50 = self.p50.as_secs_f64() * 1e3,
             p99 = self.p99.as_secs_f64() * 1e3,
             max = self.max.as_secs_f64() * 1e3,
-            received = self.received,
+            received = self.tally.unique,
             offered = self.offered,
         )
     }
 }
 
-fn spec(account: &AccountId, url: &str) -> WebhookSpec {
-    super::webhook_spec(account, url, &SigningSecret::generate())
-}
-
-/// Offers the healthy load for `args.duration`, then waits for it to arrive.
+/// Offers `args.rate` healthy events per second for `args.duration`, and as many per webhook
+/// to `others`, then waits for the healthy deliveries to arrive at `sink`.
 async fn phase(
     publisher: &herald_bus::Publisher,
-    accounts: &[AccountId],
-    args: &FairnessArgs,
-    receipts: &Receipts,
+    healthy: &[AccountId],
+    others: &[AccountId],
+    args: &IsolationArgs,
+    sink: &Sink,
+    epoch: Instant,
 ) -> anyhow::Result<Phase> {
-    receipts.reset();
+    sink.reset();
     let event_type = EventType::parse("booking.created")?;
-    let offered = (args.rate as f64 * args.duration.as_secs_f64()).round() as u64;
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1) as f64));
+    let accounts: Vec<&AccountId> = healthy.iter().chain(others).collect();
+    let healthy_offered = (args.rate as f64 * args.duration.as_secs_f64()).round() as u64;
+    let published = healthy_offered * accounts.len() as u64 / healthy.len() as u64;
+    let rate = args.rate as f64 * accounts.len() as f64 / healthy.len() as f64;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut pending = futures::stream::FuturesUnordered::new();
+    let mut offered = 0;
     let started = Instant::now();
-    for n in 0..offered {
+    for n in 0..published {
         ticker.tick().await;
-        let account = &accounts[n as usize % accounts.len()];
-        let event = event(account, &event_type, receipts.epoch)?;
+        let slot = n as usize % accounts.len();
+        if slot < healthy.len() {
+            offered += 1;
+        }
+        let event = event(accounts[slot], &event_type, epoch)?;
         let publisher = publisher.clone();
         pending.push(async move { publisher.publish(&event).await });
         while let Some(Some(result)) = futures::FutureExt::now_or_never(pending.next()) {
@@ -156,113 +182,116 @@ async fn phase(
     while let Some(result) = pending.next().await {
         result.context("publish failed")?;
     }
-    let deadline = Instant::now() + DRAIN;
-    while receipts.healthy().len() < offered as usize && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let seen = receipts.healthy();
-    let all_arrived = seen.len() >= offered as usize;
-    let end = if all_arrived {
-        seen.iter().map(|(_, at)| *at).max().unwrap_or(started)
-    } else {
-        deadline
-    };
-    let mut latencies: Vec<Duration> = seen.iter().map(|(latency, _)| *latency).collect();
+    let all_arrived = sink.wait_for(offered, DRAIN).await.is_ok();
+    let end = Instant::now();
+    let tally = sink.tally(offered);
+    let mut latencies = sink.latencies.lock().map(|l| l.clone()).unwrap_or_default();
     // What never arrived counts as having waited at least until the deadline.
-    let missing = (offered as usize).saturating_sub(latencies.len());
-    latencies.extend(std::iter::repeat_n(deadline - started, missing));
+    if !all_arrived {
+        latencies.extend(std::iter::repeat_n(end - started, tally.lost as usize));
+    }
     latencies.sort();
     Ok(Phase {
+        published,
         offered,
-        received: seen.len(),
-        throughput: seen.len() as f64 / end.duration_since(started).as_secs_f64().max(1e-3),
+        tally,
+        throughput: tally.unique as f64 / end.duration_since(started).as_secs_f64().max(1e-3),
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
         max: latencies.last().copied().unwrap_or_default(),
     })
 }
 
-pub async fn run(args: &FairnessArgs, json: bool) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        args.healthy_webhooks > 0 && args.rate > 0,
-        "the fairness scenario needs healthy webhooks and a rate"
-    );
-    let nats = super::BenchNats::start().await?;
-    let nats_url = nats.url.clone();
+fn accounts(n: usize) -> Vec<AccountId> {
+    (0..n).map(|_| AccountId::new()).collect()
+}
 
-    let epoch = Instant::now();
-    let receipts = Arc::new(Receipts {
-        epoch,
+pub async fn run(args: &IsolationArgs, json: bool) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        args.healthy_webhooks > 0 && args.rate > 0 && !args.duration.is_zero(),
+        "the isolation scenario needs healthy webhooks, a rate and a duration"
+    );
+    let stage = Stage::start().await?;
+    let seen = Arc::new(Misbehaving {
         slow_answer: args.slow_answer,
-        healthy: Mutex::new(Vec::new()),
+        stop: stage.stop.clone(),
+        timed_out: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
         slow: AtomicU64::new(0),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let app = axum::Router::new()
-        .route("/healthy", axum::routing::post(healthy))
-        .route("/slow", axum::routing::post(slow))
-        .with_state(receipts.clone());
-    let stop = CancellationToken::new();
-    let serving = stop.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(serving.cancelled_owned())
-            .await;
-    });
+    let base = serve_misbehaving(seen.clone()).await?;
+    // The backlogged webhook's own verifying receiver, so that its deliveries are checked
+    // but not counted with the measured ones.
+    let backlogged_sink = Arc::new(Sink::default());
+    let _ = backlogged_sink.epoch.set(stage.epoch);
+    let _ = backlogged_sink.secret.set(stage.secret.clone());
+    let backlogged_url = super::serve_sink(backlogged_sink.clone(), stage.stop.clone()).await?;
 
-    let config = herald_worker::WorkerConfig::for_local(&nats_url);
-    let (concurrency, cap) = (config.concurrency, config.per_webhook_in_flight);
-    let worker = herald_worker::Worker::start(config, stop.clone()).await?;
-    let client = herald_bus::connect(&nats_url, "herald-bench").await?;
+    let config = herald_worker::WorkerConfig::for_local(&stage.nats.url);
+    let (concurrency, cap, timeout) = (
+        config.concurrency,
+        config.per_webhook_in_flight,
+        config.request_timeout,
+    );
+    let worker = herald_worker::Worker::start(config, stage.stop.clone()).await?;
+    let client = herald_bus::connect(&stage.nats.url, "herald-bench").await?;
     let js = async_nats::jetstream::new(client);
     let bucket = herald_bus::WebhookBucket::open(&js).await?;
-    let healthy_accounts: Vec<AccountId> = (0..args.healthy_webhooks)
-        .map(|_| AccountId::new())
-        .collect();
-    let slow_accounts: Vec<AccountId> = (0..args.slow_webhooks).map(|_| AccountId::new()).collect();
-    for account in &healthy_accounts {
-        bucket
-            .put(&spec(account, &format!("{base}/healthy")))
-            .await?;
+    let healthy = accounts(args.healthy_webhooks);
+    let timing_out = accounts(args.timing_out_webhooks);
+    let failing = accounts(args.failing_webhooks);
+    let slow = accounts(args.slow_webhooks);
+    let backlogged = accounts(usize::from(args.backlog_factor > 0));
+    let mut webhooks = 0;
+    for (group, url) in [
+        (&healthy, stage.receiver.clone()),
+        (&timing_out, format!("{base}/timeout")),
+        (&failing, format!("{base}/error")),
+        (&slow, format!("{base}/slow")),
+        (&backlogged, backlogged_url),
+    ] {
+        for account in group {
+            bucket
+                .put(&super::webhook_spec(account, &url, &stage.secret))
+                .await?;
+            webhooks += 1;
+        }
     }
-    for account in &slow_accounts {
-        bucket.put(&spec(account, &format!("{base}/slow"))).await?;
-    }
-    let webhooks = healthy_accounts.len() + slow_accounts.len();
-    let wait_index = Instant::now();
-    while worker.index().len() < webhooks {
-        anyhow::ensure!(
-            wait_index.elapsed() < Duration::from_secs(10),
-            "the worker never saw the webhooks"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    super::wait_for_index(&worker, webhooks).await?;
     let publisher = herald_bus::Publisher::new(js);
 
-    let alone = phase(&publisher, &healthy_accounts, args, &receipts).await?;
+    let alone = phase(&publisher, &healthy, &[], args, &stage.sink, stage.epoch).await?;
 
-    let mut slow_published = 0u64;
-    let burst_started = Instant::now();
-    if !slow_accounts.is_empty() {
-        let event_type = EventType::parse("booking.created")?;
-        let burst = (0..args.backlog)
-            .map(|n| {
-                event(
-                    &slow_accounts[n as usize % slow_accounts.len()],
-                    &event_type,
-                    epoch,
-                )
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        super::publish_concurrently(&publisher, burst).await;
-        slow_published = args.backlog;
+    // The bursts: the slow webhooks' backlog and the backlogged healthy webhook's.
+    let event_type = EventType::parse("booking.created")?;
+    let slow_backlog = if slow.is_empty() { 0 } else { args.backlog };
+    let healthy_backlog = (args.backlog_factor * cap * backlogged.len()) as u64;
+    let mut burst = Vec::new();
+    for n in 0..slow_backlog {
+        burst.push(event(
+            &slow[n as usize % slow.len()],
+            &event_type,
+            stage.epoch,
+        )?);
     }
+    for _ in 0..healthy_backlog {
+        burst.push(event(&backlogged[0], &event_type, stage.epoch)?);
+    }
+    let burst_started = Instant::now();
+    // The backlogged webhook's burst must all arrive too; how long it took is reported.
+    let backlog_drain = {
+        let sink = backlogged_sink.clone();
+        tokio::spawn(async move {
+            let arrived = sink.wait_for(healthy_backlog, 3 * DRAIN).await.is_ok();
+            (arrived, burst_started.elapsed())
+        })
+    };
+    super::publish_concurrently(&publisher, burst).await;
     let burst_published = burst_started.elapsed();
-    // The second phase measures the healthy webhooks beside the backlog, once the burst is
+    // The second phase measures the healthy webhooks beside the backlogs once the burst is
     // routed into tasks: every event waits for the ones published before it to be routed,
-    // which is the router's throughput, not fairness.
-    let routed = alone.offered + slow_published;
+    // which is the router's throughput, not isolation.
+    let routed = alone.published + slow_backlog + healthy_backlog;
     let routing_deadline = Instant::now() + DRAIN;
     while worker.counters().events_routed < routed {
         anyhow::ensure!(
@@ -272,51 +301,95 @@ pub async fn run(args: &FairnessArgs, json: bool) -> anyhow::Result<String> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let burst_routed = burst_started.elapsed();
-    let slow_before = receipts.slow.load(Ordering::Relaxed);
-    let beside_slow = phase(&publisher, &healthy_accounts, args, &receipts).await?;
-    let slow_during = receipts.slow.load(Ordering::Relaxed) - slow_before;
+    let slow_before = seen.slow.load(Ordering::Relaxed);
+    let misbehaving: Vec<AccountId> = [timing_out.as_slice(), &failing, &slow].concat();
+    let beside = phase(
+        &publisher,
+        &healthy,
+        &misbehaving,
+        args,
+        &stage.sink,
+        stage.epoch,
+    )
+    .await?;
+    let slow_during = seen.slow.load(Ordering::Relaxed) - slow_before;
+    let (backlog_arrived, backlog_drained) = backlog_drain.await?;
+    let backlog_tally = backlogged_sink.tally(healthy_backlog);
     let counters = worker.counters();
-    stop.cancel();
+    stage.stop.cancel();
     worker.wait().await?;
 
-    let throughput_ratio = beside_slow.throughput / alone.throughput.max(1e-9);
-    let p99_ratio = beside_slow.p99.as_secs_f64() / alone.p99.as_secs_f64().max(1e-9);
+    let throughput_ratio = beside.throughput / alone.throughput.max(1e-9);
+    let p99_ratio = beside.p99.as_secs_f64() / alone.p99.as_secs_f64().max(1e-9);
     let verdict = if throughput_ratio >= 0.9 && p99_ratio <= 2.0 {
         "met"
     } else {
         "NOT met"
     };
+    let timed_out = seen.timed_out.load(Ordering::Relaxed);
+    let failed = seen.failed.load(Ordering::Relaxed);
     if json {
         return Ok(serde_json::json!({
-            "scenario": "fairness",
+            "scenario": "isolation",
             "healthy_alone": alone.json(),
-            "healthy_beside_slow_backlog": beside_slow.json(),
+            "healthy_beside_misbehaving": beside.json(),
             "throughput_ratio": throughput_ratio,
             "p99_ratio": p99_ratio,
             "target_met": verdict == "met",
-            "slow_backlog": slow_published,
-            "slow_delivered_during_second_phase": slow_during,
+            "misbehaving": {
+                "timing_out_webhooks": args.timing_out_webhooks,
+                "failing_webhooks": args.failing_webhooks,
+                "slow_webhooks": args.slow_webhooks,
+                "requests_timed_out": timed_out,
+                "requests_answered_500": failed,
+                "slow_backlog": slow_backlog,
+                "slow_delivered_during_second_phase": slow_during,
+            },
+            "backlogged": {
+                "backlog": healthy_backlog,
+                "all_arrived": backlog_arrived,
+                "drained_s": backlog_drained.as_secs_f64(),
+                "correctness": backlog_tally.json(),
+            },
+            "worker": {
+                "in_flight": concurrency,
+                "per_webhook_in_flight": cap,
+                "request_timeout_s": timeout.as_secs_f64(),
+                "delivered": counters.delivered,
+                "moved_to_a_lane": counters.laned,
+                "nacked": counters.nacked,
+            },
         })
         .to_string());
     }
     Ok(format!(
-        "herald bench fairness: {healthy} healthy webhooks at {rate} events/s for {duration}; \
-         {slow} slow webhooks answering after {answer} with a burst of {slow_published} events \
-         (worker: {concurrency} requests in flight, {cap} per webhook)\n\
-         the burst was published in {published:.1} s and routed in {routed:.1} s; the second \
-         phase starts then\n\
-         {header:<26} {h1:>9} {h2:>9} {h3:>9} {h4:>9} {h5:>6}\n\
+        "herald bench isolation: {healthy} healthy webhooks at {rate} events/s for {duration}; \
+         beside them, each with a healthy one's share of the load, {timing_out} never \
+         answering (the worker gives up after {timeout}), {failing} answering 500 and {slow} \
+         answering after {answer} with a burst of {slow_backlog} events; one healthy webhook \
+         with a burst of {healthy_backlog} ({factor}× its in-flight cap)\n\
+         worker: {concurrency} requests in flight, {cap} per webhook; the bursts were \
+         published in {published:.1} s and routed in {routed:.1} s; the second phase starts \
+         then\n\
+         {header:<30} {h1:>9} {h2:>9} {h3:>9} {h4:>9} {h5:>6}\n\
          {alone}\n\
          {beside}\n\
          healthy throughput {throughput_ratio:.2}× and p99 {p99_ratio:.2}× of the all-healthy run \
          (target: ≥ 0.90× and ≤ 2×): {verdict}\n\
-         slow deliveries during the second phase: {slow_during}; worker counters: delivered \
-         {delivered}, moved to a lane {laned}, nacked {nacked}",
+         healthy deliveries: alone {alone_tally}; beside the misbehaving {beside_tally}\n\
+         backlogged webhook: {backlog_tally}; {drain}\n\
+         misbehaving endpoints during the run: {timed_out} requests left unanswered, {failed} \
+         answered 500, {slow_during} slow deliveries in the second phase; worker counters: \
+         delivered {delivered}, moved to a lane {laned}, nacked {nacked}",
         healthy = args.healthy_webhooks,
         rate = args.rate,
         duration = humantime::format_duration(args.duration),
+        timing_out = args.timing_out_webhooks,
+        timeout = humantime::format_duration(timeout),
+        failing = args.failing_webhooks,
         slow = args.slow_webhooks,
         answer = humantime::format_duration(args.slow_answer),
+        factor = args.backlog_factor,
         header = "healthy webhooks",
         h1 = "deliv/s",
         h2 = "p50 ms",
@@ -325,8 +398,22 @@ pub async fn run(args: &FairnessArgs, json: bool) -> anyhow::Result<String> {
         h5 = "arrived",
         published = burst_published.as_secs_f64(),
         routed = burst_routed.as_secs_f64(),
+        alone_tally = alone.tally.line(),
+        beside_tally = beside.tally.line(),
         alone = alone.line("alone"),
-        beside = beside_slow.line("beside the slow backlog"),
+        beside = beside.line("beside the misbehaving"),
+        drain = if backlog_arrived {
+            format!(
+                "drained {:.2} s after its burst",
+                backlog_drained.as_secs_f64()
+            )
+        } else {
+            format!(
+                "not drained {:.0} s after its burst",
+                backlog_drained.as_secs_f64()
+            )
+        },
+        backlog_tally = backlog_tally.line(),
         delivered = counters.delivered,
         laned = counters.laned,
         nacked = counters.nacked,
