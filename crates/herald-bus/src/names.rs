@@ -101,6 +101,10 @@ pub fn outcome_subject(webhook: &WebhookId) -> String {
     format!("herald.outcomes.{}", webhook.as_str())
 }
 
+/// Where a worker publishes several outcomes as one `DeliveryOutcomes` message: within
+/// [`OUTCOMES_SUBJECTS`], and never a webhook's subject (webhook ids start `wh_`).
+pub const OUTCOME_BATCH_SUBJECT: &str = "herald.outcomes.batch";
+
 /// Notices that deliveries changed in the delivery log, on core NATS (not stored): the registry
 /// replica that records a change announces it, and every replica's console updates the delivery
 /// logs it has open. Subjects are `herald.log.<account_id>.<webhook_id>`; the payload is the

@@ -144,6 +144,15 @@ impl Outgoing {
         &self.subject
     }
 
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The value of header `name`, if set.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|value| value.as_str())
+    }
+
     /// Bytes on the wire, near enough: the payload and the headers.
     pub fn size(&self) -> usize {
         let headers: usize = self

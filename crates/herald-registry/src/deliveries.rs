@@ -7,8 +7,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use futures::StreamExt as _;
+use herald_bus::names::OUTCOME_BATCH_SUBJECT;
 use herald_core::{AccountId, DeliveryId, Event, EventData, EventId, EventType, WebhookId};
-use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, DeliveryTask, Trigger};
+use herald_proto::deliveries::v1::{
+    DeliveryOutcome, DeliveryOutcomes, DeliveryStatus, DeliveryTask, Trigger,
+};
 use sea_orm::{DbErr, RuntimeErr};
 use tokio_util::sync::CancellationToken;
 
@@ -17,8 +20,12 @@ use crate::principal::Principal;
 use crate::projection::Projector;
 use crate::store::{DeliveryState, OutcomeRecord, Store, StoreError};
 
-/// Outcomes written per database transaction.
+/// Outcome messages fetched, and written in one database transaction.
 const INGEST_BATCH: usize = 256;
+/// Most bytes of one fetch: a worker's message may hold many outcomes, and
+/// this keeps a transaction to some thousands of them. Larger than any one
+/// message NATS accepts by default (1 MiB).
+const INGEST_BYTES: usize = 8 * 1024 * 1024;
 
 pub const DISABLED_BY_410: &str = "the endpoint answered 410 Gone";
 
@@ -161,6 +168,7 @@ async fn ingest_from(
             batch = consumer
                 .fetch()
                 .max_messages(INGEST_BATCH)
+                .max_bytes(INGEST_BYTES)
                 .expires(Duration::from_secs(1))
                 .messages() => batch.context("cannot fetch outcomes")?,
         };
@@ -179,8 +187,8 @@ async fn ingest_from(
         if messages.is_empty() {
             continue;
         }
-        if record_batch(js, store, projector, notices, &messages).await {
-            metrics.ingested(&stream_lags(&messages));
+        if let Some(outcomes) = record_batch(js, store, projector, notices, &messages).await {
+            metrics.ingested(&stream_lags(&messages, &outcomes));
             for message in &messages {
                 if let Err(error) = message.ack().await {
                     tracing::warn!(%error, "cannot ack an outcome; it will be redelivered");
@@ -197,46 +205,67 @@ async fn ingest_from(
     }
 }
 
-/// How long each message waited in its stream before it was written.
-fn stream_lags(messages: &[jetstream::Message]) -> Vec<Duration> {
+/// How long each outcome waited in its stream before it was written; a
+/// message holds `outcomes[i]` of them.
+fn stream_lags(messages: &[jetstream::Message], outcomes: &[usize]) -> Vec<Duration> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     messages
         .iter()
-        .filter_map(|message| message.info().ok())
-        .map(|info| {
+        .zip(outcomes)
+        .filter_map(|(message, &outcomes)| Some((message.info().ok()?, outcomes)))
+        .flat_map(|(info, outcomes)| {
             let stored = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
-            now.saturating_sub(Duration::from_nanos(stored))
+            std::iter::repeat_n(now.saturating_sub(Duration::from_nanos(stored)), outcomes)
         })
         .collect()
 }
 
-/// Records one batch of outcome messages; false when the database is away
-/// and the whole batch must come back later.
+/// Records one batch of outcome messages and says how many outcomes each
+/// held; `None` when the database is away and the whole batch must come back
+/// later.
 async fn record_batch(
     js: &jetstream::Context,
     store: &Store,
     projector: &Projector,
     notices: &LogNotices,
     messages: &[jetstream::Message],
-) -> bool {
+) -> Option<Vec<usize>> {
     let mut records = Vec::with_capacity(messages.len());
     let mut disables = Vec::with_capacity(messages.len());
     let mut sources = Vec::with_capacity(messages.len());
+    let mut counts = Vec::with_capacity(messages.len());
     for message in messages {
-        match herald_proto::decode::<DeliveryOutcome>(message.payload.as_ref())
-            .context("undecodable outcome")
-            .and_then(|o| outcome_record(&o).map(|r| (o.disable_webhook, r)))
-        {
-            Ok((disable, record)) => {
-                records.push(record);
-                disables.push(disable);
-                sources.push(message);
+        // A malformed outcome will never become well-formed; holding it
+        // would block the log, so it is set aside with its reason. In a
+        // batch, only that outcome is.
+        let outcomes = match decode_outcomes(message) {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                counts.push(1);
+                dead_letter(js, &Source::whole(message), &format!("{error:#}")).await;
+                continue;
             }
-            // A malformed outcome will never become well-formed; holding it
-            // would block the log, so it is set aside with its reason.
-            Err(error) => dead_letter(js, message, &format!("{error:#}")).await,
+        };
+        counts.push(outcomes.len());
+        let batched = outcomes.len() > 1 || message.subject.as_str() == OUTCOME_BATCH_SUBJECT;
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            let record = outcome_record(&outcome);
+            let disable = outcome.disable_webhook;
+            let source = if batched {
+                Source::one_of(message, index, outcome)
+            } else {
+                Source::whole(message)
+            };
+            match record {
+                Ok(record) => {
+                    records.push(record);
+                    disables.push(disable);
+                    sources.push(source);
+                }
+                Err(error) => dead_letter(js, &source, &format!("{error:#}")).await,
+            }
         }
     }
     let new = match store.ingest_outcomes(&records).await {
@@ -255,7 +284,7 @@ async fn record_batch(
                     error = format!("{error:#}"),
                     "cannot record outcomes; they will be redelivered"
                 );
-                return false;
+                return None;
             }
             // The database answers, so one outcome may have spoilt the batch:
             // record the rest one by one and set aside only an outcome the
@@ -272,11 +301,11 @@ async fn record_batch(
                             error = format!("{:#}", anyhow::Error::from(error)),
                             "cannot record outcomes for now; they will be redelivered"
                         );
-                        return false;
+                        return None;
                     }
                     Err(error) => {
                         let reason = format!("{:#}", anyhow::Error::from(error));
-                        dead_letter(js, sources[index], &reason).await;
+                        dead_letter(js, &sources[index], &reason).await;
                     }
                 }
             }
@@ -296,7 +325,7 @@ async fn record_batch(
         let record = &records[index];
         disable_gone(store, projector, &record.account, &record.webhook_id).await;
     }
-    true
+    Some(counts)
 }
 
 /// Whether a database error is about the moment rather than the data: the
@@ -350,15 +379,69 @@ pub fn is_temporary(error: &StoreError) -> bool {
     }
 }
 
-async fn dead_letter(js: &jetstream::Context, message: &jetstream::Message, reason: &str) {
+/// A message's outcomes: one, or a worker's batch (`DeliveryOutcomes` on
+/// [`OUTCOME_BATCH_SUBJECT`]).
+fn decode_outcomes(message: &jetstream::Message) -> anyhow::Result<Vec<DeliveryOutcome>> {
+    if message.subject.as_str() == OUTCOME_BATCH_SUBJECT {
+        let batch = herald_proto::decode::<DeliveryOutcomes>(message.payload.as_ref())
+            .context("undecodable batch of outcomes")?;
+        Ok(batch.outcomes)
+    } else {
+        let outcome = herald_proto::decode::<DeliveryOutcome>(message.payload.as_ref())
+            .context("undecodable outcome")?;
+        Ok(vec![outcome])
+    }
+}
+
+/// What a record was read from, as it is set aside if it is unusable: its
+/// message, or for one outcome of a batch, that outcome alone under an id of
+/// its own.
+struct Source<'a> {
+    message: &'a jetstream::Message,
+    batched: Option<(usize, DeliveryOutcome)>,
+}
+
+impl<'a> Source<'a> {
+    fn whole(message: &'a jetstream::Message) -> Self {
+        Source {
+            message,
+            batched: None,
+        }
+    }
+
+    fn one_of(message: &'a jetstream::Message, index: usize, outcome: DeliveryOutcome) -> Self {
+        Source {
+            message,
+            batched: Some((index, outcome)),
+        }
+    }
+}
+
+async fn dead_letter(js: &jetstream::Context, source: &Source<'_>, reason: &str) {
+    let message = source.message;
     tracing::error!(reason, subject = %message.subject, "setting an unusable outcome aside in HERALD_DEAD");
+    let (headers, payload) = match &source.batched {
+        Some((index, outcome)) => {
+            let mut headers = message.headers.clone().unwrap_or_default();
+            let batch_id = headers
+                .get(herald_bus::names::header::MSG_ID)
+                .map(|id| id.as_str().to_owned())
+                .unwrap_or_default();
+            headers.insert(
+                herald_bus::names::header::MSG_ID,
+                format!("{batch_id}/{index}").as_str(),
+            );
+            (Some(headers), herald_proto::encode(outcome).into())
+        }
+        None => (message.headers.clone(), message.payload.clone()),
+    };
     let stored = herald_bus::dead_letter(
         js,
         herald_bus::DeadSource::Outcomes,
         reason,
         message.subject.as_str(),
-        message.headers.as_ref(),
-        message.payload.clone(),
+        headers.as_ref(),
+        payload,
     )
     .await;
     if let Err(error) = stored {

@@ -597,3 +597,99 @@ async fn a_replay_reads_its_deliveries_in_pages() {
             .messages;
     assert_eq!(stream, count, "every delivery handed over once");
 }
+
+/// A busy worker stores the outcomes that settle together as one message: each is recorded
+/// as if it came alone, and one that is unusable is set aside by itself, with its reason,
+/// while the rest are recorded.
+#[tokio::test]
+async fn a_batch_of_outcomes_is_recorded_and_its_bad_outcome_set_aside_alone() {
+    use futures::StreamExt as _;
+    use herald_bus::names::{OUTCOME_BATCH_SUBJECT, header};
+    use herald_proto::deliveries::v1::DeliveryOutcomes;
+
+    let f = fixture().await;
+    // Not an outcome at all, on a webhook's subject: set aside whole, and the log goes on.
+    f.js.publish(
+        herald_bus::names::outcome_subject(&f.webhook),
+        vec![0xff, 0xff, 0xff].into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let first = event(&f.account, "booking.created");
+    let second = event(&f.account, "booking.cancelled");
+    let mut bad = outcome(&first, &f.webhook, 1, DeliveryStatus::Failed, 500);
+    bad.delivery_id = "not-a-delivery-id".into();
+    let batch = DeliveryOutcomes {
+        outcomes: vec![
+            outcome(&first, &f.webhook, 1, DeliveryStatus::Delivered, 200),
+            bad,
+            outcome(&second, &f.webhook, 1, DeliveryStatus::Failed, 503),
+        ],
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(header::MSG_ID, "outcomes:test-batch");
+    f.js.publish_with_headers(OUTCOME_BATCH_SUBJECT, headers, batch.encode_to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let id = DeliveryId::derive(&first.id, &f.webhook).to_string();
+    f.wait_for_delivery(&id, |d| d["status"] == "delivered")
+        .await;
+    let id = DeliveryId::derive(&second.id, &f.webhook).to_string();
+    let logged = f.wait_for_delivery(&id, |d| d["status"] == "failed").await;
+    assert_eq!(logged["last_http_status"], 503, "{logged}");
+
+    // Both unusable messages were set aside before the batch's records were written.
+    let dead = f.js.get_stream("HERALD_DEAD").await.unwrap();
+    let consumer = dead
+        .create_consumer(jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let letters: Vec<jetstream::Message> = consumer
+        .fetch()
+        .max_messages(10)
+        .expires(std::time::Duration::from_secs(1))
+        .messages()
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(letters.len(), 2, "two outcomes set aside");
+    let reason = |m: &jetstream::Message| {
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get(header::DEAD_REASON))
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        reason(&letters[0]).contains("undecodable outcome"),
+        "{}",
+        reason(&letters[0])
+    );
+    assert_eq!(letters[0].payload.as_ref(), [0xff, 0xff, 0xff]);
+    assert!(
+        reason(&letters[1]).contains("bad delivery id"),
+        "{}",
+        reason(&letters[1])
+    );
+    let alone = DeliveryOutcome::decode(letters[1].payload.clone()).unwrap();
+    assert_eq!(
+        alone.delivery_id, "not-a-delivery-id",
+        "only the bad outcome is set aside"
+    );
+    assert_eq!(
+        letters[1]
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(header::MSG_ID))
+            .map(|id| id.as_str()),
+        Some("outcomes:test-batch/1"),
+        "under an id of its own"
+    );
+}
