@@ -26,6 +26,7 @@ mod consume;
 mod delay;
 mod lanes;
 mod limits;
+mod outcomes;
 mod router;
 mod sender;
 mod shutdown;

@@ -27,6 +27,7 @@ use crate::index::SharedIndex;
 use crate::lanes::{LaneOpener, LanePass};
 use crate::limits::{Slot, WebhookLimits};
 use crate::metrics::Metrics;
+use crate::outcomes::Outcomes;
 use crate::shutdown::{Stopping, ack, bury, in_progress, nak};
 use crate::task::{Task, msg_id};
 
@@ -44,7 +45,7 @@ const SHORT_WAIT: Duration = Duration::from_secs(5);
 
 /// How long the sender keeps trying to store an attempt's outcome (and retry) once its request
 /// was made, holding the task meanwhile: handing it back would repeat the request.
-const SETTLE_PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const SETTLE_PATIENCE: Duration = Duration::from_secs(60);
 
 /// The first wait of a task handed back because its attempt's aftermath could not be stored;
 /// it doubles with each delivery up to [`UNSETTLED_MAX_DELAY`], so that an outage of the
@@ -101,6 +102,8 @@ pub struct Sender {
     pub counters: Arc<Counters>,
     pub metrics: Arc<Metrics>,
     pub stopping: Stopping,
+    /// Stores attempts' outcomes, several to a publish when they settle together.
+    pub outcomes: Outcomes,
 }
 
 /// Where a task came from, and what it holds.
@@ -399,13 +402,9 @@ impl Sender {
     ) -> Result<(), SendTaskError> {
         let outcome = attempt::outcome(task, attempted, verdict);
         let patient = Persistence::patient(SETTLE_PATIENCE);
-        let outcome_publish = self.publish(
-            outcome_subject(&task.webhook),
-            msg_id::outcome(task),
-            None,
-            Bytes::from(herald_proto::encode(&outcome)),
-            patient,
-        );
+        let outcome_publish = self
+            .outcomes
+            .store(outcome, &task.webhook, msg_id::outcome(task));
         let retry_publish = async {
             let Verdict::Retry(delay) = verdict else {
                 return Ok(());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use herald_bus::{LaneLimits, Topology, WebhookBucket};
+use herald_bus::{LaneLimits, Persistence, Topology, WebhookBucket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -24,8 +24,9 @@ use crate::index::SharedIndex;
 use crate::lanes::{LANE_IDLE, LaneOpener, Lanes};
 use crate::limits::WebhookLimits;
 use crate::metrics::{LiveState, Metrics, StateCollector};
+use crate::outcomes::Outcomes;
 use crate::router::Router;
-use crate::sender::Sender;
+use crate::sender::{SETTLE_PATIENCE, Sender};
 use crate::shutdown::{CrashGuard, Stopping, drain};
 use crate::watch;
 
@@ -157,6 +158,7 @@ impl Worker {
             counters: counters.clone(),
             metrics: metrics.clone(),
             stopping: stopping.clone(),
+            outcomes: Outcomes::start(js.clone(), Persistence::patient(SETTLE_PATIENCE)),
         });
         let router = Arc::new(Router {
             js: js.clone(),

@@ -12,7 +12,7 @@ use futures::StreamExt as _;
 use herald_bus::names::{DEAD_STREAM, header};
 use herald_bus::{Publisher, Topology, WebhookBucket};
 use herald_core::{AccountId, Event, EventData, EventId, EventType, RetrySchedule, WebhookId};
-use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus};
+use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryOutcomes, DeliveryStatus};
 use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
 use herald_testkit::{NatsServer, Receiver, wait_for, wait_until};
 use herald_worker::{BreakerConfig, Worker, WorkerConfig};
@@ -204,7 +204,17 @@ impl Harness {
             .expect("fetch outcomes");
         let mut fresh = Vec::new();
         while let Some(Ok(message)) = batch.next().await {
-            fresh.push(DeliveryOutcome::decode(message.payload.clone()).expect("outcome decodes"));
+            // A busy worker stores outcomes that settle together as one message.
+            if message.subject.as_str() == herald_bus::names::OUTCOME_BATCH_SUBJECT {
+                let batch = DeliveryOutcomes::decode(message.payload.clone())
+                    .expect("a batch of outcomes decodes");
+                assert!(batch.outcomes.len() > 1, "a batch holds several outcomes");
+                fresh.extend(batch.outcomes);
+            } else {
+                fresh.push(
+                    DeliveryOutcome::decode(message.payload.clone()).expect("outcome decodes"),
+                );
+            }
             message.ack().await.expect("ack outcome");
         }
         let mut outcomes = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
