@@ -37,6 +37,7 @@ pub struct Metrics {
     delivery_latency: Histogram,
     attempt_duration: Histogram,
     attempts_per_delivery: Histogram,
+    outcomes_per_publish: Histogram,
     in_flight: Gauge,
     stream_messages: Family<Labels, Gauge>,
     stream_oldest: Family<Labels, Gauge>,
@@ -81,6 +82,14 @@ impl Metrics {
             "Attempts a delivery took, counted when it is delivered or exhausted",
             attempts_per_delivery.clone(),
         );
+        let outcomes_per_publish =
+            Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        registry.register(
+            "outcomes_per_publish",
+            "Attempts' outcomes stored by one publish to HERALD_OUTCOMES (those that settle \
+             together go out as one message)",
+            outcomes_per_publish.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "requests_in_flight",
@@ -124,6 +133,7 @@ impl Metrics {
             delivery_latency,
             attempt_duration,
             attempts_per_delivery,
+            outcomes_per_publish,
             in_flight,
             stream_messages,
             stream_oldest,
@@ -131,6 +141,11 @@ impl Metrics {
             consumer_ack_pending,
             consumer_redelivered,
         }
+    }
+
+    /// `outcomes` were stored by one publish.
+    pub(crate) fn outcomes_published(&self, outcomes: usize) {
+        self.outcomes_per_publish.observe(outcomes as f64);
     }
 
     /// Reads the worker's counters and live state at every scrape.

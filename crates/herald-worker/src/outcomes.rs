@@ -9,6 +9,8 @@
 //! worker adds no wait, and a busy one stores many outcomes per JetStream round trip instead of
 //! one each. Every caller learns whether its outcome was stored before it acks its task.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use herald_bus::names::{OUTCOME_BATCH_SUBJECT, outcome_subject};
 use herald_bus::{Outgoing, Persistence, PublishError};
@@ -17,6 +19,8 @@ use herald_proto::deliveries::v1::DeliveryOutcome;
 use prost::Message as _;
 use sha2::Digest as _;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
 
 /// Most outcomes in one message.
 const MAX_BATCH: usize = 256;
@@ -41,9 +45,13 @@ pub struct Outcomes {
 
 impl Outcomes {
     /// Starts the publisher task; each publish keeps trying as `persistence` says.
-    pub fn start(js: async_nats::jetstream::Context, persistence: Persistence) -> Outcomes {
+    pub fn start(
+        js: async_nats::jetstream::Context,
+        persistence: Persistence,
+        metrics: Arc<Metrics>,
+    ) -> Outcomes {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(publish_queued(js, pending, persistence));
+        tokio::spawn(publish_queued(js, pending, persistence, metrics));
         Outcomes { queue }
     }
 
@@ -75,6 +83,7 @@ async fn publish_queued(
     js: async_nats::jetstream::Context,
     mut queue: mpsc::UnboundedReceiver<Pending>,
     persistence: Persistence,
+    metrics: Arc<Metrics>,
 ) {
     let mut next: Option<Pending> = None;
     loop {
@@ -96,6 +105,7 @@ async fn publish_queued(
             }
             batch.push(more);
         }
+        metrics.outcomes_published(batch.len());
         publish_batch(&js, batch, persistence).await;
     }
 }
@@ -196,7 +206,8 @@ mod tests {
         Topology::provision(&js, &ProvisionOptions::development())
             .await
             .unwrap();
-        let outcomes = Outcomes::start(js.clone(), Persistence::BRIEF);
+        let metrics = Arc::new(Metrics::new());
+        let outcomes = Outcomes::start(js.clone(), Persistence::BRIEF, metrics.clone());
         let webhook = WebhookId::new();
         let together = (0..5).map(|n| {
             let p = pending(&format!("dl_{n}"));
@@ -233,6 +244,13 @@ mod tests {
         assert_eq!(ids, ["dl_0", "dl_1", "dl_2", "dl_3", "dl_4"]);
         let single = DeliveryOutcome::decode(messages[1].payload.clone()).unwrap();
         assert_eq!(single.delivery_id, "dl_alone");
+        let exposed = metrics.encode();
+        for line in [
+            "herald_worker_outcomes_per_publish_sum 6.0",
+            "herald_worker_outcomes_per_publish_count 2",
+        ] {
+            assert!(exposed.contains(line), "{line} in {exposed}");
+        }
     }
 
     #[test]

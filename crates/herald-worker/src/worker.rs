@@ -158,7 +158,11 @@ impl Worker {
             counters: counters.clone(),
             metrics: metrics.clone(),
             stopping: stopping.clone(),
-            outcomes: Outcomes::start(js.clone(), Persistence::patient(SETTLE_PATIENCE)),
+            outcomes: Outcomes::start(
+                js.clone(),
+                Persistence::patient(SETTLE_PATIENCE),
+                metrics.clone(),
+            ),
         });
         let router = Arc::new(Router {
             js: js.clone(),
