@@ -525,17 +525,22 @@ impl Stage {
 
 /// Serves `sink` on a loopback port until `stop`; its URL.
 async fn serve_sink(sink: Arc<Sink>, stop: CancellationToken) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let receiver = format!("http://{}/hook", listener.local_addr()?);
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(receive))
         .with_state(sink);
+    Ok(format!("{}/hook", serve(app, stop).await?))
+}
+
+/// Serves `app` on a loopback port until `stop`; its base URL.
+async fn serve(app: axum::Router, stop: CancellationToken) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
     });
-    Ok(receiver)
+    Ok(base)
 }
 
 /// A `herald` command of this binary, run as a process of its own (as the services run in

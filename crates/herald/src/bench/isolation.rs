@@ -90,20 +90,13 @@ async fn slow(State(seen): State<Arc<Misbehaving>>) -> StatusCode {
 
 /// Serves the misbehaving endpoints on a loopback port until `seen.stop`; their base URL.
 async fn serve_misbehaving(seen: Arc<Misbehaving>) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
     let stop = seen.stop.clone();
     let app = axum::Router::new()
         .route("/timeout", axum::routing::post(timing_out))
         .route("/error", axum::routing::post(failing))
         .route("/slow", axum::routing::post(slow))
         .with_state(seen);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-    });
-    Ok(base)
+    super::serve(app, stop).await
 }
 
 /// One phase's healthy deliveries.
