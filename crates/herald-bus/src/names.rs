@@ -67,6 +67,9 @@ pub mod header {
     pub const DEAD_REASON: &str = "Herald-Dead-Reason";
     /// The subject a dead-lettered message was originally published on.
     pub const DEAD_SUBJECT: &str = "Herald-Dead-Subject";
+    /// Set when a dead letter is one outcome of a batch (`DeliveryOutcomes`): its index there.
+    /// The payload is that one `DeliveryOutcome`.
+    pub const DEAD_BATCH_INDEX: &str = "Herald-Dead-Batch-Index";
     /// Set when a dead letter could not keep its payload (it was too large), with its size.
     pub const DEAD_PAYLOAD_OMITTED: &str = "Herald-Dead-Payload-Omitted";
 }

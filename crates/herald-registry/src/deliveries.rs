@@ -9,9 +9,7 @@ use async_nats::jetstream;
 use futures::StreamExt as _;
 use herald_bus::names::OUTCOME_BATCH_SUBJECT;
 use herald_core::{AccountId, DeliveryId, Event, EventData, EventId, EventType, WebhookId};
-use herald_proto::deliveries::v1::{
-    DeliveryOutcome, DeliveryOutcomes, DeliveryStatus, DeliveryTask, Trigger,
-};
+use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, DeliveryTask, Trigger};
 use sea_orm::{DbErr, RuntimeErr};
 use tokio_util::sync::CancellationToken;
 
@@ -20,12 +18,19 @@ use crate::principal::Principal;
 use crate::projection::Projector;
 use crate::store::{DeliveryState, OutcomeRecord, Store, StoreError};
 
-/// Outcome messages fetched, and written in one database transaction.
+/// Outcome messages fetched at once; each holds one outcome or a worker's
+/// batch of them.
 const INGEST_BATCH: usize = 256;
-/// Most bytes of one fetch: a worker's message may hold many outcomes, and
-/// this keeps a transaction to some thousands of them. Larger than any one
-/// message NATS accepts by default (1 MiB).
-const INGEST_BYTES: usize = 8 * 1024 * 1024;
+/// Outcomes written per database transaction.
+const RECORDS_PER_TRANSACTION: usize = 1024;
+
+/// A worker's batch read as `DeliveryOutcomes` on the wire, each outcome left
+/// as its bytes: one that does not decode is set aside alone.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawOutcomes {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    outcomes: Vec<bytes::Bytes>,
+}
 
 pub const DISABLED_BY_410: &str = "the endpoint answered 410 Gone";
 
@@ -168,7 +173,6 @@ async fn ingest_from(
             batch = consumer
                 .fetch()
                 .max_messages(INGEST_BATCH)
-                .max_bytes(INGEST_BYTES)
                 .expires(Duration::from_secs(1))
                 .messages() => batch.context("cannot fetch outcomes")?,
         };
@@ -249,17 +253,13 @@ async fn record_batch(
             }
         };
         counts.push(outcomes.len());
-        let batched = outcomes.len() > 1 || message.subject.as_str() == OUTCOME_BATCH_SUBJECT;
-        for (index, outcome) in outcomes.into_iter().enumerate() {
-            let record = outcome_record(&outcome);
-            let disable = outcome.disable_webhook;
-            let source = if batched {
-                Source::one_of(message, index, outcome)
-            } else {
-                Source::whole(message)
+        for (index, (raw, outcome)) in outcomes.into_iter().enumerate() {
+            let source = match raw {
+                Some(raw) => Source::one_of(message, index, raw),
+                None => Source::whole(message),
             };
-            match record {
-                Ok(record) => {
+            match outcome.and_then(|o| outcome_record(&o).map(|r| (o.disable_webhook, r))) {
+                Ok((disable, record)) => {
                     records.push(record);
                     disables.push(disable);
                     sources.push(source);
@@ -268,14 +268,46 @@ async fn record_batch(
             }
         }
     }
-    let new = match store.ingest_outcomes(&records).await {
+    // A worker's batches can make a fetch thousands of outcomes: they are
+    // written some at a time, and the messages acked once all are.
+    let mut new = Vec::new();
+    for start in (0..records.len()).step_by(RECORDS_PER_TRANSACTION) {
+        let end = (start + RECORDS_PER_TRANSACTION).min(records.len());
+        let written = record_chunk(js, store, &records[start..end], &sources[start..end]).await?;
+        new.extend(written.into_iter().map(|index| start + index));
+    }
+    notices
+        .announce_all(
+            records
+                .iter()
+                .map(|r| (&r.account, &r.webhook_id, &r.delivery_id)),
+        )
+        .await;
+    // Only a newly recorded 410: a redelivered old one must not turn off a
+    // webhook that was enabled again since.
+    for index in new.into_iter().filter(|&i| disables[i]) {
+        let record = &records[index];
+        disable_gone(store, projector, &record.account, &record.webhook_id).await;
+    }
+    Some(counts)
+}
+
+/// Writes `records` in one transaction and says which were new; `None` when
+/// the database is away and they must come back later.
+async fn record_chunk(
+    js: &jetstream::Context,
+    store: &Store,
+    records: &[OutcomeRecord],
+    sources: &[Source<'_>],
+) -> Option<Vec<usize>> {
+    match store.ingest_outcomes(records).await {
         Ok(report) => {
             tracing::debug!(
                 recorded = report.recorded,
                 duplicates = report.duplicates,
                 "outcomes recorded"
             );
-            report.new
+            Some(report.new)
         }
         Err(error) => {
             let error = anyhow::Error::from(error);
@@ -309,23 +341,9 @@ async fn record_batch(
                     }
                 }
             }
-            new
+            Some(new)
         }
-    };
-    notices
-        .announce_all(
-            records
-                .iter()
-                .map(|r| (&r.account, &r.webhook_id, &r.delivery_id)),
-        )
-        .await;
-    // Only a newly recorded 410: a redelivered old one must not turn off a
-    // webhook that was enabled again since.
-    for index in new.into_iter().filter(|&i| disables[i]) {
-        let record = &records[index];
-        disable_gone(store, projector, &record.account, &record.webhook_id).await;
     }
-    Some(counts)
 }
 
 /// Whether a database error is about the moment rather than the data: the
@@ -380,25 +398,35 @@ pub fn is_temporary(error: &StoreError) -> bool {
 }
 
 /// A message's outcomes: one, or a worker's batch (`DeliveryOutcomes` on
-/// [`OUTCOME_BATCH_SUBJECT`]).
-fn decode_outcomes(message: &jetstream::Message) -> anyhow::Result<Vec<DeliveryOutcome>> {
+/// [`OUTCOME_BATCH_SUBJECT`]), each with its own bytes when it came in a
+/// batch, and decoded or not.
+type Decoded = Vec<(Option<bytes::Bytes>, anyhow::Result<DeliveryOutcome>)>;
+
+fn decode_outcomes(message: &jetstream::Message) -> anyhow::Result<Decoded> {
     if message.subject.as_str() == OUTCOME_BATCH_SUBJECT {
-        let batch = herald_proto::decode::<DeliveryOutcomes>(message.payload.as_ref())
+        let batch = <RawOutcomes as prost::Message>::decode(message.payload.clone())
             .context("undecodable batch of outcomes")?;
-        Ok(batch.outcomes)
+        Ok(batch
+            .outcomes
+            .into_iter()
+            .map(|raw| {
+                let outcome = herald_proto::decode::<DeliveryOutcome>(raw.as_ref())
+                    .context("undecodable outcome");
+                (Some(raw), outcome)
+            })
+            .collect())
     } else {
         let outcome = herald_proto::decode::<DeliveryOutcome>(message.payload.as_ref())
             .context("undecodable outcome")?;
-        Ok(vec![outcome])
+        Ok(vec![(None, Ok(outcome))])
     }
 }
 
 /// What a record was read from, as it is set aside if it is unusable: its
-/// message, or for one outcome of a batch, that outcome alone under an id of
-/// its own.
+/// message, or for one outcome of a batch, that outcome's bytes alone.
 struct Source<'a> {
     message: &'a jetstream::Message,
-    batched: Option<(usize, DeliveryOutcome)>,
+    batched: Option<(usize, bytes::Bytes)>,
 }
 
 impl<'a> Source<'a> {
@@ -409,29 +437,35 @@ impl<'a> Source<'a> {
         }
     }
 
-    fn one_of(message: &'a jetstream::Message, index: usize, outcome: DeliveryOutcome) -> Self {
+    fn one_of(message: &'a jetstream::Message, index: usize, raw: bytes::Bytes) -> Self {
         Source {
             message,
-            batched: Some((index, outcome)),
+            batched: Some((index, raw)),
         }
     }
 }
 
 async fn dead_letter(js: &jetstream::Context, source: &Source<'_>, reason: &str) {
+    use herald_bus::names::header;
     let message = source.message;
     tracing::error!(reason, subject = %message.subject, "setting an unusable outcome aside in HERALD_DEAD");
     let (headers, payload) = match &source.batched {
-        Some((index, outcome)) => {
+        // One outcome of a batch: its own id (the batch's, or the batch's
+        // place in its stream, and its index) so that another bad outcome of
+        // the same batch is not taken for a duplicate of it.
+        Some((index, raw)) => {
             let mut headers = message.headers.clone().unwrap_or_default();
-            let batch_id = headers
-                .get(herald_bus::names::header::MSG_ID)
+            let batch = headers
+                .get(header::MSG_ID)
                 .map(|id| id.as_str().to_owned())
+                .or_else(|| {
+                    let info = message.info().ok()?;
+                    Some(format!("{}:{}", info.stream, info.stream_sequence))
+                })
                 .unwrap_or_default();
-            headers.insert(
-                herald_bus::names::header::MSG_ID,
-                format!("{batch_id}/{index}").as_str(),
-            );
-            (Some(headers), herald_proto::encode(outcome).into())
+            headers.insert(header::MSG_ID, format!("{batch}/{index}").as_str());
+            headers.insert(header::DEAD_BATCH_INDEX, index.to_string().as_str());
+            (Some(headers), raw.clone())
         }
         None => (message.headers.clone(), message.payload.clone()),
     };

@@ -67,7 +67,9 @@ impl RegistryMetrics {
             Unit::Seconds,
             request_duration.clone(),
         );
-        let ingest_batch = Histogram::new([1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0]);
+        let ingest_batch = Histogram::new([
+            1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+        ]);
         registry.register(
             "outcome_ingest_batch_size",
             "Outcomes written to the delivery log per batch",

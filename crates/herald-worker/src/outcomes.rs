@@ -1,15 +1,17 @@
 //! Stores attempts' outcomes in HERALD_OUTCOMES, batching those that settle together.
 //!
-//! One publisher task takes the outcomes queued while its previous publish was in flight and
-//! stores them with one publish: alone, an outcome goes out as a `DeliveryOutcome` on its
-//! webhook's subject, de-duplicated by its own id, as before; several go out as one
-//! `DeliveryOutcomes` on [`OUTCOME_BATCH_SUBJECT`], de-duplicated by a digest of their ids (a
-//! re-publish of the same batch is dropped; a task redelivered after a crash settles in another
-//! batch, and the registry's log keeps one row per attempt whatever arrives twice). So a quiet
-//! worker adds no wait, and a busy one stores many outcomes per JetStream round trip instead of
-//! one each. Every caller learns whether its outcome was stored before it acks its task.
+//! A publisher task takes the outcomes queued while earlier publishes were in flight (at most
+//! [`IN_FLIGHT`] at once) and stores them with one publish: alone, an outcome goes out as a
+//! `DeliveryOutcome` on its webhook's subject, de-duplicated by its own id, as before; several
+//! go out as one `DeliveryOutcomes` on [`OUTCOME_BATCH_SUBJECT`], de-duplicated by a digest of
+//! their ids (a re-publish of the same batch is dropped; a task redelivered after a crash
+//! settles in another batch, and the registry's log keeps one row per attempt whatever arrives
+//! twice). So a quiet worker adds no wait, and a busy one stores many outcomes per JetStream
+//! round trip instead of one each. Every caller learns whether its outcome was stored before it
+//! acks its task, within the patience it would have had publishing alone.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use herald_bus::names::{OUTCOME_BATCH_SUBJECT, outcome_subject};
@@ -18,22 +20,40 @@ use herald_core::WebhookId;
 use herald_proto::deliveries::v1::DeliveryOutcome;
 use prost::Message as _;
 use sha2::Digest as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 
 /// Most outcomes in one message.
 const MAX_BATCH: usize = 256;
-/// Most encoded bytes in one message: well under the 1 MiB NATS accepts by default (an outcome
-/// carries its event). A larger outcome goes out alone.
+/// Most encoded bytes in one message, and at most half of what the server accepts (1 MiB by
+/// default; an outcome carries its event). A larger outcome goes out alone.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Publishes waiting for their acknowledgement at once: outcomes settling meanwhile queue up
+/// into the next batch, and one slow acknowledgement does not hold up every other outcome.
+const IN_FLIGHT: usize = 2;
+/// The least patience a publish gets, however long its outcomes waited in the queue.
+const MIN_PATIENCE: Duration = Duration::from_secs(1);
 
 /// One outcome waiting to be stored, and who waits for it.
 struct Pending {
     outcome: DeliveryOutcome,
     webhook: WebhookId,
     id: String,
+    queued: Instant,
     stored: oneshot::Sender<Result<(), PublishError>>,
+}
+
+impl Pending {
+    /// The outcome alone, as it went out before batches.
+    fn message(&self) -> Outgoing {
+        Outgoing::protobuf(
+            outcome_subject(&self.webhook),
+            &self.id,
+            Bytes::from(herald_proto::encode(&self.outcome)),
+        )
+    }
 }
 
 /// Hands outcomes to the publisher task; cheap to share. The task ends when every handle is
@@ -41,18 +61,25 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct Outcomes {
     queue: mpsc::UnboundedSender<Pending>,
+    js: async_nats::jetstream::Context,
+    patience: Duration,
 }
 
 impl Outcomes {
-    /// Starts the publisher task; each publish keeps trying as `persistence` says.
+    /// Starts the publisher task; an outcome is stored within `patience` of its `store` or
+    /// reported as not stored.
     pub fn start(
         js: async_nats::jetstream::Context,
-        persistence: Persistence,
+        patience: Duration,
         metrics: Arc<Metrics>,
     ) -> Outcomes {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(publish_queued(js, pending, persistence, metrics));
-        Outcomes { queue }
+        tokio::spawn(publish_queued(js.clone(), pending, patience, metrics));
+        Outcomes {
+            queue,
+            js,
+            patience,
+        }
     }
 
     /// Stores `outcome` (of `webhook`, de-duplicated by `id`); returns once it is stored or
@@ -68,25 +95,38 @@ impl Outcomes {
             outcome,
             webhook: webhook.clone(),
             id,
+            queued: Instant::now(),
             stored,
         };
-        let gone = || PublishError::NotAcknowledged {
+        if let Err(mpsc::error::SendError(pending)) = self.queue.send(pending) {
+            // The publisher task is gone (it cannot end while this handle lives, short of a
+            // bug): the outcome goes out alone, as it did before batches.
+            let persistence = Persistence::patient(self.patience);
+            return herald_bus::publish(&self.js, &pending.message(), persistence)
+                .await
+                .map(drop);
+        }
+        answer.await.map_err(|_| PublishError::NotAcknowledged {
             subject: OUTCOME_BATCH_SUBJECT.to_owned(),
-            source: "the worker's outcome publisher has stopped".into(),
-        };
-        self.queue.send(pending).map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+            source: "the worker's outcome publisher stopped before answering".into(),
+        })?
     }
 }
 
 async fn publish_queued(
     js: async_nats::jetstream::Context,
     mut queue: mpsc::UnboundedReceiver<Pending>,
-    persistence: Persistence,
+    patience: Duration,
     metrics: Arc<Metrics>,
 ) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let max_bytes = MAX_BATCH_BYTES.min(js.client().server_info().max_payload / 2);
     let mut next: Option<Pending> = None;
     loop {
+        // A slot first: while both are taken, outcomes gather in the queue.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let first = match next.take() {
             Some(first) => first,
             None => match queue.recv().await {
@@ -94,19 +134,26 @@ async fn publish_queued(
                 None => return,
             },
         };
+        // The oldest outcome's remaining patience bounds the publish.
+        let waited = first.queued.elapsed();
         let mut size = first.outcome.encoded_len();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             let Ok(more) = queue.try_recv() else { break };
             size += more.outcome.encoded_len();
-            if size > MAX_BATCH_BYTES {
+            if size > max_bytes {
                 next = Some(more);
                 break;
             }
             batch.push(more);
         }
-        metrics.outcomes_published(batch.len());
-        publish_batch(&js, batch, persistence).await;
+        let persistence = Persistence::patient(patience.saturating_sub(waited).max(MIN_PATIENCE));
+        let js = js.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            publish_batch(&js, batch, persistence, &metrics).await;
+            drop(slot);
+        });
     }
 }
 
@@ -115,31 +162,32 @@ async fn publish_batch(
     js: &async_nats::jetstream::Context,
     mut batch: Vec<Pending>,
     persistence: Persistence,
+    metrics: &Metrics,
 ) {
     if batch.len() == 1
         && let Some(one) = batch.pop()
     {
-        let message = Outgoing::protobuf(
-            outcome_subject(&one.webhook),
-            &one.id,
-            Bytes::from(herald_proto::encode(&one.outcome)),
-        );
-        let result = herald_bus::publish(js, &message, persistence).await;
+        let result = herald_bus::publish(js, &one.message(), persistence).await;
+        if result.is_ok() {
+            metrics.outcomes_published(1);
+        }
         let _ = one.stored.send(result.map(drop));
         return;
     }
     let message = batch_message(&batch);
     match herald_bus::publish(js, &message, persistence).await {
         Ok(_) => {
+            metrics.outcomes_published(batch.len());
             for pending in batch {
                 let _ = pending.stored.send(Ok(()));
             }
         }
         // A server that accepts smaller messages than this batch: each goes out alone.
         Err(PublishError::TooLarge { .. }) => {
-            for pending in batch {
-                Box::pin(publish_batch(js, vec![pending], persistence)).await;
-            }
+            let alone = batch
+                .into_iter()
+                .map(|pending| Box::pin(publish_batch(js, vec![pending], persistence, metrics)));
+            futures::future::join_all(alone).await;
         }
         Err(error) => {
             let reason = error.to_string();
@@ -190,6 +238,7 @@ mod tests {
             },
             webhook: WebhookId::new(),
             id: format!("{delivery}:1"),
+            queued: Instant::now(),
             stored: oneshot::channel().0,
         }
     }
@@ -207,7 +256,7 @@ mod tests {
             .await
             .unwrap();
         let metrics = Arc::new(Metrics::new());
-        let outcomes = Outcomes::start(js.clone(), Persistence::BRIEF, metrics.clone());
+        let outcomes = Outcomes::start(js.clone(), Duration::from_secs(5), metrics.clone());
         let webhook = WebhookId::new();
         let together = (0..5).map(|n| {
             let p = pending(&format!("dl_{n}"));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use herald_bus::{LaneLimits, Persistence, Topology, WebhookBucket};
+use herald_bus::{LaneLimits, Topology, WebhookBucket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -158,11 +158,7 @@ impl Worker {
             counters: counters.clone(),
             metrics: metrics.clone(),
             stopping: stopping.clone(),
-            outcomes: Outcomes::start(
-                js.clone(),
-                Persistence::patient(SETTLE_PATIENCE),
-                metrics.clone(),
-            ),
+            outcomes: Outcomes::start(js.clone(), SETTLE_PATIENCE, metrics.clone()),
         });
         let router = Arc::new(Router {
             js: js.clone(),

@@ -599,8 +599,8 @@ async fn a_replay_reads_its_deliveries_in_pages() {
 }
 
 /// A busy worker stores the outcomes that settle together as one message: each is recorded
-/// as if it came alone, and one that is unusable is set aside by itself, with its reason,
-/// while the rest are recorded.
+/// as if it came alone, and one that is unusable (or not an outcome at all) is set aside by
+/// itself, with its reason, while the rest are recorded.
 #[tokio::test]
 async fn a_batch_of_outcomes_is_recorded_and_its_bad_outcome_set_aside_alone() {
     use futures::StreamExt as _;
@@ -621,16 +621,27 @@ async fn a_batch_of_outcomes_is_recorded_and_its_bad_outcome_set_aside_alone() {
     let second = event(&f.account, "booking.cancelled");
     let mut bad = outcome(&first, &f.webhook, 1, DeliveryStatus::Failed, 500);
     bad.delivery_id = "not-a-delivery-id".into();
-    let batch = DeliveryOutcomes {
-        outcomes: vec![
-            outcome(&first, &f.webhook, 1, DeliveryStatus::Delivered, 200),
-            bad,
-            outcome(&second, &f.webhook, 1, DeliveryStatus::Failed, 503),
-        ],
-    };
+    // `DeliveryOutcomes` on the wire, with an entry that is no outcome at all.
+    let entries = [
+        outcome(&first, &f.webhook, 1, DeliveryStatus::Delivered, 200).encode_to_vec(),
+        bad.encode_to_vec(),
+        vec![0xff, 0xff, 0xff],
+        outcome(&second, &f.webhook, 1, DeliveryStatus::Failed, 503).encode_to_vec(),
+    ];
+    let mut batch = Vec::new();
+    for entry in &entries {
+        prost::encoding::bytes::encode(1, entry, &mut batch);
+    }
+    assert_eq!(
+        DeliveryOutcomes::decode(batch.as_slice())
+            .map(|b| b.outcomes.len())
+            .ok(),
+        None,
+        "the batch as a whole does not decode"
+    );
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(header::MSG_ID, "outcomes:test-batch");
-    f.js.publish_with_headers(OUTCOME_BATCH_SUBJECT, headers, batch.encode_to_vec().into())
+    f.js.publish_with_headers(OUTCOME_BATCH_SUBJECT, headers, batch.into())
         .await
         .unwrap()
         .await
@@ -659,7 +670,7 @@ async fn a_batch_of_outcomes_is_recorded_and_its_bad_outcome_set_aside_alone() {
         .map(Result::unwrap)
         .collect()
         .await;
-    assert_eq!(letters.len(), 2, "two outcomes set aside");
+    assert_eq!(letters.len(), 3, "three outcomes set aside");
     let reason = |m: &jetstream::Message| {
         m.headers
             .as_ref()
@@ -691,5 +702,62 @@ async fn a_batch_of_outcomes_is_recorded_and_its_bad_outcome_set_aside_alone() {
             .map(|id| id.as_str()),
         Some("outcomes:test-batch/1"),
         "under an id of its own"
+    );
+    assert!(
+        reason(&letters[2]).contains("undecodable outcome"),
+        "{}",
+        reason(&letters[2])
+    );
+    assert_eq!(letters[2].payload.as_ref(), [0xff, 0xff, 0xff]);
+    assert_eq!(
+        letters[2]
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(header::DEAD_BATCH_INDEX))
+            .map(|index| index.as_str()),
+        Some("2")
+    );
+}
+
+/// A batch larger than one transaction's share (the registry takes whatever a worker sends) is
+/// written in several and recorded whole.
+#[tokio::test]
+async fn a_batch_larger_than_a_transaction_is_recorded_whole() {
+    use herald_bus::names::{OUTCOME_BATCH_SUBJECT, header};
+    use herald_proto::deliveries::v1::DeliveryOutcomes;
+
+    let f = fixture().await;
+    const OUTCOMES: u64 = 1_100;
+    let batch = DeliveryOutcomes {
+        outcomes: (0..OUTCOMES)
+            .map(|_| {
+                let e = event(&f.account, "booking.created");
+                outcome(&e, &f.webhook, 1, DeliveryStatus::Delivered, 200)
+            })
+            .collect(),
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(header::MSG_ID, "outcomes:large-batch");
+    f.js.publish_with_headers(OUTCOME_BATCH_SUBJECT, headers, batch.encode_to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let now = Utc::now();
+    let counted = herald_testkit::wait_for(WAIT, || async {
+        let counts = f
+            .registry
+            .store
+            .attempt_counts(&f.webhook, now - Age::hours(1), now + Age::hours(1))
+            .await
+            .ok()?;
+        (counts.0 + counts.1 == OUTCOMES).then_some(counts)
+    })
+    .await;
+    assert_eq!(
+        counted.ok(),
+        Some((OUTCOMES, 0)),
+        "every outcome of the batch is logged, delivered"
     );
 }
