@@ -42,6 +42,32 @@ async fn publish_concurrently(publisher: &herald_bus::Publisher, events: Vec<Eve
         .await;
 }
 
+/// Publishes `count` events made by `make` (given each one's number) at `rate` per second,
+/// each publish waited for without holding up the next.
+async fn publish_paced(
+    publisher: &herald_bus::Publisher,
+    rate: f64,
+    count: u64,
+    mut make: impl FnMut(u64) -> anyhow::Result<Event>,
+) -> anyhow::Result<()> {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for n in 0..count {
+        ticker.tick().await;
+        let event = make(n)?;
+        let publisher = publisher.clone();
+        pending.push(async move { publisher.publish(&event).await });
+        while let Some(Some(result)) = futures::FutureExt::now_or_never(pending.next()) {
+            result.context("publish failed")?;
+        }
+    }
+    while let Some(result) = pending.next().await {
+        result.context("publish failed")?;
+    }
+    Ok(())
+}
+
 /// What `herald bench` measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -373,22 +399,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
 
     // Latency at half the rate Herald just sustained.
     let rate = (herald / 2.0).max(1.0);
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut pending = futures::stream::FuturesUnordered::new();
-    for _ in 0..args.latency_events {
-        ticker.tick().await;
-        let event = make(epoch)?;
-        let publisher = publisher.clone();
-        pending.push(async move { publisher.publish(&event).await });
-        while let Some(Some(result)) = futures::FutureExt::now_or_never(pending.next()) {
-            result.context("publish failed")?;
-        }
-    }
-    while let Some(result) = pending.next().await {
-        result.context("publish failed")?;
-    }
+    publish_paced(&publisher, rate, args.latency_events, |_| make(epoch)).await?;
     sink.wait_for(args.latency_events, Duration::from_secs(120))
         .await?;
     let latency_tally = sink.tally(args.latency_events);

@@ -671,13 +671,13 @@ async fn a_batch_of_outcomes_is_recorded_and_its_bad_outcome_set_aside_alone() {
         .collect()
         .await;
     assert_eq!(letters.len(), 3, "three outcomes set aside");
-    let reason = |m: &jetstream::Message| {
+    let header_of = |m: &jetstream::Message, name: &str| {
         m.headers
             .as_ref()
-            .and_then(|h| h.get(header::DEAD_REASON))
-            .map(|r| r.as_str().to_owned())
-            .unwrap_or_default()
+            .and_then(|h| h.get(name))
+            .map(|value| value.as_str().to_owned())
     };
+    let reason = |m: &jetstream::Message| header_of(m, header::DEAD_REASON).unwrap_or_default();
     assert!(
         reason(&letters[0]).contains("undecodable outcome"),
         "{}",
@@ -695,11 +695,7 @@ async fn a_batch_of_outcomes_is_recorded_and_its_bad_outcome_set_aside_alone() {
         "only the bad outcome is set aside"
     );
     assert_eq!(
-        letters[1]
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(header::MSG_ID))
-            .map(|id| id.as_str()),
+        header_of(&letters[1], header::MSG_ID).as_deref(),
         Some("outcomes:test-batch/1"),
         "under an id of its own"
     );
@@ -710,11 +706,7 @@ async fn a_batch_of_outcomes_is_recorded_and_its_bad_outcome_set_aside_alone() {
     );
     assert_eq!(letters[2].payload.as_ref(), [0xff, 0xff, 0xff]);
     assert_eq!(
-        letters[2]
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(header::DEAD_BATCH_INDEX))
-            .map(|index| index.as_str()),
+        header_of(&letters[2], header::DEAD_BATCH_INDEX).as_deref(),
         Some("2")
     );
 }

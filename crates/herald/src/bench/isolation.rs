@@ -15,10 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use axum::extract::State;
 use axum::http::StatusCode;
-use futures::StreamExt as _;
 use herald_core::{AccountId, EventType};
 use tokio_util::sync::CancellationToken;
 
@@ -154,27 +152,14 @@ async fn phase(
     let healthy_offered = (args.rate as f64 * args.duration.as_secs_f64()).round() as u64;
     let published = healthy_offered * accounts.len() as u64 / healthy.len() as u64;
     let rate = args.rate as f64 * accounts.len() as f64 / healthy.len() as f64;
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut pending = futures::stream::FuturesUnordered::new();
-    let mut offered = 0;
+    // Every `accounts.len()` events, the first `healthy.len()` are the healthy webhooks'.
+    let slot = |n: u64| n as usize % accounts.len();
+    let offered = (0..published).filter(|&n| slot(n) < healthy.len()).count() as u64;
     let started = Instant::now();
-    for n in 0..published {
-        ticker.tick().await;
-        let slot = n as usize % accounts.len();
-        if slot < healthy.len() {
-            offered += 1;
-        }
-        let event = event(accounts[slot], &event_type, epoch)?;
-        let publisher = publisher.clone();
-        pending.push(async move { publisher.publish(&event).await });
-        while let Some(Some(result)) = futures::FutureExt::now_or_never(pending.next()) {
-            result.context("publish failed")?;
-        }
-    }
-    while let Some(result) = pending.next().await {
-        result.context("publish failed")?;
-    }
+    super::publish_paced(publisher, rate, published, |n| {
+        event(accounts[slot(n)], &event_type, epoch)
+    })
+    .await?;
     // Requests, duplicates included; what matters is every delivery once (the tally).
     let _ = sink.wait_for(offered, DRAIN).await;
     let end = Instant::now();
