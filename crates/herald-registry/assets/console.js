@@ -107,7 +107,11 @@
       say("This log updates by itself while the page is open.");
       resync();
     });
-    source.addEventListener("error", () => say("Live updates paused; reconnecting…"));
+    // A refused log (too many open in this session, or the session ended)
+    // is closed for good; a dropped connection is retried by the browser.
+    source.addEventListener("error", () => say(source.readyState === EventSource.CLOSED
+      ? "Live updates stopped; reload the page to resume them."
+      : "Live updates paused; reconnecting…"));
     source.addEventListener("upsert", (event) => {
       const template = document.createElement("template");
       template.innerHTML = event.data.trim();

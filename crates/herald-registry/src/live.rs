@@ -7,8 +7,8 @@
 //! they name through the tenant-scoped service, and a lost notice only
 //! means a change shows on the next page load.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -18,6 +18,40 @@ use tokio_util::sync::CancellationToken;
 
 /// Notices buffered per open page before it is told it fell behind.
 const BUFFER: usize = 1024;
+
+/// Live logs one console session may follow at once. A page that shows a log
+/// follows it over a connection of its own and reads the database at each
+/// change; a few tabs are normal, a script opening hundreds is not.
+pub const LIVE_LOGS_PER_SESSION: usize = 8;
+
+/// How many live logs each console session follows.
+#[derive(Debug, Clone, Default)]
+struct OpenLogs(Arc<Mutex<HashMap<String, usize>>>);
+
+impl OpenLogs {
+    fn open(&self, session: &str) -> Option<OpenLog> {
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(session.to_owned()).or_default();
+        if *count >= LIVE_LOGS_PER_SESSION {
+            return None;
+        }
+        *count += 1;
+        Some(OpenLog {
+            open: self.clone(),
+            session: session.to_owned(),
+        })
+    }
+
+    fn close(&self, session: &str) {
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(session) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(session);
+            }
+        }
+    }
+}
 
 /// Deliveries of one webhook that changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,12 +65,37 @@ pub struct LogNotice {
 pub struct LogNotices {
     nats: async_nats::Client,
     sender: broadcast::Sender<Arc<LogNotice>>,
+    open: OpenLogs,
+}
+
+/// One live log, counted against its session until dropped (when its page
+/// goes, or its session ends).
+#[derive(Debug)]
+pub struct OpenLog {
+    open: OpenLogs,
+    session: String,
+}
+
+impl Drop for OpenLog {
+    fn drop(&mut self) {
+        self.open.close(&self.session);
+    }
 }
 
 impl LogNotices {
     pub fn new(nats: async_nats::Client) -> Self {
         let (sender, _) = broadcast::channel(BUFFER);
-        Self { nats, sender }
+        Self {
+            nats,
+            sender,
+            open: OpenLogs::default(),
+        }
+    }
+
+    /// Counts a live log against `session`; `None` when the session already
+    /// follows [`LIVE_LOGS_PER_SESSION`].
+    pub fn open(&self, session: &str) -> Option<OpenLog> {
+        self.open.open(session)
     }
 
     /// Every notice from now on, from every replica.
@@ -121,6 +180,31 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_session_holds_a_bounded_number_of_live_logs_and_gets_them_back() {
+        let open = OpenLogs::default();
+        let mut held: Vec<OpenLog> = (0..LIVE_LOGS_PER_SESSION)
+            .map(|_| open.open("one").unwrap())
+            .collect();
+        assert!(open.open("one").is_none(), "past the cap");
+        let other = open.open("two").expect("another session has its own");
+        drop(other);
+        assert!(
+            !open.0.lock().unwrap().contains_key("two"),
+            "nothing left behind"
+        );
+        held.pop();
+        let again = open.open("one").expect("a closed log frees its place");
+        assert!(open.open("one").is_none());
+        drop(again);
+        assert_eq!(
+            open.0.lock().unwrap().get("one"),
+            Some(&(LIVE_LOGS_PER_SESSION - 1))
+        );
+        held.clear();
+        assert!(open.0.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn notices_parse_back() {

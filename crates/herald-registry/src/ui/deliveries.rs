@@ -24,7 +24,7 @@ use super::forms::{Choice, UiQuery};
 use super::session::{Flash, Posted, Viewer};
 use super::view::{AccountView, Layout, Tab, account_path, iso, latency, when};
 use super::{UiError, page, see_other};
-use crate::live::LogNotice;
+use crate::live::{LogNotice, OpenLog};
 use crate::principal::Principal;
 use crate::service::ServiceError;
 use crate::state::AppState;
@@ -512,6 +512,8 @@ struct LiveLog {
     filter: LogQuery,
     names: HashMap<WebhookId, String>,
     notices: broadcast::Receiver<Arc<LogNotice>>,
+    /// Counts this log against its session while it is open.
+    _open: OpenLog,
 }
 
 impl LiveLog {
@@ -644,7 +646,12 @@ async fn live(
         None => None,
     };
     let names = webhook_names(&state, &principal, &account).await?;
+    let open = state
+        .log_notices
+        .open(&viewer.session.id)
+        .ok_or(UiError::TooManyLiveLogs)?;
     let log = LiveLog {
+        _open: open,
         notices: state.log_notices.subscribe(),
         session_id: viewer.session.id.clone(),
         state,

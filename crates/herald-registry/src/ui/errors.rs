@@ -28,6 +28,9 @@ pub enum UiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The session already follows as many live logs as it may.
+    #[error("too many live delivery logs open")]
+    TooManyLiveLogs,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -107,6 +110,15 @@ impl IntoResponse for UiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Try again shortly".to_owned(),
                 message.clone(),
+            ),
+            Self::TooManyLiveLogs => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many live logs".to_owned(),
+                format!(
+                    "This session already follows {} delivery logs live, in other tabs or \
+                     windows. Close one of them, then reload this page.",
+                    crate::live::LIVE_LOGS_PER_SESSION
+                ),
             ),
             Self::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "console request failed");

@@ -579,3 +579,39 @@ async fn a_planted_session_cookie_does_not_shadow_the_real_one() {
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_session_follows_a_bounded_number_of_live_logs() {
+    let registry = TestRegistry::start().await;
+    let account = registry.create_account("Cool Account").await;
+    let console = Console::sign_in(&registry, ADMIN_KEY).await;
+    let live = format!("/ui/accounts/{account}/live");
+    let cap = herald_registry::live::LIVE_LOGS_PER_SESSION;
+    let mut open = Vec::new();
+    for _ in 0..cap {
+        let response = console.get(&live).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+
+    let refused = console.get(&live).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let page = refused.text().await.unwrap();
+    assert!(
+        page.contains(&format!("already follows {cap} delivery logs live")),
+        "{page}"
+    );
+    // Another session has its own.
+    let other = Console::sign_in(&registry, ADMIN_KEY).await;
+    assert_eq!(other.get(&live).await.status(), StatusCode::OK);
+
+    // A page that goes frees its place once the registry sees the
+    // connection close.
+    drop(open.pop());
+    herald_testkit::wait_until(WAIT, || async {
+        console.get(&live).await.status() == StatusCode::OK
+    })
+    .await
+    .expect("a closed live log frees its place");
+    assert_eq!(open.len(), cap - 1);
+}
