@@ -369,11 +369,16 @@ impl Browser {
     }
 
     fn kill_group(&mut self) {
-        if let Some(pid) = self.driver.id() {
-            // chromedriver leads its process group; Chromium is in it.
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{pid}")])
-                .status();
+        // chromedriver leads its process group; Chromium is in it. Not by
+        // running `kill`: procps-ng 4.0.2 reads `kill -KILL -<pgid>` as
+        // kill(-1, SIGKILL), every process the user may signal.
+        if let Some(pgid) = self.driver.id().and_then(|pid| i32::try_from(pid).ok())
+            && pgid > 1
+        {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
