@@ -8,10 +8,12 @@ mod database;
 mod nats;
 mod net;
 mod receiver;
+mod stream;
 mod wait;
 
 pub use database::{Backend, TestDatabase};
 pub use nats::{NatsCluster, NatsServer};
 pub use net::free_port;
 pub use receiver::{Receiver, Recorded, Response};
+pub use stream::fetch_ready;
 pub use wait::{wait_for, wait_until};

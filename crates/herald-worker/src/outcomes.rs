@@ -247,7 +247,6 @@ mod tests {
     /// the five that settle together go out as one message, the one after alone.
     #[tokio::test]
     async fn outcomes_that_settle_together_are_stored_with_one_publish() {
-        use futures::StreamExt as _;
         use herald_bus::{ProvisionOptions, Topology};
 
         let nats = herald_testkit::NatsServer::start().unwrap();
@@ -272,15 +271,7 @@ mod tests {
             .unwrap();
 
         let consumer = Topology::outcomes_consumer(&js).await.unwrap();
-        let messages: Vec<_> = consumer
-            .fetch()
-            .max_messages(10)
-            .messages()
-            .await
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-            .await;
+        let messages = herald_testkit::fetch_ready(&consumer, 10).await.unwrap();
         let subjects: Vec<&str> = messages.iter().map(|m| m.subject.as_str()).collect();
         let webhook_subject = outcome_subject(&webhook);
         assert_eq!(subjects, [OUTCOME_BATCH_SUBJECT, webhook_subject.as_str()]);

@@ -603,7 +603,6 @@ async fn a_replay_reads_its_deliveries_in_pages() {
 /// itself, with its reason, while the rest are recorded.
 #[tokio::test]
 async fn a_batch_of_outcomes_is_recorded_and_its_bad_outcome_set_aside_alone() {
-    use futures::StreamExt as _;
     use herald_bus::names::{OUTCOME_BATCH_SUBJECT, header};
     use herald_proto::deliveries::v1::DeliveryOutcomes;
 
@@ -654,22 +653,13 @@ async fn a_batch_of_outcomes_is_recorded_and_its_bad_outcome_set_aside_alone() {
     let logged = f.wait_for_delivery(&id, |d| d["status"] == "failed").await;
     assert_eq!(logged["last_http_status"], 503, "{logged}");
 
-    // Both unusable messages were set aside before the batch's records were written.
+    // All three unusable ones were set aside before the batch's records were written.
     let dead = f.js.get_stream("HERALD_DEAD").await.unwrap();
     let consumer = dead
         .create_consumer(jetstream::consumer::pull::Config::default())
         .await
         .unwrap();
-    let letters: Vec<jetstream::Message> = consumer
-        .fetch()
-        .max_messages(10)
-        .expires(std::time::Duration::from_secs(1))
-        .messages()
-        .await
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-        .await;
+    let letters = herald_testkit::fetch_ready(&consumer, 10).await.unwrap();
     assert_eq!(letters.len(), 3, "three outcomes set aside");
     let header_of = |m: &jetstream::Message, name: &str| {
         m.headers
@@ -677,18 +667,13 @@ async fn a_batch_of_outcomes_is_recorded_and_its_bad_outcome_set_aside_alone() {
             .and_then(|h| h.get(name))
             .map(|value| value.as_str().to_owned())
     };
-    let reason = |m: &jetstream::Message| header_of(m, header::DEAD_REASON).unwrap_or_default();
-    assert!(
-        reason(&letters[0]).contains("undecodable outcome"),
-        "{}",
-        reason(&letters[0])
-    );
+    let assert_reason = |m: &jetstream::Message, expected: &str| {
+        let reason = header_of(m, header::DEAD_REASON).unwrap_or_default();
+        assert!(reason.contains(expected), "{reason}");
+    };
+    assert_reason(&letters[0], "undecodable outcome");
     assert_eq!(letters[0].payload.as_ref(), [0xff, 0xff, 0xff]);
-    assert!(
-        reason(&letters[1]).contains("bad delivery id"),
-        "{}",
-        reason(&letters[1])
-    );
+    assert_reason(&letters[1], "bad delivery id");
     let alone = DeliveryOutcome::decode(letters[1].payload.clone()).unwrap();
     assert_eq!(
         alone.delivery_id, "not-a-delivery-id",
@@ -699,11 +684,7 @@ async fn a_batch_of_outcomes_is_recorded_and_its_bad_outcome_set_aside_alone() {
         Some("outcomes:test-batch/1"),
         "under an id of its own"
     );
-    assert!(
-        reason(&letters[2]).contains("undecodable outcome"),
-        "{}",
-        reason(&letters[2])
-    );
+    assert_reason(&letters[2], "undecodable outcome");
     assert_eq!(letters[2].payload.as_ref(), [0xff, 0xff, 0xff]);
     assert_eq!(
         header_of(&letters[2], header::DEAD_BATCH_INDEX).as_deref(),

@@ -8,7 +8,6 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::StreamMessage};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt as _;
 use herald_bus::names::{DEAD_STREAM, header};
 use herald_bus::{Publisher, Topology, WebhookBucket};
 use herald_core::{AccountId, Event, EventData, EventId, EventType, RetrySchedule, WebhookId};
@@ -196,14 +195,11 @@ impl Harness {
         let consumer = Topology::outcomes_consumer(&self.js)
             .await
             .expect("outcomes consumer");
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1000)
-            .messages()
+        let messages = herald_testkit::fetch_ready(&consumer, 1000)
             .await
             .expect("fetch outcomes");
         let mut fresh = Vec::new();
-        while let Some(Ok(message)) = batch.next().await {
+        for message in messages {
             // A busy worker stores outcomes that settle together as one message.
             if message.subject.as_str() == herald_bus::names::OUTCOME_BATCH_SUBJECT {
                 let batch = DeliveryOutcomes::decode(message.payload.clone())
