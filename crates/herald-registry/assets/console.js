@@ -110,7 +110,7 @@
     // A refused log (too many open in this session, or the session ended)
     // is closed for good; a dropped connection is retried by the browser.
     source.addEventListener("error", () => say(source.readyState === EventSource.CLOSED
-      ? "Live updates stopped; reload the page to resume them."
+      ? "Live updates stopped: too many tabs follow a delivery log, or you were signed out. Close other log tabs, then reload this page."
       : "Live updates paused; reconnecting…"));
     source.addEventListener("upsert", (event) => {
       const template = document.createElement("template");
