@@ -94,6 +94,10 @@ pub struct BenchArgs {
     /// Events (= deliveries) per throughput run.
     #[arg(long, default_value_t = 20_000)]
     pub events: u64,
+    /// Rounds of the bare loop, the minimal pipeline and Herald, one after the other; the
+    /// report gives each round and the medians.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Requests the bare POST loop keeps in flight.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -229,13 +233,70 @@ impl Sink {
     }
 }
 
-/// Deliveries received once each, missing, received again, and not verifying.
+/// One round of the throughput comparison, in deliveries (or requests) per second.
 #[derive(Debug, Clone, Copy)]
+struct Round {
+    bare: f64,
+    minimal: f64,
+    herald: f64,
+}
+
+/// The rounds as a table, a line each.
+fn round_table(rounds: &[Round], concurrency: usize) -> String {
+    let mut table = format!(
+        "{:<7}{:>16}{:>14}{:>12}{:>14}{:>17}\n",
+        "round",
+        format!("bare ({concurrency})/s"),
+        "minimal/s",
+        "herald/s",
+        "herald/bare",
+        "herald/minimal"
+    );
+    for (n, r) in rounds.iter().enumerate() {
+        table += &format!(
+            "{:<7}{:>16.0}{:>14.0}{:>12.0}{:>14.2}{:>17.2}\n",
+            n + 1,
+            r.bare,
+            r.minimal,
+            r.herald,
+            r.herald / r.bare,
+            r.herald / r.minimal
+        );
+    }
+    table
+}
+
+/// The middle value (the mean of the two middle ones for an even count); 0 for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Deliveries received once each, missing, received again, and not verifying.
+#[derive(Debug, Clone, Copy, Default)]
 struct Tally {
     unique: u64,
     lost: u64,
     duplicates: u64,
     invalid: u64,
+}
+
+impl std::ops::Add for Tally {
+    type Output = Tally;
+
+    /// Two runs' tallies together.
+    fn add(self, other: Tally) -> Tally {
+        Tally {
+            unique: self.unique + other.unique,
+            lost: self.lost + other.lost,
+            duplicates: self.duplicates + other.duplicates,
+            invalid: self.invalid + other.invalid,
+        }
+    }
 }
 
 impl Tally {
@@ -325,46 +386,8 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         stage.epoch,
     );
 
-    // Baseline: the same receiver, a bare POST loop with `concurrency` in flight (unsigned:
-    // the receiver checks only requests that carry a `webhook-id`).
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    futures::stream::iter(0..args.events)
-        .for_each_concurrent(args.concurrency, |_| {
-            let request = http
-                .post(receiver.as_str())
-                .header("content-type", "application/json")
-                .body(format!(
-                    r#"{{"id":"evt_x","type":"booking.created","data":{}}}"#,
-                    body(epoch)
-                ));
-            async move {
-                if let Err(error) = request.send().await {
-                    tracing::warn!(%error, "baseline request failed");
-                }
-            }
-        })
-        .await;
-    sink.wait_for(args.events, Duration::from_secs(120)).await?;
-    let baseline = args.events as f64 / started.elapsed().as_secs_f64();
-    sink.reset();
-
-    // The minimal durable pipeline, signed with the run's secret like Herald's deliveries.
-    let account = AccountId::new();
-    let bodies = (0..args.events)
-        .map(|n| {
-            format!(
-                r#"{{"id":"evt_minimal_{n}","type":"booking.created","timestamp":"{}","account":"{account}","data":{}}}"#,
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                body(epoch)
-            )
-        })
-        .collect();
-    let minimal = minimal::run(nats_url, receiver, secret, bodies, args.concurrency).await?;
-    let minimal_tally = sink.tally(args.events);
-    sink.reset();
-
-    // Herald: one worker in this process, one webhook, file-backed streams.
+    // Herald: one worker in this process, webhooks of their own accounts, file-backed streams.
+    // It starts first and idles through the baselines (a pull request a second).
     let mut config = herald_worker::WorkerConfig::for_local(nats_url);
     config.address_policy.allow = vec!["127.0.0.0/8".parse().context("loopback CIDR")?];
     let worker = herald_worker::Worker::start(config, stop.clone()).await?;
@@ -387,15 +410,77 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         event(&accounts[n % accounts.len()], &event_type, epoch)
     };
 
-    let started = Instant::now();
-    let events = (0..args.events)
-        .map(|_| make(epoch))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    publish_concurrently(&publisher, events).await;
-    sink.wait_for(args.events, Duration::from_secs(300)).await?;
-    let herald = args.events as f64 / started.elapsed().as_secs_f64();
-    let herald_tally = sink.tally(args.events);
-    sink.reset();
+    // The three pipelines one after the other, `rounds` times: the machine's speed drifts
+    // between phases (other tenants of the host), so each round's ratios compare phases
+    // seconds apart, and the report gives their medians.
+    let http = reqwest::Client::new();
+    let mut rounds = Vec::with_capacity(args.rounds);
+    let mut minimal_tally = Tally::default();
+    let mut herald_tally = Tally::default();
+    for round in 0..args.rounds.max(1) {
+        // Baseline: the same receiver, a bare POST loop with `concurrency` in flight
+        // (unsigned: the receiver checks only requests that carry a `webhook-id`).
+        let started = Instant::now();
+        futures::stream::iter(0..args.events)
+            .for_each_concurrent(args.concurrency, |_| {
+                let request = http
+                    .post(receiver.as_str())
+                    .header("content-type", "application/json")
+                    .body(format!(
+                        r#"{{"id":"evt_x","type":"booking.created","data":{}}}"#,
+                        body(epoch)
+                    ));
+                async move {
+                    if let Err(error) = request.send().await {
+                        tracing::warn!(%error, "baseline request failed");
+                    }
+                }
+            })
+            .await;
+        sink.wait_for(args.events, Duration::from_secs(120)).await?;
+        let bare = args.events as f64 / started.elapsed().as_secs_f64();
+        sink.reset();
+
+        // The minimal durable pipeline, signed with the run's secret like Herald's deliveries.
+        let account = AccountId::new();
+        let bodies = (0..args.events)
+            .map(|n| {
+                format!(
+                    r#"{{"id":"evt_minimal_{round}_{n}","type":"booking.created","timestamp":"{}","account":"{account}","data":{}}}"#,
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    body(epoch)
+                )
+            })
+            .collect();
+        let minimal = minimal::run(nats_url, receiver, secret, bodies, args.concurrency).await?;
+        minimal_tally = minimal_tally + sink.tally(args.events);
+        sink.reset();
+
+        let started = Instant::now();
+        let events = (0..args.events)
+            .map(|_| make(epoch))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        publish_concurrently(&publisher, events).await;
+        sink.wait_for(args.events, Duration::from_secs(300)).await?;
+        let herald = args.events as f64 / started.elapsed().as_secs_f64();
+        herald_tally = herald_tally + sink.tally(args.events);
+        sink.reset();
+        rounds.push(Round {
+            bare,
+            minimal,
+            herald,
+        });
+    }
+    let median_of = |figure: fn(&Round) -> f64| median(rounds.iter().map(figure).collect());
+    let (baseline, minimal, herald) = (
+        median_of(|r| r.bare),
+        median_of(|r| r.minimal),
+        median_of(|r| r.herald),
+    );
+    let (vs_bare, vs_minimal) = (
+        median_of(|r| r.herald / r.bare),
+        median_of(|r| r.herald / r.minimal),
+    );
 
     // Latency at half the rate Herald just sustained.
     let rate = (herald / 2.0).max(1.0);
@@ -441,8 +526,15 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
             "bare_post_per_s": baseline,
             "minimal_pipeline_per_s": minimal,
             "herald_per_s": herald,
-            "herald_vs_bare_post": herald / baseline,
-            "herald_vs_minimal_pipeline": herald / minimal,
+            "herald_vs_bare_post": vs_bare,
+            "herald_vs_minimal_pipeline": vs_minimal,
+            "rounds": rounds.iter().map(|r| serde_json::json!({
+                "bare_post_per_s": r.bare,
+                "minimal_pipeline_per_s": r.minimal,
+                "herald_per_s": r.herald,
+                "herald_vs_bare_post": r.herald / r.bare,
+                "herald_vs_minimal_pipeline": r.herald / r.minimal,
+            })).collect::<Vec<_>>(),
             "latency": {
                 "rate_per_s": rate,
                 "events": args.latency_events,
@@ -463,11 +555,12 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         .to_string());
     }
     Ok(format!(
-        "herald bench: {events} deliveries over {webhooks} webhooks, file-backed JetStream, receiver on loopback\n\
-         {bare_label:<32}{baseline:>9.0} requests/s\n\
-         {minimal_label:<32}{minimal:>9.0} deliveries/s  ({minimal_tally})\n\
-         {herald_label:<32}{herald:>9.0} deliveries/s  ({herald_tally})\n\
-         herald / bare POST loop: {vs_bare:.2}    herald / minimal pipeline: {vs_minimal:.2}\n\
+        "herald bench: {events} deliveries over {webhooks} webhooks, file-backed JetStream, receiver on loopback, {rounds} rounds\n\
+         {table}\
+         {bare_label:<32}{baseline:>9.0} requests/s (median)\n\
+         {minimal_label:<32}{minimal:>9.0} deliveries/s (median; {minimal_tally})\n\
+         {herald_label:<32}{herald:>9.0} deliveries/s (median; {herald_tally})\n\
+         herald / bare POST loop: {vs_bare:.2}    herald / minimal pipeline: {vs_minimal:.2}    (medians of the rounds' ratios)\n\
          latency at {rate:.0}/s (half of that), {n} events: p50 {p50:.1} ms, p90 {p90:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({latency_tally})\n\
          {fan_out}\n\
          worker counters: delivered {delivered}, failed {failed}, dead {dead}",
@@ -479,8 +572,8 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         minimal_tally = minimal_tally.line(),
         herald_tally = herald_tally.line(),
         latency_tally = latency_tally.line(),
-        vs_bare = herald / baseline,
-        vs_minimal = herald / minimal,
+        rounds = rounds.len(),
+        table = round_table(&rounds, args.concurrency),
         n = args.latency_events,
         p50 = ms(0.50),
         p90 = ms(0.90),
