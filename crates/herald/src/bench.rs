@@ -233,18 +233,100 @@ impl Sink {
     }
 }
 
-/// One round of the throughput comparison, in deliveries (or requests) per second.
+/// One round of the throughput comparison, in deliveries (or requests) per second, and the
+/// CPU each phase took per delivery.
 #[derive(Debug, Clone, Copy)]
 struct Round {
     bare: f64,
     minimal: f64,
     herald: f64,
+    bare_cpu: CpuPerDelivery,
+    minimal_cpu: CpuPerDelivery,
+    herald_cpu: CpuPerDelivery,
+}
+
+/// CPU time (user and system, all threads) per delivery, in microseconds: this process (the
+/// publisher, the receiver and the pipeline measured) and the run's nats-server.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuPerDelivery {
+    process_us: f64,
+    nats_us: f64,
+}
+
+impl CpuPerDelivery {
+    fn json(self) -> serde_json::Value {
+        serde_json::json!({ "process_us": self.process_us, "nats_server_us": self.nats_us })
+    }
+
+    fn cell(self) -> String {
+        format!("{:.0}+{:.0}", self.process_us, self.nats_us)
+    }
+}
+
+/// Reads the CPU time this process and the run's nats-server have used, from `/proc` (Linux);
+/// where it cannot, every figure is 0.
+#[derive(Debug, Clone, Copy)]
+struct CpuMeter {
+    nats: Option<u32>,
+}
+
+impl CpuMeter {
+    /// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on every Linux port in use).
+    const TICKS_PER_S: f64 = 100.0;
+
+    /// Seconds of CPU a `/proc/<pid>/stat` line reports for the whole process: user and
+    /// system time, fields 14 and 15, counted after the command name, which may hold spaces
+    /// and parentheses but ends at the last `)`.
+    fn parse(stat: &str) -> Option<f64> {
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |n: usize| fields.get(n)?.parse::<f64>().ok();
+        Some((ticks(11)? + ticks(12)?) / Self::TICKS_PER_S)
+    }
+
+    fn seconds(pid: &str) -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .as_deref()
+            .and_then(Self::parse)
+            .unwrap_or(0.0)
+    }
+
+    fn read(self) -> (f64, f64) {
+        let nats = self.nats.map_or(0.0, |pid| Self::seconds(&pid.to_string()));
+        (Self::seconds("self"), nats)
+    }
+
+    /// Starts measuring a phase.
+    fn start(self) -> CpuPhase {
+        CpuPhase {
+            meter: self,
+            at: self.read(),
+        }
+    }
+}
+
+/// The CPU counters at the start of a phase.
+struct CpuPhase {
+    meter: CpuMeter,
+    at: (f64, f64),
+}
+
+impl CpuPhase {
+    /// CPU per delivery since the phase started, for `deliveries`.
+    fn per(&self, deliveries: u64) -> CpuPerDelivery {
+        let (process, nats) = self.meter.read();
+        let per = |used: f64| used * 1e6 / deliveries.max(1) as f64;
+        CpuPerDelivery {
+            process_us: per(process - self.at.0),
+            nats_us: per(nats - self.at.1),
+        }
+    }
 }
 
 /// The rounds as a table, a line each.
 fn round_table(rounds: &[Round], concurrency: usize) -> String {
     let mut table = format!(
-        "{:<7}{:>16}{:>14}{:>12}{:>14}{:>17}\n",
+        "{:<7}{:>16}{:>14}{:>12}{:>14}{:>17}   CPU µs per delivery, process+nats-server: bare, minimal, herald\n",
         "round",
         format!("bare ({concurrency})/s"),
         "minimal/s",
@@ -254,13 +336,16 @@ fn round_table(rounds: &[Round], concurrency: usize) -> String {
     );
     for (n, r) in rounds.iter().enumerate() {
         table += &format!(
-            "{:<7}{:>16.0}{:>14.0}{:>12.0}{:>14.2}{:>17.2}\n",
+            "{:<7}{:>16.0}{:>14.0}{:>12.0}{:>14.2}{:>17.2}   {}, {}, {}\n",
             n + 1,
             r.bare,
             r.minimal,
             r.herald,
             r.herald / r.bare,
-            r.herald / r.minimal
+            r.herald / r.minimal,
+            r.bare_cpu.cell(),
+            r.minimal_cpu.cell(),
+            r.herald_cpu.cell(),
         );
     }
     table
@@ -362,6 +447,11 @@ struct BenchNats {
 }
 
 impl BenchNats {
+    /// The server's process id when this run started it (not when it reused a running one).
+    fn pid(&self) -> Option<u32> {
+        self._server.as_ref().and_then(crate::dev::LocalNats::pid)
+    }
+
     async fn start() -> anyhow::Result<BenchNats> {
         let data = tempfile::tempdir().context("cannot create a temporary folder")?;
         let port = free_port()?;
@@ -414,6 +504,9 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     // between phases (other tenants of the host), so each round's ratios compare phases
     // seconds apart, and the report gives their medians.
     let http = reqwest::Client::new();
+    let meter = CpuMeter {
+        nats: stage.nats.pid(),
+    };
     let mut rounds = Vec::with_capacity(args.rounds);
     let mut minimal_tally = Tally::default();
     let mut herald_tally = Tally::default();
@@ -421,6 +514,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         // Baseline: the same receiver, a bare POST loop with `concurrency` in flight
         // (unsigned: the receiver checks only requests that carry a `webhook-id`).
         let started = Instant::now();
+        let cpu = meter.start();
         futures::stream::iter(0..args.events)
             .for_each_concurrent(args.concurrency, |_| {
                 let request = http
@@ -439,6 +533,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
             .await;
         sink.wait_for(args.events, Duration::from_secs(120)).await?;
         let bare = args.events as f64 / started.elapsed().as_secs_f64();
+        let bare_cpu = cpu.per(args.events);
         sink.reset();
 
         // The minimal durable pipeline, signed with the run's secret like Herald's deliveries.
@@ -452,23 +547,30 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
                 )
             })
             .collect();
+        let cpu = meter.start();
         let minimal = minimal::run(nats_url, receiver, secret, bodies, args.concurrency).await?;
+        let minimal_cpu = cpu.per(args.events);
         minimal_tally = minimal_tally + sink.tally(args.events);
         sink.reset();
 
         let started = Instant::now();
+        let cpu = meter.start();
         let events = (0..args.events)
             .map(|_| make(epoch))
             .collect::<anyhow::Result<Vec<_>>>()?;
         publish_concurrently(&publisher, events).await;
         sink.wait_for(args.events, Duration::from_secs(300)).await?;
         let herald = args.events as f64 / started.elapsed().as_secs_f64();
+        let herald_cpu = cpu.per(args.events);
         herald_tally = herald_tally + sink.tally(args.events);
         sink.reset();
         rounds.push(Round {
             bare,
             minimal,
             herald,
+            bare_cpu,
+            minimal_cpu,
+            herald_cpu,
         });
     }
     let median_of = |figure: fn(&Round) -> f64| median(rounds.iter().map(figure).collect());
@@ -534,6 +636,11 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
                 "herald_per_s": r.herald,
                 "herald_vs_bare_post": r.herald / r.bare,
                 "herald_vs_minimal_pipeline": r.herald / r.minimal,
+                "cpu_per_delivery": {
+                    "bare_post": r.bare_cpu.json(),
+                    "minimal_pipeline": r.minimal_cpu.json(),
+                    "herald": r.herald_cpu.json(),
+                },
             })).collect::<Vec<_>>(),
             "latency": {
                 "rate_per_s": rate,
@@ -563,7 +670,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
          herald / bare POST loop: {vs_bare:.2}    herald / minimal pipeline: {vs_minimal:.2}    (medians of the rounds' ratios)\n\
          latency at {rate:.0}/s (half of that), {n} events: p50 {p50:.1} ms, p90 {p90:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({latency_tally})\n\
          {fan_out}\n\
-         worker counters: delivered {delivered}, failed {failed}, dead {dead}",
+         worker counters: delivered {delivered}, failed {failed}, dead {dead}, laned {laned}, lanes {lanes}, nacked {nacked}",
         events = args.events,
         webhooks = accounts.len(),
         bare_label = format!("bare POST loop ({} in flight):", args.concurrency),
@@ -590,6 +697,9 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         delivered = counters.delivered,
         failed = counters.failed,
         dead = counters.dead,
+        laned = counters.laned,
+        lanes = counters.lanes_opened,
+        nacked = counters.nacked,
     ))
 }
 
@@ -744,4 +854,25 @@ async fn wait_for_index(worker: &herald_worker::Worker, webhooks: usize) -> anyh
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![]), 0.0);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn cpu_time_is_read_after_the_last_parenthesis_of_the_command_name() {
+        // pid, (comm), state, ppid … utime (14) = 250 ticks, stime (15) = 50 ticks.
+        let stat = "4242 (tokio (rt) worker) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 50 0 0 20 0 8 0 100 0 0";
+        assert_eq!(CpuMeter::parse(stat), Some(3.0));
+        assert_eq!(CpuMeter::parse("4242 (cut short) S 1"), None);
+        assert_eq!(CpuMeter::parse("no command name"), None);
+    }
 }

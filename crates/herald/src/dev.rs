@@ -35,7 +35,14 @@ pub struct DevArgs {
 /// A nats-server this process started; killed when dropped.
 #[derive(Debug)]
 pub struct LocalNats {
-    _child: Child,
+    child: Child,
+}
+
+impl LocalNats {
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
 }
 
 /// Answers whether something accepts NATS connections at `url`.
@@ -99,7 +106,7 @@ pub async fn ensure_nats(url: &str, data_dir: &Path) -> anyhow::Result<Option<Lo
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(Some(LocalNats { _child: child }))
+    Ok(Some(LocalNats { child }))
 }
 
 /// The keys that seal secrets in dev: `HERALD_ENCRYPTION_KEY` when set, else a key made on first
