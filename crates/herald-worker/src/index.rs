@@ -5,7 +5,7 @@
 //! subscriptions, so its cost depends on the depth of the type and the number of matches, never
 //! on how many webhooks do not match.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
@@ -293,22 +293,51 @@ impl TypeNumbers {
     }
 }
 
+/// Tombstones kept at most, by default; beyond, the oldest are forgotten. The bucket watch
+/// delivers changes in revision order, so only a put seen after this many later deletes could
+/// need an older one, and a worker that runs for months beside webhooks that come and go keeps
+/// a bounded set (about 10 MB at most) rather than one entry per webhook ever deleted.
+const MAX_TOMBSTONES: usize = 100_000;
+
 /// Every webhook held, and the enabled ones by account and subscription.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SubscriptionIndex {
     webhooks: HashMap<WebhookId, Arc<Subscription>>,
     accounts: HashMap<AccountId, AccountSubscriptions>,
     /// The bucket revision of each webhook's latest put or delete seen: for a deleted webhook
     /// it is a tombstone, so that no older put (from a stale view) brings it back.
     revisions: HashMap<WebhookId, u64>,
+    /// The deletes that left tombstones, oldest first, so that the oldest can be forgotten. An
+    /// entry whose webhook was put again since is skipped when its turn comes.
+    tombstones: VecDeque<(WebhookId, u64)>,
+    tombstone_limit: usize,
     types: TypeNumbers,
     /// What an event of an account without enabled webhooks matches.
     nothing: Matches,
 }
 
+impl Default for SubscriptionIndex {
+    fn default() -> Self {
+        Self::with_tombstone_limit(MAX_TOMBSTONES)
+    }
+}
+
 impl SubscriptionIndex {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty index that keeps at most `tombstone_limit` tombstones.
+    fn with_tombstone_limit(tombstone_limit: usize) -> Self {
+        SubscriptionIndex {
+            webhooks: HashMap::new(),
+            accounts: HashMap::new(),
+            revisions: HashMap::new(),
+            tombstones: VecDeque::new(),
+            tombstone_limit,
+            types: TypeNumbers::default(),
+            nothing: Matches::default(),
+        }
     }
 
     /// Stores `subscription` unless the index holds a newer version of it.
@@ -355,6 +384,15 @@ impl SubscriptionIndex {
             return false;
         }
         self.revisions.insert(id.clone(), revision);
+        self.tombstones.push_back((id.clone(), revision));
+        while self.tombstones.len() > self.tombstone_limit {
+            let Some((oldest, at)) = self.tombstones.pop_front() else {
+                break;
+            };
+            if self.revisions.get(&oldest) == Some(&at) && !self.webhooks.contains_key(&oldest) {
+                self.revisions.remove(&oldest);
+            }
+        }
         self.remove(id)
     }
 
@@ -362,6 +400,16 @@ impl SubscriptionIndex {
     /// which re-establishes them (and whose revisions restart if its stream was recreated).
     pub fn forget_revisions(&mut self) {
         self.revisions.clear();
+        self.tombstones.clear();
+    }
+
+    /// How many deleted webhooks' revisions are kept.
+    #[cfg(test)]
+    fn tombstone_count(&self) -> usize {
+        self.revisions
+            .keys()
+            .filter(|id| !self.webhooks.contains_key(*id))
+            .count()
     }
 
     fn seen_later(&self, id: &WebhookId, revision: u64) -> bool {
@@ -608,6 +656,31 @@ mod tests {
         // After the bucket is read again from scratch, revisions start over.
         index.forget_revisions();
         assert_eq!(index.put_at(sub(&again), 1), Put::Replaced);
+    }
+
+    #[test]
+    fn the_oldest_tombstones_are_forgotten_beyond_the_limit() {
+        let mut index = SubscriptionIndex::with_tombstone_limit(3);
+        for n in 1..=6u64 {
+            assert_eq!(index.put_at(sub(&spec(n.into(), 1, &[])), n), Put::Inserted);
+        }
+        // Webhook 2 is deleted, put again and deleted again: its first tombstone is outdated.
+        assert!(index.remove_at(&webhook(2), 10));
+        let mut again = spec(2, 1, &[]);
+        again.version = 2;
+        assert_eq!(index.put_at(sub(&again), 11), Put::Inserted);
+        for (n, revision) in [(1, 12), (2, 13), (3, 14), (4, 15)] {
+            assert!(index.remove_at(&webhook(n), revision));
+        }
+        assert_eq!(index.tombstone_count(), 3);
+        // The newest three still keep older puts out; the oldest (webhook 1's) is forgotten.
+        for (n, revision) in [(2, 12), (3, 13), (4, 14)] {
+            assert_eq!(index.put_at(sub(&spec(n, 1, &[])), revision), Put::Stale);
+        }
+        assert_eq!(index.put_at(sub(&spec(1, 1, &[])), 11), Put::Inserted);
+        // Live webhooks keep their revisions whatever the tombstones do.
+        assert_eq!(index.put_at(sub(&spec(5, 1, &[])), 4), Put::Stale);
+        assert_eq!(index.len(), 3);
     }
 
     #[test]
