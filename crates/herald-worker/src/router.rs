@@ -19,7 +19,8 @@ use herald_bus::{DeadSource, Outgoing, Persistence, PublishError, dead_letter};
 use herald_core::{DeliveryId, Event, WebhookId};
 use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, DeliveryTask, Trigger};
 use herald_proto::{decode_event, encode_event};
-use tokio::sync::OwnedSemaphorePermit;
+use prost::Message as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tracing::Instrument as _;
 
 use crate::attempt::new_traceparent;
@@ -40,6 +41,37 @@ const ROUTE_PATIENCE: Duration = Duration::from_secs(20);
 /// Room a delivery task must leave under the server's largest message for what later hops
 /// add: a due time, headers, and the outcome's response body and request headers.
 pub const TASK_HEADROOM: usize = 16 * 1024;
+
+/// Encoded delivery tasks the router holds at once, across its handlers. A fan-out encodes a
+/// copy of the event into each task, so 256 handlers each fanning a large event out to many
+/// webhooks could otherwise hold gigabytes.
+pub const TASK_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a task adds to its event, at most: two ids, an attempt, a trigger, protobuf framing.
+const TASK_OVERHEAD: usize = 256;
+
+/// Room for encoded tasks, shared by the router's handlers (see [`TASK_BYTES`]).
+#[derive(Debug)]
+pub struct TaskBytes(Semaphore);
+
+impl Default for TaskBytes {
+    fn default() -> Self {
+        TaskBytes(Semaphore::new(TASK_BYTES))
+    }
+}
+
+impl TaskBytes {
+    /// Waits for room for `tasks` tasks of at most `each` bytes, held until the permit is
+    /// dropped. A fan-out larger than all the room takes all of it, so it runs alone.
+    pub async fn take(&self, tasks: usize, each: usize) -> Option<SemaphorePermit<'_>> {
+        let wanted = tasks.saturating_mul(each).clamp(1, TASK_BYTES);
+        // The room is never closed; `None` would only mean going ahead without it.
+        self.0
+            .acquire_many(u32::try_from(wanted).unwrap_or(u32::MAX))
+            .await
+            .ok()
+    }
+}
 
 /// Why routing one event failed. The event is handed back and routed again.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +97,8 @@ pub struct Router {
     /// Where this worker is in the events stream, to resume there if the consumer must be
     /// created again.
     pub positions: Positions,
+    /// Bounds the memory the handlers' encoded tasks take together.
+    pub task_bytes: TaskBytes,
 }
 
 /// The stream sequences of the events this worker is routing (or handed back), and the highest
@@ -232,6 +266,10 @@ impl Router {
         traceparent: &str,
     ) -> Result<(), RouteError> {
         let proto_event = encode_event(event);
+        let _room = self
+            .task_bytes
+            .take(tasks.len(), proto_event.encoded_len() + TASK_OVERHEAD)
+            .await;
         let mut outgoing = Vec::with_capacity(tasks.len());
         let mut laned = Vec::new();
         for (webhook, delivery_id) in tasks {
@@ -337,7 +375,26 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt as _;
+
     use super::*;
+
+    #[tokio::test]
+    async fn fan_outs_share_a_bounded_room_and_one_larger_than_it_runs_alone() {
+        let room = TaskBytes::default();
+        let small = room.take(1_000, 1_000).await;
+        assert!(small.is_some());
+        // Room is left for another small fan-out, not for one that wants it all.
+        assert!(room.take(1_000, 1_000).now_or_never().is_some());
+        let mut huge = Box::pin(room.take(1_000, 1024 * 1024));
+        assert!((&mut huge).now_or_never().is_none());
+        drop(small);
+        let huge = huge.now_or_never().flatten();
+        assert!(huge.is_some());
+        assert!(room.take(1, 1).now_or_never().is_none());
+        drop(huge);
+        assert!(room.take(1, 1).now_or_never().is_some());
+    }
 
     #[test]
     fn the_resume_point_is_the_first_event_not_finished() {

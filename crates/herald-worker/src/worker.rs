@@ -168,6 +168,7 @@ impl Worker {
             counters: counters.clone(),
             stopping: stopping.clone(),
             positions: Default::default(),
+            task_bytes: Default::default(),
         });
 
         // Each loop's task returns its name, so that one ending early can be named.
