@@ -150,9 +150,17 @@ async fn one_trace_runs_from_publish_through_router_and_sender_to_the_request() 
         Some((spans, created, read))
     })
     .await;
-    let (spans, created, read) = registry_spans.expect(
-        "the account's creation and the delivery's reads are spans named by their route template",
-    );
+    let Ok((spans, created, read)) = registry_spans else {
+        // Which of the two is missing, and what did end, for whoever reads a failed run.
+        let spans = exporter.get_finished_spans().unwrap();
+        let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+        names.sort_unstable();
+        names.dedup();
+        panic!(
+            "the account's creation and the delivery's reads are spans named by their route \
+             template; after the registry stopped, the finished spans are {names:?}"
+        );
+    };
     let created = &spans[created];
     assert_eq!(created.name, "POST /v1/accounts");
     assert_eq!(
