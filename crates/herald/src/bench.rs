@@ -442,14 +442,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<String> {
 /// stopped (and the folder removed) when dropped.
 struct BenchNats {
     url: String,
-    _server: Option<crate::dev::LocalNats>,
+    server: Option<crate::dev::LocalNats>,
     _data: tempfile::TempDir,
 }
 
 impl BenchNats {
     /// The server's process id when this run started it (not when it reused a running one).
     fn pid(&self) -> Option<u32> {
-        self._server.as_ref().and_then(crate::dev::LocalNats::pid)
+        self.server.as_ref().and_then(crate::dev::LocalNats::pid)
     }
 
     async fn start() -> anyhow::Result<BenchNats> {
@@ -459,7 +459,7 @@ impl BenchNats {
         let server = crate::dev::ensure_nats(&url, data.path()).await?;
         Ok(BenchNats {
             url,
-            _server: server,
+            server,
             _data: data,
         })
     }
