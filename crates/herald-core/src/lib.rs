@@ -13,7 +13,7 @@ pub mod signing;
 pub mod url;
 
 pub use event::{Event, EventData, EventError, EventFilter, EventPattern, EventType};
-pub use id::{AccountId, ApiKeyId, AttemptId, DeliveryId, EventId, IdError, WebhookId};
+pub use id::{AccountId, ApiKeyId, AttemptId, DeliveryId, EventId, IdError, Ulid, WebhookId};
 pub use net::{AddressPolicy, Forbidden, Reason};
 pub use retry::{Disposition, RetryError, RetrySchedule, classify, jittered, parse_retry_after};
 pub use seal::{Keyring, KeyringError, SealError};

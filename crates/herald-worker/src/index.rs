@@ -11,8 +11,8 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 use herald_core::{
-    AccountId, EventFilter, EventPattern, EventType, Keyring, SealError, SigningSecret, WebhookId,
-    WebhookUrl,
+    AccountId, EventFilter, EventPattern, EventType, Keyring, SealError, SigningSecret, Ulid,
+    WebhookId, WebhookUrl,
 };
 use herald_proto::webhooks::v1::WebhookSpec;
 use secrecy::ExposeSecret as _;
@@ -162,41 +162,25 @@ struct AccountSubscriptions {
     exact: HashMap<String, Vec<Arc<Subscription>>>,
     /// Keyed by the part before `.*`.
     prefix: HashMap<String, Vec<Arc<Subscription>>>,
-    /// For each type a webhook of the account names exactly, in number order: what an event of
-    /// that type matches, worked out at its first match since the account last changed. Most
-    /// events are of a type some webhook names, so most matches read this short list and take
-    /// one reference, touching neither the lists above nor the webhooks themselves: with many
-    /// accounts, cache misses are what a match costs.
-    resolved: Vec<(TypeNo, OnceLock<Matches>)>,
 }
 
 impl AccountSubscriptions {
-    fn insert(&mut self, subscription: &Arc<Subscription>, types: &mut TypeNumbers) {
+    fn insert(&mut self, subscription: &Arc<Subscription>) {
         if subscription.filter.is_all() {
             self.all_events.push(subscription.clone());
         }
         for pattern in subscription.filter.patterns() {
             let list = match (pattern.exact(), pattern.prefix()) {
-                (Some(exact), _) => {
-                    let list = self.exact.entry(exact.as_str().to_owned()).or_default();
-                    if list.is_empty()
-                        && let Some(number) = types.number(exact.as_str())
-                        && let Err(at) = self.resolved.binary_search_by_key(&number, |(n, _)| *n)
-                    {
-                        self.resolved.insert(at, (number, OnceLock::new()));
-                    }
-                    list
-                }
+                (Some(exact), _) => self.exact.entry(exact.as_str().to_owned()).or_default(),
                 (None, Some(prefix)) => self.prefix.entry(prefix.to_owned()).or_default(),
                 // A pattern is exact or a wildcard.
                 (None, None) => continue,
             };
             list.push(subscription.clone());
         }
-        self.forget_resolved();
     }
 
-    fn remove(&mut self, subscription: &Subscription, types: &TypeNumbers) {
+    fn remove(&mut self, subscription: &Subscription) {
         let id = &subscription.id;
         self.all_events.retain(|held| held.id != *id);
         for pattern in subscription.filter.patterns() {
@@ -209,41 +193,13 @@ impl AccountSubscriptions {
                 list.retain(|held| held.id != *id);
                 if list.is_empty() {
                     map.remove(key);
-                    if pattern.exact().is_some()
-                        && let Some(number) = types.get(key)
-                    {
-                        self.resolved.retain(|(n, _)| *n != number);
-                    }
                 }
             }
-        }
-        self.forget_resolved();
-    }
-
-    /// Drops every worked-out match; each is worked out again at its type's next event.
-    fn forget_resolved(&mut self) {
-        for (_, matches) in &mut self.resolved {
-            *matches = OnceLock::new();
         }
     }
 
     fn is_empty(&self) -> bool {
         self.all_events.is_empty() && self.exact.is_empty() && self.prefix.is_empty()
-    }
-
-    /// What an event of `event_type` matches; `number` is the type's, if some webhook of any
-    /// account names it.
-    fn matching(&self, event_type: &EventType, number: Option<TypeNo>) -> Matches {
-        let resolved = number.and_then(|number| {
-            self.resolved
-                .binary_search_by_key(&number, |(n, _)| *n)
-                .ok()
-                .map(|at| &self.resolved[at].1)
-        });
-        match resolved {
-            Some(matches) => matches.get_or_init(|| self.work_out(event_type)).clone(),
-            None => self.work_out(event_type),
-        }
     }
 
     /// Works out what an event of `event_type` matches from the webhooks' patterns.
@@ -312,6 +268,13 @@ pub struct SubscriptionIndex {
     tombstones: VecDeque<(WebhookId, u64)>,
     tombstone_limit: usize,
     types: TypeNumbers,
+    /// For each account and each type one of its webhooks names exactly: what an event of that
+    /// type matches, worked out at its first event since the account last changed. Most events
+    /// are of such a type, so most matches find this one small entry and take one reference,
+    /// touching neither the account's lists nor the webhooks themselves. With many accounts,
+    /// cache misses are what a match costs: the key is the account's ULID, held in the entry,
+    /// not its text behind a pointer.
+    resolved: HashMap<(Ulid, TypeNo), OnceLock<Matches>>,
     /// What an event of an account without enabled webhooks matches.
     nothing: Matches,
 }
@@ -336,6 +299,7 @@ impl SubscriptionIndex {
             tombstones: VecDeque::new(),
             tombstone_limit,
             types: TypeNumbers::default(),
+            resolved: HashMap::new(),
             nothing: Matches::default(),
         }
     }
@@ -350,10 +314,13 @@ impl SubscriptionIndex {
         let replaced = self.remove(&subscription.id);
         let subscription = Arc::new(subscription);
         if subscription.enabled {
+            // A webhook only adds to its account's types, and every one gets a fresh place.
+            let account = &subscription.account;
             self.accounts
-                .entry(subscription.account.clone())
+                .entry(account.clone())
                 .or_default()
-                .insert(&subscription, &mut self.types);
+                .insert(&subscription);
+            self.note_resolvable(account);
         }
         self.webhooks.insert(subscription.id.clone(), subscription);
         if replaced {
@@ -421,13 +388,42 @@ impl SubscriptionIndex {
         let Some(held) = self.webhooks.remove(id) else {
             return false;
         };
+        self.forget_resolved(&held.account);
         if let Some(account) = self.accounts.get_mut(&held.account) {
-            account.remove(&held, &self.types);
+            account.remove(&held);
             if account.is_empty() {
                 self.accounts.remove(&held.account);
             }
         }
+        self.note_resolvable(&held.account);
         true
+    }
+
+    /// Drops the account's worked-out matches, before one of its webhooks goes.
+    fn forget_resolved(&mut self, account: &AccountId) {
+        let Some(subscriptions) = self.accounts.get(account) else {
+            return;
+        };
+        let key = account.ulid();
+        for event_type in subscriptions.exact.keys() {
+            if let Some(number) = self.types.get(event_type) {
+                self.resolved.remove(&(key, number));
+            }
+        }
+    }
+
+    /// Makes a fresh place for the worked-out match of each type the account's webhooks name
+    /// exactly, after they changed; each is worked out at its type's next event.
+    fn note_resolvable(&mut self, account: &AccountId) {
+        let Some(subscriptions) = self.accounts.get(account) else {
+            return;
+        };
+        let key = account.ulid();
+        for event_type in subscriptions.exact.keys() {
+            if let Some(number) = self.types.number(event_type) {
+                self.resolved.insert((key, number), OnceLock::new());
+            }
+        }
     }
 
     pub fn get(&self, id: &WebhookId) -> Option<Arc<Subscription>> {
@@ -436,10 +432,22 @@ impl SubscriptionIndex {
 
     /// The enabled webhooks of `account` that subscribe to `event_type`, each once, by id.
     pub fn matching(&self, account: &AccountId, event_type: &EventType) -> Matches {
+        let resolved = self
+            .types
+            .get(event_type.as_str())
+            .and_then(|number| self.resolved.get(&(account.ulid(), number)));
+        match resolved {
+            Some(matches) => matches
+                .get_or_init(|| self.work_out(account, event_type))
+                .clone(),
+            None => self.work_out(account, event_type),
+        }
+    }
+
+    /// Works out what an event matches from the account's webhooks' patterns.
+    fn work_out(&self, account: &AccountId, event_type: &EventType) -> Matches {
         match self.accounts.get(account) {
-            Some(subscriptions) => {
-                subscriptions.matching(event_type, self.types.get(event_type.as_str()))
-            }
+            Some(subscriptions) => subscriptions.work_out(event_type),
             None => self.nothing.clone(),
         }
     }
@@ -694,11 +702,14 @@ mod tests {
         assert!(matched(&index, 1, "booking.created").is_empty());
         assert_eq!(matched(&index, 2, "payment.succeeded"), [1]);
         assert!(!index.accounts.contains_key(&account(1)));
+        // One place for a worked-out match: the moved webhook's one type in its new account.
+        assert_eq!(index.resolved.len(), 1);
 
         assert!(index.remove(&webhook(1)));
         assert!(!index.remove(&webhook(1)));
         assert!(index.is_empty());
         assert!(index.accounts.is_empty());
+        assert!(index.resolved.is_empty());
     }
 
     #[test]
