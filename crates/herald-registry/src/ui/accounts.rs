@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::errors::UiResult;
 use super::forms::UiQuery;
 use super::session::{Flash, Posted, Viewer};
+use super::submission::{self, Submission};
 use super::view::{Layout, account_path, when};
 use super::{UiError, page, render, see_other};
 use crate::service::ServiceError;
@@ -56,6 +57,8 @@ struct AccountsPage {
     csrf: String,
     new_name: String,
     name_error: Option<String>,
+    /// The name of this showing of the create form (see [`submission`](super::submission)).
+    submission: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +99,7 @@ async fn cards_page(
         csrf: viewer.csrf().to_owned(),
         new_name,
         name_error,
+        submission: submission::fresh(),
     })
 }
 
@@ -122,28 +126,40 @@ async fn list(
 struct NewAccount {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    submission: String,
 }
 
 async fn create(
     State(state): State<AppState>,
     Posted { viewer, form }: Posted<NewAccount>,
 ) -> UiResult<Response> {
-    match state.create_account(viewer.principal(), &form.name).await {
-        Ok(account) => {
-            viewer
-                .flash(&Flash::notice(format!(
-                    "Account “{}” created.",
-                    account.name
-                )))
-                .await;
-            Ok(see_other("/ui/accounts"))
-        }
-        Err(ServiceError::Invalid(errors)) => {
+    // Sent twice, the form creates one account; the second answer is the first's.
+    let claim =
+        match Submission::begin(&state, &viewer, "account", &form.submission, &form.name).await? {
+            Submission::Repeated => return Ok(see_other("/ui/accounts")),
+            Submission::Fresh(claim) => claim,
+        };
+    let account = match state.create_account(viewer.principal(), &form.name).await {
+        Ok(account) => account,
+        Err(error) => {
+            claim.abandon(&state).await;
+            let ServiceError::Invalid(errors) = error else {
+                return Err(error.into());
+            };
             let message = errors.into_iter().next().map(|e| e.message);
             let layout = Layout::new("Accounts", &viewer);
             let cards = cards_page(&state, &viewer, None, layout, form.name, message).await?;
-            Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &cards))
+            return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &cards));
         }
-        Err(error) => Err(error.into()),
-    }
+    };
+    viewer
+        .flash(&Flash::notice(format!(
+            "Account “{}” created.",
+            account.name
+        )))
+        .await;
+    // After the flash: a repeat that waited for this answers with the list.
+    claim.finish(&state, account.id.as_str()).await;
+    Ok(see_other("/ui/accounts"))
 }

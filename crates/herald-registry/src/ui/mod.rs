@@ -12,6 +12,7 @@ mod deliveries;
 mod errors;
 mod forms;
 mod session;
+mod submission;
 mod view;
 mod webhooks;
 

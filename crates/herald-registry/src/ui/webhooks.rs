@@ -19,6 +19,7 @@ use super::deliveries::{LogQuery, LogView, log_view};
 use super::errors::UiResult;
 use super::forms::{Choice, FieldErrors, UiQuery};
 use super::session::{Flash, Posted, SecretsShown, Viewer};
+use super::submission::{self, Submission};
 use super::view::{AccountView, ConfirmPage, Layout, Tab, account_path, events_label, when};
 use super::{UiError, page, render, see_other};
 use crate::service::{DEFAULT_GRACE, ServiceError, WebhookChange, WebhookHealth, WebhookInput};
@@ -293,6 +294,9 @@ struct WebhookForm {
     /// The version an update is based on.
     #[serde(default)]
     version: String,
+    /// The name of this showing of the create form (see [`submission`](super::submission)).
+    #[serde(default)]
+    submission: String,
 }
 
 /// The event choice that means every event.
@@ -312,6 +316,8 @@ impl WebhookForm {
             },
             url: webhook.url.to_string(),
             version: webhook.version.to_string(),
+            // An edit is not a create: sent twice, it changes nothing the second time.
+            submission: String::new(),
         }
     }
 
@@ -554,6 +560,7 @@ async fn new_form(
     let form = WebhookForm {
         enabled: Some("on".into()),
         account: account.to_string(),
+        submission: submission::fresh(),
         ..WebhookForm::default()
     };
     let layout = Layout::new("Create new webhook", &viewer);
@@ -582,6 +589,15 @@ async fn create(
         errors.add("account", "Choose the account this webhook belongs to.");
     }
     if let (Some((url, events)), Ok(target)) = (form.parse(&mut errors), &target) {
+        // Sent twice, the form creates once; the second answer is the first's: the list,
+        // where the flash the first left shows the new webhook's secret.
+        let content = format!("{target}\n{form:?}");
+        let claim = match Submission::begin(&state, &viewer, "webhook", &form.submission, &content)
+            .await?
+        {
+            Submission::Repeated => return Ok(see_other(&account_path(target, "/webhooks"))),
+            Submission::Fresh(claim) => claim,
+        };
         let input = WebhookInput {
             name: form.name.clone(),
             description: None,
@@ -601,16 +617,31 @@ async fn create(
                         why: SecretsShown::Created,
                     })
                     .await;
+                // After the flash: a repeat that waited for this answers with the list.
+                claim.finish(&state, webhook.id.as_str()).await;
                 return Ok(see_other(&account_path(target, "/webhooks")));
             }
-            Err(ServiceError::Invalid(invalid)) => errors.extend(invalid, form_field),
-            Err(ServiceError::NotFound("account")) => {
-                errors.add("account", "Choose one of the accounts listed.");
+            Err(error) => {
+                claim.abandon(&state).await;
+                match error {
+                    ServiceError::Invalid(invalid) => errors.extend(invalid, form_field),
+                    ServiceError::NotFound("account") => {
+                        errors.add("account", "Choose one of the accounts listed.");
+                    }
+                    error => return Err(error.into()),
+                }
             }
-            Err(error) => return Err(error.into()),
         }
     }
     let layout = Layout::new("Create new webhook", &viewer);
+    let form = if form.submission.is_empty() {
+        WebhookForm {
+            submission: submission::fresh(),
+            ..form
+        }
+    } else {
+        form
+    };
     form_page(
         &state,
         &viewer,

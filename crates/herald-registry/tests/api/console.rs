@@ -25,8 +25,14 @@ fn no_redirects() -> reqwest::Client {
 
 /// The value of the first `name="csrf"` field of a page.
 fn csrf_of(html: &str) -> String {
-    let start = html.find(r#"name="csrf" value=""#).expect("a CSRF field") + 19;
-    html[start..].split('"').next().unwrap().to_owned()
+    field_of(html, "csrf").expect("a CSRF field")
+}
+
+/// The value of the first hidden field `name` of a page.
+fn field_of(html: &str, name: &str) -> Option<String> {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html.find(&marker)? + marker.len();
+    html[start..].split('"').next().map(str::to_owned)
 }
 
 /// `name=value` of the cookie `name` set by `response`, and the whole header.
@@ -98,6 +104,28 @@ impl<'a> Console<'a> {
         let mut all = vec![("csrf", self.csrf.as_str())];
         all.extend_from_slice(pairs);
         self.post_raw(path, &all).await
+    }
+
+    /// Sends the create-webhook form of `account`, named `submission`, with these fields.
+    async fn create_webhook(
+        &self,
+        account: &str,
+        name: &str,
+        url: &str,
+        submission: &str,
+    ) -> reqwest::Response {
+        self.post(
+            &format!("/ui/accounts/{account}/webhooks"),
+            &[
+                ("name", name),
+                ("enabled", "on"),
+                ("account", account),
+                ("events", "booking.created"),
+                ("url", url),
+                ("submission", submission),
+            ],
+        )
+        .await
     }
 
     async fn post_raw(&self, path: &str, pairs: &[(&str, &str)]) -> reqwest::Response {
@@ -614,4 +642,145 @@ async fn a_session_follows_a_bounded_number_of_live_logs() {
     .await
     .expect("a closed live log frees its place");
     assert_eq!(open.len(), cap - 1);
+}
+
+#[tokio::test]
+async fn a_create_form_sent_twice_creates_once() {
+    let registry = TestRegistry::start().await;
+    let account = registry.create_account("Cool Account").await;
+    let console = Console::sign_in(&registry, ADMIN_KEY).await;
+    let path = format!("/ui/accounts/{account}/webhooks");
+    let webhooks = || async {
+        let listed = expect(
+            registry
+                .admin(Method::GET, &format!("/v1/accounts/{account}/webhooks"))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        let mut names: Vec<String> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let shown = |page: String| field_of(&page, "submission").expect("a submission field");
+    let form_page = || async {
+        let page = console.get(&format!("{path}/new")).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        shown(page.text().await.unwrap())
+    };
+    // A double click: the same showing of the form, sent twice.
+    let first = form_page().await;
+    for _ in 0..2 {
+        let answer = console
+            .create_webhook(
+                &account,
+                "Wink Stalker",
+                "https://my.system.com/webhook/wink",
+                &first,
+            )
+            .await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&answer), path);
+    }
+    assert_eq!(webhooks().await, ["Wink Stalker"], "created once");
+    let list = console.get(&path).await.text().await.unwrap();
+    assert!(
+        list.contains("“Wink Stalker” is ready"),
+        "the list the repeat answers with shows the new webhook's secret"
+    );
+
+    // Another showing of the form creates another webhook, even with the same fields.
+    let second = form_page().await;
+    assert_ne!(second, first, "each showing has a name of its own");
+    let answer = console
+        .create_webhook(
+            &account,
+            "Wink Stalker",
+            "https://my.system.com/webhook/wink",
+            &second,
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(webhooks().await, ["Wink Stalker", "Wink Stalker"]);
+
+    // The first showing, changed before it was sent again (the back button): a new request.
+    let answer = console
+        .create_webhook(
+            &account,
+            "Wink Watcher",
+            "https://my.system.com/webhook/wink",
+            &first,
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        webhooks().await,
+        ["Wink Stalker", "Wink Stalker", "Wink Watcher"]
+    );
+
+    // A post refused for its fields made nothing: corrected, the same showing creates.
+    let third = form_page().await;
+    let refused = console
+        .create_webhook(&account, "Refused first", "http://10.1.2.3/hook", &third)
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        shown(refused.text().await.unwrap()),
+        third,
+        "the form comes back as the same showing"
+    );
+    let again = console
+        .create_webhook(&account, "Refused first", "http://10.1.2.3/hook", &third)
+        .await;
+    assert_eq!(
+        again.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "sent again unchanged, it is checked again"
+    );
+    let corrected = console
+        .create_webhook(
+            &account,
+            "Refused first",
+            "https://my.system.com/webhook/ok",
+            &third,
+        )
+        .await;
+    assert_eq!(corrected.status(), StatusCode::SEE_OTHER);
+    assert_eq!(webhooks().await.len(), 4);
+
+    // The accounts' form too.
+    let accounts_page = console.get("/ui/accounts").await.text().await.unwrap();
+    let account_form = shown(accounts_page);
+    for _ in 0..2 {
+        let answer = console
+            .post(
+                "/ui/accounts",
+                &[("name", "Twice Sent"), ("submission", &account_form)],
+            )
+            .await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    }
+    let accounts = expect(
+        registry
+            .admin(Method::GET, "/v1/accounts")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let named = accounts["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"] == "Twice Sent")
+        .count();
+    assert_eq!(named, 1, "one account from a form sent twice");
 }
