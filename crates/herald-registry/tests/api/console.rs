@@ -277,15 +277,9 @@ async fn a_form_post_without_its_csrf_token_changes_nothing() {
         console.post_raw(&path, &wrong).await.status(),
         StatusCode::FORBIDDEN
     );
-    let listed = expect(
-        registry
-            .admin(Method::GET, &format!("/v1/accounts/{account}/webhooks"))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let listed = registry
+        .admin_get(&format!("/v1/accounts/{account}/webhooks"))
+        .await;
     assert_eq!(listed["data"], json!([]), "nothing was created");
 
     let created = console.post(&path, &fields).await;
@@ -651,15 +645,9 @@ async fn a_create_form_sent_twice_creates_once() {
     let console = Console::sign_in(&registry, ADMIN_KEY).await;
     let path = format!("/ui/accounts/{account}/webhooks");
     let webhooks = || async {
-        let listed = expect(
-            registry
-                .admin(Method::GET, &format!("/v1/accounts/{account}/webhooks"))
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::OK,
-        )
-        .await;
+        let listed = registry
+            .admin_get(&format!("/v1/accounts/{account}/webhooks"))
+            .await;
         let mut names: Vec<String> = listed["data"]
             .as_array()
             .unwrap()
@@ -767,15 +755,7 @@ async fn a_create_form_sent_twice_creates_once() {
             .await;
         assert_eq!(answer.status(), StatusCode::SEE_OTHER);
     }
-    let accounts = expect(
-        registry
-            .admin(Method::GET, "/v1/accounts")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let accounts = registry.admin_get("/v1/accounts").await;
     let named = accounts["data"]
         .as_array()
         .unwrap()

@@ -89,6 +89,15 @@ impl TestRegistry {
         self.request(method, path, Some(ADMIN_KEY))
     }
 
+    /// The JSON of an admin's GET of `path`, which must answer 200.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        expect(
+            self.admin(Method::GET, path).send().await.unwrap(),
+            StatusCode::OK,
+        )
+        .await
+    }
+
     pub async fn create_account(&self, name: &str) -> String {
         let response = self
             .admin(Method::POST, "/v1/accounts")
