@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::breaker::BreakerConfig;
+use crate::router::TASK_BYTES;
 
 /// Requests in flight across all webhooks, by default.
 pub const DEFAULT_CONCURRENCY: usize = 256;
@@ -31,6 +32,10 @@ pub const DEFAULT_ROUTER_CONCURRENCY: usize = 256;
 /// workers, by default: far above what the workers' permits hold, so it never limits a healthy
 /// deployment.
 pub const DEFAULT_SENDER_MAX_ACK_PENDING: usize = 10_000;
+/// Bounds of `router_task_bytes`: at least a small task's worth, at most what one semaphore
+/// request can ask for.
+const MIN_TASK_BYTES: usize = 1024;
+const MAX_TASK_BYTES: usize = u32::MAX as usize;
 
 /// Pending events allowed for the router's consumer across all replicas: far above what the
 /// replicas' permits can hold, so it never limits a healthy deployment.
@@ -50,7 +55,7 @@ const SENDER_ACK_MARGIN: Duration = Duration::from_secs(1);
 /// The environment keys the worker reads, without the `HERALD_` prefix. Other `HERALD_*`
 /// variables belong to the registry (the two can share an environment in `herald dev`) and are
 /// ignored here.
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 21] = [
     "nats_url",
     "encryption_key",
     "create_streams",
@@ -66,6 +71,7 @@ const KEYS: [&str; 20] = [
     "shutdown_deadline",
     "fetch_batch",
     "router_concurrency",
+    "router_task_bytes",
     "delay_ack_wait",
     "router_ack_wait",
     "sender_ack_wait",
@@ -128,6 +134,7 @@ struct RawConfig {
     shutdown_deadline: String,
     fetch_batch: usize,
     router_concurrency: usize,
+    router_task_bytes: usize,
     delay_ack_wait: String,
     router_ack_wait: String,
     sender_ack_wait: String,
@@ -153,6 +160,7 @@ impl Default for RawConfig {
             shutdown_deadline: "10s".to_owned(),
             fetch_batch: DEFAULT_FETCH_BATCH,
             router_concurrency: DEFAULT_ROUTER_CONCURRENCY,
+            router_task_bytes: TASK_BYTES,
             delay_ack_wait: "30s".to_owned(),
             router_ack_wait: "30s".to_owned(),
             sender_ack_wait: "60s".to_owned(),
@@ -189,6 +197,9 @@ pub struct WorkerConfig {
     pub fetch_batch: usize,
     /// Events routed at once; each waits for its tasks' publish acknowledgements.
     pub router_concurrency: usize,
+    /// Bytes of encoded delivery tasks the router holds at once, across its handlers: a
+    /// fan-out larger than this is stored in parts (see [`TASK_BYTES`]).
+    pub router_task_bytes: usize,
     /// Ack wait of the delay-line consumers, which send progress while holding a message.
     pub delay_ack_wait: Duration,
     /// Ack wait of the router's consumer: how soon an event whose router died is routed again.
@@ -235,6 +246,7 @@ impl WorkerConfig {
             shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
             fetch_batch: DEFAULT_FETCH_BATCH,
             router_concurrency: DEFAULT_ROUTER_CONCURRENCY,
+            router_task_bytes: TASK_BYTES,
             delay_ack_wait: Duration::from_secs(30),
             router_ack_wait: Duration::from_secs(30),
             sender_ack_wait: Duration::from_secs(60),
@@ -265,6 +277,12 @@ impl WorkerConfig {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
+        }
+        if !(MIN_TASK_BYTES..=MAX_TASK_BYTES).contains(&self.router_task_bytes) {
+            return Err(ConfigError::invalid(
+                "router_task_bytes",
+                format!("must be between {MIN_TASK_BYTES} and {MAX_TASK_BYTES}"),
+            ));
         }
         if self.request_timeout.is_zero() || self.request_timeout > MAX_REQUEST_TIMEOUT {
             return Err(ConfigError::invalid(
@@ -397,6 +415,7 @@ impl WorkerConfig {
             shutdown_deadline: parse_duration("shutdown_deadline", &raw.shutdown_deadline)?,
             fetch_batch: raw.fetch_batch,
             router_concurrency: raw.router_concurrency,
+            router_task_bytes: raw.router_task_bytes,
             delay_ack_wait: parse_duration("delay_ack_wait", &raw.delay_ack_wait)?,
             router_ack_wait: parse_duration("router_ack_wait", &raw.router_ack_wait)?,
             sender_ack_wait: parse_duration("sender_ack_wait", &raw.sender_ack_wait)?,
@@ -449,6 +468,7 @@ mod tests {
         let config = load(&[]).unwrap();
         assert_eq!(config.concurrency, 256);
         assert_eq!(config.router_concurrency, 256);
+        assert_eq!(config.router_task_bytes, 64 * 1024 * 1024);
         assert_eq!(config.per_webhook_in_flight, 16);
         assert_eq!(config.request_timeout, Duration::from_secs(15));
         assert_eq!(config.retry_schedule, RetrySchedule::default());

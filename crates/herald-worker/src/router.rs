@@ -18,6 +18,7 @@ use herald_bus::names::{
 use herald_bus::{DeadSource, Outgoing, Persistence, PublishError, dead_letter};
 use herald_core::{DeliveryId, Event, WebhookId};
 use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, DeliveryTask, Trigger};
+use herald_proto::events::v1::Event as ProtoEvent;
 use herald_proto::{decode_event, encode_event};
 use prost::Message as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
@@ -42,9 +43,10 @@ const ROUTE_PATIENCE: Duration = Duration::from_secs(20);
 /// add: a due time, headers, and the outcome's response body and request headers.
 pub const TASK_HEADROOM: usize = 16 * 1024;
 
-/// Encoded delivery tasks the router holds at once, across its handlers. A fan-out encodes a
-/// copy of the event into each task, so 256 handlers each fanning a large event out to many
-/// webhooks could otherwise hold gigabytes.
+/// Encoded delivery tasks the router holds at once, across its handlers, by default
+/// (`HERALD_ROUTER_TASK_BYTES`). A fan-out encodes a copy of the event into each task, so 256
+/// handlers each fanning a large event out to many webhooks could otherwise hold gigabytes,
+/// and one event to a hundred thousand webhooks alone could.
 pub const TASK_BYTES: usize = 64 * 1024 * 1024;
 
 /// What a task adds to its event, at most: two ids, an attempt, a trigger, protobuf framing.
@@ -52,21 +54,39 @@ const TASK_OVERHEAD: usize = 256;
 
 /// Room for encoded tasks, shared by the router's handlers (see [`TASK_BYTES`]).
 #[derive(Debug)]
-pub struct TaskBytes(Semaphore);
+pub struct TaskBytes {
+    room: Semaphore,
+    size: usize,
+}
 
 impl Default for TaskBytes {
     fn default() -> Self {
-        TaskBytes(Semaphore::new(TASK_BYTES))
+        TaskBytes::new(TASK_BYTES)
     }
 }
 
 impl TaskBytes {
+    /// Room for `size` bytes of encoded tasks.
+    pub fn new(size: usize) -> Self {
+        TaskBytes {
+            room: Semaphore::new(size),
+            size,
+        }
+    }
+
+    /// How many tasks of at most `each` bytes a fan-out stores at once: as many as fit in the
+    /// room, and at least one. A larger fan-out is stored in parts, one after the other.
+    pub fn part(&self, each: usize) -> usize {
+        (self.size / each.max(1)).max(1)
+    }
+
     /// Waits for room for `tasks` tasks of at most `each` bytes, held until the permit is
-    /// dropped. A fan-out larger than all the room takes all of it, so it runs alone.
+    /// dropped. A part larger than all the room (one task larger than it) takes all of it, so
+    /// it runs alone.
     pub async fn take(&self, tasks: usize, each: usize) -> Option<SemaphorePermit<'_>> {
-        let wanted = tasks.saturating_mul(each).clamp(1, TASK_BYTES);
+        let wanted = tasks.saturating_mul(each).clamp(1, self.size);
         // The room is never closed; `None` would only mean going ahead without it.
-        self.0
+        self.room
             .acquire_many(u32::try_from(wanted).unwrap_or(u32::MAX))
             .await
             .ok()
@@ -255,9 +275,11 @@ impl Router {
         Ok(())
     }
 
-    /// Publishes every task, pipelined, then waits for all acknowledgements. A task goes to the
-    /// deliveries stream, or to its webhook's lane while that is open here. An event too large
-    /// to make tasks of ends here, visibly: see [`refuse`](Self::refuse).
+    /// Publishes every task, pipelined, then waits for all acknowledgements, in parts as large
+    /// as the router's room for encoded tasks allows, one after the other: one event fanned out
+    /// to very many webhooks holds no more memory than that. A task goes to the deliveries
+    /// stream, or to its webhook's lane while that is open here. An event too large to make
+    /// tasks of ends here, visibly: see [`refuse`](Self::refuse).
     async fn fan_out(
         &self,
         message: &jetstream::Message,
@@ -266,52 +288,50 @@ impl Router {
         traceparent: &str,
     ) -> Result<(), RouteError> {
         let proto_event = encode_event(event);
-        let _room = self
-            .task_bytes
-            .take(tasks.len(), proto_event.encoded_len() + TASK_OVERHEAD)
-            .await;
-        let mut outgoing = Vec::with_capacity(tasks.len());
-        let mut laned = Vec::new();
-        for (webhook, delivery_id) in tasks {
-            let id = delivery_msg_id(delivery_id.as_str(), 1);
-            // Under the id the sender would move it with, so the two ways in are one step.
-            let (subject, id) = if self.lanes.is_open(webhook) {
-                laned.push(webhook.clone());
-                (lane_subject(webhook), msg_id::lane(&id))
-            } else {
-                (delivery_subject(webhook), id)
-            };
-            let payload = task::encode(&DeliveryTask {
-                delivery_id: delivery_id.to_string(),
-                webhook_id: webhook.to_string(),
-                event: Some(proto_event.clone()),
-                attempt: 1,
-                not_before: None,
-                trigger: Trigger::Event as i32,
-            });
-            outgoing.push(Outgoing::protobuf(subject, &id, payload).traceparent(Some(traceparent)));
-        }
         let limit = self
             .js
             .client()
             .server_info()
             .max_payload
             .saturating_sub(TASK_HEADROOM);
-        if let Some(size) = outgoing.iter().map(Outgoing::size).max()
-            && size > limit
-        {
-            return self.refuse(message, event, tasks, size, limit).await;
+        // Ids all have one length, so the first task, on either subject, is as large as any:
+        // an event is refused before any of its tasks is stored.
+        if let Some((webhook, delivery_id)) = tasks.first() {
+            let size = [false, true]
+                .map(|laned| task_message(webhook, delivery_id, &proto_event, traceparent, laned))
+                .iter()
+                .map(Outgoing::size)
+                .max()
+                .unwrap_or(0);
+            if size > limit {
+                return self.refuse(message, event, tasks, size, limit).await;
+            }
         }
-        let receipts =
-            herald_bus::publish_all(&self.js, &outgoing, Persistence::patient(ROUTE_PATIENCE))
-                .await?;
-        let duplicates = receipts.iter().filter(|receipt| receipt.duplicate).count() as u64;
-        self.counters.tasks_duplicate(duplicates);
-        self.counters
-            .tasks_published(receipts.len() as u64 - duplicates);
-        self.counters.laned(laned.len() as u64);
-        for webhook in &laned {
-            self.lanes.stored(webhook);
+        let each = proto_event.encoded_len() + TASK_OVERHEAD;
+        for part in tasks.chunks(self.task_bytes.part(each)) {
+            let _room = self.task_bytes.take(part.len(), each).await;
+            let mut laned = Vec::new();
+            let outgoing: Vec<Outgoing> = part
+                .iter()
+                .map(|(webhook, delivery_id)| {
+                    let lane = self.lanes.is_open(webhook);
+                    if lane {
+                        laned.push(webhook.clone());
+                    }
+                    task_message(webhook, delivery_id, &proto_event, traceparent, lane)
+                })
+                .collect();
+            let receipts =
+                herald_bus::publish_all(&self.js, &outgoing, Persistence::patient(ROUTE_PATIENCE))
+                    .await?;
+            let duplicates = receipts.iter().filter(|receipt| receipt.duplicate).count() as u64;
+            self.counters.tasks_duplicate(duplicates);
+            self.counters
+                .tasks_published(receipts.len() as u64 - duplicates);
+            self.counters.laned(laned.len() as u64);
+            for webhook in &laned {
+                self.lanes.stored(webhook);
+            }
         }
         Ok(())
     }
@@ -373,6 +393,32 @@ impl Router {
     }
 }
 
+/// The first attempt's task of `delivery_id` for `webhook`: on the webhook's lane when `laned`,
+/// under the id the sender would move it there with, so that the two ways in are one step.
+fn task_message(
+    webhook: &WebhookId,
+    delivery_id: &DeliveryId,
+    event: &ProtoEvent,
+    traceparent: &str,
+    laned: bool,
+) -> Outgoing {
+    let id = delivery_msg_id(delivery_id.as_str(), 1);
+    let (subject, id) = if laned {
+        (lane_subject(webhook), msg_id::lane(&id))
+    } else {
+        (delivery_subject(webhook), id)
+    };
+    let payload = task::encode(&DeliveryTask {
+        delivery_id: delivery_id.to_string(),
+        webhook_id: webhook.to_string(),
+        event: Some(event.clone()),
+        attempt: 1,
+        not_before: None,
+        trigger: Trigger::Event as i32,
+    });
+    Outgoing::protobuf(subject, &id, payload).traceparent(Some(traceparent))
+}
+
 #[cfg(test)]
 mod tests {
     use futures::FutureExt as _;
@@ -394,6 +440,17 @@ mod tests {
         assert!(room.take(1, 1).now_or_never().is_none());
         drop(huge);
         assert!(room.take(1, 1).now_or_never().is_some());
+    }
+
+    #[test]
+    fn a_fan_out_larger_than_the_room_is_stored_in_parts() {
+        let room = TaskBytes::new(10_000);
+        assert_eq!(room.part(1_000), 10);
+        assert_eq!(room.part(3_000), 3);
+        // A task larger than all the room goes alone.
+        assert_eq!(room.part(50_000), 1);
+        assert_eq!(room.part(0), 10_000);
+        assert_eq!(TaskBytes::default().part(1_256), 53_430);
     }
 
     #[test]

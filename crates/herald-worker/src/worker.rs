@@ -25,7 +25,7 @@ use crate::lanes::{LANE_IDLE, LaneOpener, Lanes};
 use crate::limits::WebhookLimits;
 use crate::metrics::{LiveState, Metrics, StateCollector};
 use crate::outcomes::Outcomes;
-use crate::router::Router;
+use crate::router::{Router, TaskBytes};
 use crate::sender::{SETTLE_PATIENCE, Sender};
 use crate::shutdown::{CrashGuard, Stopping, drain};
 use crate::watch;
@@ -168,7 +168,7 @@ impl Worker {
             counters: counters.clone(),
             stopping: stopping.clone(),
             positions: Default::default(),
-            task_bytes: Default::default(),
+            task_bytes: TaskBytes::new(config.router_task_bytes),
         });
 
         // Each loop's task returns its name, so that one ending early can be named.

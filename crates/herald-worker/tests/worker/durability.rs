@@ -100,6 +100,36 @@ async fn a_repeated_fan_out_stores_no_duplicate_tasks() {
     assert!(received(&h, &paths).values().all(|&n| n == 1));
 }
 
+#[tokio::test]
+async fn a_fan_out_larger_than_the_router_s_room_is_stored_in_parts() {
+    let h = Harness::start().await;
+    let mut config = h.config();
+    // Room for one or two of this event's tasks at a time, so its twenty go in many parts.
+    config.router_task_bytes = 2_048;
+    let worker = h.worker_with(config).await;
+    let specs: Vec<_> = (0..20)
+        .map(|n| h.spec(&format!("/parts/{n}"), &[]))
+        .collect();
+    h.put_indexed(&worker, &specs.iter().collect::<Vec<_>>())
+        .await;
+
+    h.publish(&h.event("booking.created")).await;
+
+    wait_counters(&worker, |c| c.delivered == 20).await;
+    let counters = worker.counters();
+    assert_eq!(
+        (
+            counters.events_routed,
+            counters.tasks_published,
+            counters.tasks_duplicate
+        ),
+        (1, 20, 0)
+    );
+    let paths: Vec<String> = (0..20).map(|n| format!("/parts/{n}")).collect();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    assert!(received(&h, &paths).values().all(|&n| n == 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_flight_loses_nothing() {
     let h = Harness::start().await;
