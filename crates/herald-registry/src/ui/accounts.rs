@@ -143,7 +143,7 @@ async fn create(
     let account = match state.create_account(viewer.principal(), &form.name).await {
         Ok(account) => account,
         Err(error) => {
-            claim.abandon(&state).await;
+            claim.abandon().await;
             let ServiceError::Invalid(errors) = error else {
                 return Err(error.into());
             };
@@ -160,6 +160,6 @@ async fn create(
         )))
         .await;
     // After the flash: a repeat that waited for this answers with the list.
-    claim.finish(&state, account.id.as_str()).await;
+    claim.finish(account.id.as_str()).await;
     Ok(see_other("/ui/accounts"))
 }

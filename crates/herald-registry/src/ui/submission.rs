@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::errors::{UiError, UiResult};
 use super::session::Viewer;
 use crate::state::AppState;
-use crate::store::Begin;
+use crate::store::{Begin, Store};
 
 /// How long a repeated post waits for the first to finish before saying it is still running.
 const BUSY_PATIENCE: Duration = Duration::from_secs(5);
@@ -36,9 +36,13 @@ pub enum Submission {
     Repeated,
 }
 
-/// The right to create for one showing of a form.
+/// The right to create for one showing of a form. Dropped without [`finish`](Self::finish)
+/// or [`abandon`](Self::abandon) (the post was cancelled halfway, as a browser cancels the first
+/// of two clicks by closing its connection), it lets go of the name, so that the repeat is
+/// handled rather than kept waiting for an answer that never comes.
 #[derive(Debug)]
 pub struct Claim {
+    store: Store,
     /// The scope and key it is remembered under; none for a post that cannot be recognised
     /// again (no name, or a form changed since its first post).
     key: Option<(String, String)>,
@@ -56,8 +60,14 @@ impl Submission {
         content: &str,
     ) -> UiResult<Submission> {
         let name = name.trim();
+        let unnamed = || {
+            Submission::Fresh(Claim {
+                store: state.store.clone(),
+                key: None,
+            })
+        };
         if name.is_empty() || name.len() > MAX_LEN {
-            return Ok(Submission::Fresh(Claim { key: None }));
+            return Ok(unnamed());
         }
         let scope = viewer.principal().scope_name();
         // Apart from the keys API callers choose: theirs never start with `console:`.
@@ -74,11 +84,12 @@ impl Submission {
             match begun {
                 Begin::Fresh => {
                     return Ok(Submission::Fresh(Claim {
+                        store: state.store.clone(),
                         key: Some((scope, key)),
                     }));
                 }
                 Begin::Replay(_) => return Ok(Submission::Repeated),
-                Begin::Mismatch => return Ok(Submission::Fresh(Claim { key: None })),
+                Begin::Mismatch => return Ok(unnamed()),
                 // The first post is still being handled: its answer is the one the browser
                 // dropped for this one, so this one waits to give the same.
                 Begin::InProgress if Instant::now() < deadline => {
@@ -98,11 +109,11 @@ impl Submission {
 
 impl Claim {
     /// Records that the post made `made` (its id; not a secret, since it is stored).
-    pub async fn finish(self, state: &AppState, made: &str) {
-        let Some((scope, key)) = self.key else {
+    pub async fn finish(mut self, made: &str) {
+        let Some((scope, key)) = self.key.take() else {
             return;
         };
-        if let Err(error) = state.store.finish_idempotent(&scope, &key, 200, made).await {
+        if let Err(error) = self.store.finish_idempotent(&scope, &key, 200, made).await {
             // The thing is made; a repeat of this form would make another, as without a name.
             tracing::warn!(
                 error = format!("{:#}", anyhow::Error::from(error)),
@@ -112,15 +123,69 @@ impl Claim {
     }
 
     /// Forgets the post: it made nothing, and the form may be corrected and sent again.
-    pub async fn abandon(self, state: &AppState) {
-        let Some((scope, key)) = self.key else {
+    pub async fn abandon(mut self) {
+        if let Some((scope, key)) = self.key.take() {
+            release(&self.store, &scope, &key).await;
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let Some((scope, key)) = self.key.take() else {
             return;
         };
-        if let Err(error) = state.store.abandon_idempotent(&scope, &key).await {
-            tracing::warn!(
-                error = format!("{:#}", anyhow::Error::from(error)),
-                "cannot release a console form's name"
-            );
+        // Dropped in a request handler, so on the runtime.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = self.store.clone();
+            runtime.spawn(async move { release(&store, &scope, &key).await });
         }
+    }
+}
+
+async fn release(store: &Store, scope: &str, key: &str) {
+    if let Err(error) = store.abandon_idempotent(scope, key).await {
+        tracing::warn!(
+            error = format!("{:#}", anyhow::Error::from(error)),
+            "cannot release a console form's name"
+        );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
+mod tests {
+    use herald_core::Keyring;
+
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(3600);
+
+    async fn begin(store: &Store) -> Begin {
+        store
+            .begin_idempotent("admin", "console:webhook:x", "same form", TTL)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_claim_dropped_halfway_lets_go_of_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, Keyring::default()).await.unwrap();
+        assert!(matches!(begin(&store).await, Begin::Fresh));
+        let claim = Claim {
+            store: store.clone(),
+            key: Some(("admin".to_owned(), "console:webhook:x".to_owned())),
+        };
+        // Held, a repeat of the form waits for it.
+        assert!(matches!(begin(&store).await, Begin::InProgress));
+        // A post cancelled halfway drops its claim unfinished.
+        drop(claim);
+        herald_testkit::wait_until(Duration::from_secs(10), || async {
+            matches!(begin(&store).await, Begin::Fresh)
+        })
+        .await
+        .expect("the name is let go of, so the repeat is handled");
     }
 }

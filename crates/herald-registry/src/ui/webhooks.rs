@@ -618,11 +618,11 @@ async fn create(
                     })
                     .await;
                 // After the flash: a repeat that waited for this answers with the list.
-                claim.finish(&state, webhook.id.as_str()).await;
+                claim.finish(webhook.id.as_str()).await;
                 return Ok(see_other(&account_path(target, "/webhooks")));
             }
             Err(error) => {
-                claim.abandon(&state).await;
+                claim.abandon().await;
                 match error {
                     ServiceError::Invalid(invalid) => errors.extend(invalid, form_field),
                     ServiceError::NotFound("account") => {
