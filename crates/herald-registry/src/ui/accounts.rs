@@ -140,26 +140,35 @@ async fn create(
             Submission::Repeated => return Ok(see_other("/ui/accounts")),
             Submission::Fresh(claim) => claim,
         };
-    let account = match state.create_account(viewer.principal(), &form.name).await {
-        Ok(account) => account,
-        Err(error) => {
-            claim.abandon().await;
-            let ServiceError::Invalid(errors) = error else {
-                return Err(error.into());
-            };
+    let made = submission::to_the_end({
+        let (state, viewer, name) = (state.clone(), viewer.clone(), form.name.clone());
+        async move {
+            let made = state.create_account(viewer.principal(), &name).await;
+            match &made {
+                Ok(account) => {
+                    viewer
+                        .flash(&Flash::notice(format!(
+                            "Account “{}” created.",
+                            account.name
+                        )))
+                        .await;
+                    // After the flash: a repeat that waited answers with the list.
+                    claim.finish(account.id.as_str()).await;
+                }
+                Err(_) => claim.abandon().await,
+            }
+            made
+        }
+    })
+    .await?;
+    match made {
+        Ok(_) => Ok(see_other("/ui/accounts")),
+        Err(ServiceError::Invalid(errors)) => {
             let message = errors.into_iter().next().map(|e| e.message);
             let layout = Layout::new("Accounts", &viewer);
             let cards = cards_page(&state, &viewer, None, layout, form.name, message).await?;
-            return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &cards));
+            Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &cards))
         }
-    };
-    viewer
-        .flash(&Flash::notice(format!(
-            "Account “{}” created.",
-            account.name
-        )))
-        .await;
-    // After the flash: a repeat that waited for this answers with the list.
-    claim.finish(account.id.as_str()).await;
-    Ok(see_other("/ui/accounts"))
+        Err(error) => Err(error.into()),
+    }
 }

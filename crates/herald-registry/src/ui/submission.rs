@@ -26,6 +26,17 @@ pub fn fresh() -> String {
     super::session::random_token()
 }
 
+/// Runs a create form's work to the end even if its post is cancelled halfway (a browser drops
+/// the first of two clicks): the repeat then finds what it made, recorded, rather than a
+/// webhook made and its name let go of.
+pub async fn to_the_end<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> UiResult<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| UiError::Internal(anyhow::Error::new(e).context("a create form's work")))
+}
+
 /// What a post of a create form found.
 #[derive(Debug)]
 pub enum Submission {
@@ -37,9 +48,10 @@ pub enum Submission {
 }
 
 /// The right to create for one showing of a form. Dropped without [`finish`](Self::finish)
-/// or [`abandon`](Self::abandon) (the post was cancelled halfway, as a browser cancels the first
-/// of two clicks by closing its connection), it lets go of the name, so that the repeat is
-/// handled rather than kept waiting for an answer that never comes.
+/// or [`abandon`](Self::abandon) (the post was cancelled before its work began, as a browser
+/// cancels the first of two clicks by closing its connection; see [`to_the_end`]), it lets go
+/// of the name, so that the repeat is handled rather than kept waiting for an answer that never
+/// comes.
 #[derive(Debug)]
 pub struct Claim {
     store: Store,

@@ -606,31 +606,36 @@ async fn create(
             url,
             secret: None,
         };
-        match state
-            .create_webhook(viewer.principal(), target, input)
-            .await
-        {
-            Ok((webhook, _)) => {
-                viewer
-                    .flash(&Flash::Secrets {
-                        webhook: webhook.id.to_string(),
-                        why: SecretsShown::Created,
-                    })
+        let made = submission::to_the_end({
+            let (state, viewer, target) = (state.clone(), viewer.clone(), target.clone());
+            async move {
+                let made = state
+                    .create_webhook(viewer.principal(), &target, input)
                     .await;
-                // After the flash: a repeat that waited for this answers with the list.
-                claim.finish(webhook.id.as_str()).await;
-                return Ok(see_other(&account_path(target, "/webhooks")));
-            }
-            Err(error) => {
-                claim.abandon().await;
-                match error {
-                    ServiceError::Invalid(invalid) => errors.extend(invalid, form_field),
-                    ServiceError::NotFound("account") => {
-                        errors.add("account", "Choose one of the accounts listed.");
+                match &made {
+                    Ok((webhook, _)) => {
+                        viewer
+                            .flash(&Flash::Secrets {
+                                webhook: webhook.id.to_string(),
+                                why: SecretsShown::Created,
+                            })
+                            .await;
+                        // After the flash: a repeat that waited answers with the list.
+                        claim.finish(webhook.id.as_str()).await;
                     }
-                    error => return Err(error.into()),
+                    Err(_) => claim.abandon().await,
                 }
+                made
             }
+        })
+        .await?;
+        match made {
+            Ok(_) => return Ok(see_other(&account_path(target, "/webhooks"))),
+            Err(ServiceError::Invalid(invalid)) => errors.extend(invalid, form_field),
+            Err(ServiceError::NotFound("account")) => {
+                errors.add("account", "Choose one of the accounts listed.");
+            }
+            Err(error) => return Err(error.into()),
         }
     }
     let layout = Layout::new("Create new webhook", &viewer);
