@@ -401,29 +401,31 @@ impl SubscriptionIndex {
 
     /// Drops the account's worked-out matches, before one of its webhooks goes.
     fn forget_resolved(&mut self, account: &AccountId) {
-        let Some(subscriptions) = self.accounts.get(account) else {
-            return;
-        };
-        let key = account.ulid();
-        for event_type in subscriptions.exact.keys() {
-            if let Some(number) = self.types.get(event_type) {
-                self.resolved.remove(&(key, number));
-            }
+        for key in self.resolved_keys(account) {
+            self.resolved.remove(&key);
         }
     }
 
     /// Makes a fresh place for the worked-out match of each type the account's webhooks name
     /// exactly, after they changed; each is worked out at its type's next event.
     fn note_resolvable(&mut self, account: &AccountId) {
-        let Some(subscriptions) = self.accounts.get(account) else {
-            return;
-        };
-        let key = account.ulid();
-        for event_type in subscriptions.exact.keys() {
-            if let Some(number) = self.types.number(event_type) {
-                self.resolved.insert((key, number), OnceLock::new());
-            }
+        for key in self.resolved_keys(account) {
+            self.resolved.insert(key, OnceLock::new());
         }
+    }
+
+    /// The places in `resolved` of the types the account's webhooks name exactly.
+    fn resolved_keys(&mut self, account: &AccountId) -> Vec<(Ulid, TypeNo)> {
+        let Some(subscriptions) = self.accounts.get(account) else {
+            return Vec::new();
+        };
+        let ulid = account.ulid();
+        subscriptions
+            .exact
+            .keys()
+            .filter_map(|event_type| self.types.number(event_type))
+            .map(|number| (ulid, number))
+            .collect()
     }
 
     pub fn get(&self, id: &WebhookId) -> Option<Arc<Subscription>> {

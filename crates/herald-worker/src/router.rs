@@ -51,6 +51,9 @@ pub const TASK_BYTES: usize = 64 * 1024 * 1024;
 
 /// What a task adds to its event, at most: two ids, an attempt, a trigger, protobuf framing.
 const TASK_OVERHEAD: usize = 256;
+/// What a task's message adds to its payload, at most: its subject and headers (message id,
+/// content type, `traceparent`).
+const MESSAGE_OVERHEAD: usize = 1024;
 
 /// Room for encoded tasks, shared by the router's handlers (see [`TASK_BYTES`]).
 #[derive(Debug)]
@@ -294,9 +297,12 @@ impl Router {
             .server_info()
             .max_payload
             .saturating_sub(TASK_HEADROOM);
-        // Ids all have one length, so the first task, on either subject, is as large as any:
-        // an event is refused before any of its tasks is stored.
-        if let Some((webhook, delivery_id)) = tasks.first() {
+        let each = proto_event.encoded_len() + TASK_OVERHEAD;
+        // Only an event near the limit has its tasks measured, before any is stored. Ids all
+        // have one length, so the first task, on either subject, is as large as any.
+        if each + MESSAGE_OVERHEAD > limit
+            && let Some((webhook, delivery_id)) = tasks.first()
+        {
             let size = [false, true]
                 .map(|laned| task_message(webhook, delivery_id, &proto_event, traceparent, laned))
                 .iter()
@@ -307,7 +313,6 @@ impl Router {
                 return self.refuse(message, event, tasks, size, limit).await;
             }
         }
-        let each = proto_event.encoded_len() + TASK_OVERHEAD;
         for part in tasks.chunks(self.task_bytes.part(each)) {
             let _room = self.task_bytes.take(part.len(), each).await;
             let mut laned = Vec::new();

@@ -140,27 +140,16 @@ async fn create(
             Submission::Repeated => return Ok(see_other("/ui/accounts")),
             Submission::Fresh(claim) => claim,
         };
-    let made = submission::to_the_end({
+    let create = {
         let (state, viewer, name) = (state.clone(), viewer.clone(), form.name.clone());
-        async move {
-            let made = state.create_account(viewer.principal(), &name).await;
-            match &made {
-                Ok(account) => {
-                    viewer
-                        .flash(&Flash::notice(format!(
-                            "Account “{}” created.",
-                            account.name
-                        )))
-                        .await;
-                    // After the flash: a repeat that waited answers with the list.
-                    claim.finish(account.id.as_str()).await;
-                }
-                Err(_) => claim.abandon().await,
-            }
-            made
-        }
-    })
-    .await?;
+        async move { state.create_account(viewer.principal(), &name).await }
+    };
+    let made = claim
+        .run(viewer.clone(), create, |account| {
+            let flash = Flash::notice(format!("Account “{}” created.", account.name));
+            (account.id.to_string(), flash)
+        })
+        .await?;
     match made {
         Ok(_) => Ok(see_other("/ui/accounts")),
         Err(ServiceError::Invalid(errors)) => {

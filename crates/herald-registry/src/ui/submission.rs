@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use super::errors::{UiError, UiResult};
-use super::session::Viewer;
+use super::session::{Flash, Viewer};
 use crate::state::AppState;
 use crate::store::{Begin, Store};
 
@@ -26,22 +26,10 @@ pub fn fresh() -> String {
     super::session::random_token()
 }
 
-/// Runs a create form's work to the end even if its post is cancelled halfway (a browser drops
-/// the first of two clicks): the repeat then finds what it made, recorded, rather than a
-/// webhook made and its name let go of.
-pub async fn to_the_end<T: Send + 'static>(
-    work: impl Future<Output = T> + Send + 'static,
-) -> UiResult<T> {
-    tokio::spawn(work)
-        .await
-        .map_err(|e| UiError::Internal(anyhow::Error::new(e).context("a create form's work")))
-}
-
 /// What a post of a create form found.
 #[derive(Debug)]
 pub enum Submission {
-    /// Not posted before: create, then [`Claim::finish`] with what was made, or
-    /// [`Claim::abandon`] when nothing was.
+    /// Not posted before: create with [`Claim::run`].
     Fresh(Claim),
     /// Posted before, and the first post made something: answer as it did.
     Repeated,
@@ -49,9 +37,9 @@ pub enum Submission {
 
 /// The right to create for one showing of a form. Dropped without [`finish`](Self::finish)
 /// or [`abandon`](Self::abandon) (the post was cancelled before its work began, as a browser
-/// cancels the first of two clicks by closing its connection; see [`to_the_end`]), it lets go
-/// of the name, so that the repeat is handled rather than kept waiting for an answer that never
-/// comes.
+/// cancels the first of two clicks by closing its connection; see [`run`](Self::run)), it lets
+/// go of the name, so that the repeat is handled rather than kept waiting for an answer that
+/// never comes.
 #[derive(Debug)]
 pub struct Claim {
     store: Store,
@@ -120,8 +108,39 @@ impl Submission {
 }
 
 impl Claim {
+    /// Runs the form's work: `create`, then, if it made something, leaves the flash `made` says
+    /// for the next page and records the claim with the id it gives (not a secret: it is
+    /// stored); if it made nothing, lets go of the name. All of it runs to the end even if the
+    /// post is cancelled halfway (a browser drops the first of two clicks), so the repeat finds
+    /// what the first made, recorded, and a flash set before the record is there for it.
+    pub async fn run<T, E>(
+        self,
+        viewer: Viewer,
+        create: impl Future<Output = Result<T, E>> + Send + 'static,
+        made: impl FnOnce(&T) -> (String, Flash) + Send + 'static,
+    ) -> UiResult<Result<T, E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        tokio::spawn(async move {
+            let created = create.await;
+            match &created {
+                Ok(value) => {
+                    let (id, flash) = made(value);
+                    viewer.flash(&flash).await;
+                    self.finish(&id).await;
+                }
+                Err(_) => self.abandon().await,
+            }
+            created
+        })
+        .await
+        .map_err(|e| UiError::Internal(anyhow::Error::new(e).context("a create form's work")))
+    }
+
     /// Records that the post made `made` (its id; not a secret, since it is stored).
-    pub async fn finish(mut self, made: &str) {
+    async fn finish(mut self, made: &str) {
         let Some((scope, key)) = self.key.take() else {
             return;
         };
@@ -135,7 +154,7 @@ impl Claim {
     }
 
     /// Forgets the post: it made nothing, and the form may be corrected and sent again.
-    pub async fn abandon(mut self) {
+    async fn abandon(mut self) {
         if let Some((scope, key)) = self.key.take() {
             release(&self.store, &scope, &key).await;
         }

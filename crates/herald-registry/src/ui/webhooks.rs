@@ -606,29 +606,24 @@ async fn create(
             url,
             secret: None,
         };
-        let made = submission::to_the_end({
+        let create = {
             let (state, viewer, target) = (state.clone(), viewer.clone(), target.clone());
             async move {
-                let made = state
+                state
                     .create_webhook(viewer.principal(), &target, input)
-                    .await;
-                match &made {
-                    Ok((webhook, _)) => {
-                        viewer
-                            .flash(&Flash::Secrets {
-                                webhook: webhook.id.to_string(),
-                                why: SecretsShown::Created,
-                            })
-                            .await;
-                        // After the flash: a repeat that waited answers with the list.
-                        claim.finish(webhook.id.as_str()).await;
-                    }
-                    Err(_) => claim.abandon().await,
-                }
-                made
+                    .await
             }
-        })
-        .await?;
+        };
+        let made = claim
+            .run(viewer.clone(), create, |(webhook, _)| {
+                let id = webhook.id.to_string();
+                let flash = Flash::Secrets {
+                    webhook: id.clone(),
+                    why: SecretsShown::Created,
+                };
+                (id, flash)
+            })
+            .await?;
         match made {
             Ok(_) => return Ok(see_other(&account_path(target, "/webhooks"))),
             Err(ServiceError::Invalid(invalid)) => errors.extend(invalid, form_field),
