@@ -239,9 +239,12 @@ impl Sink {
 struct Round {
     bare: f64,
     minimal: f64,
+    /// The minimal pipeline with the design's second stored hop.
+    two_hop: f64,
     herald: f64,
     bare_cpu: CpuPerDelivery,
     minimal_cpu: CpuPerDelivery,
+    two_hop_cpu: CpuPerDelivery,
     herald_cpu: CpuPerDelivery,
 }
 
@@ -326,25 +329,30 @@ impl CpuPhase {
 /// The rounds as a table, a line each.
 fn round_table(rounds: &[Round], concurrency: usize) -> String {
     let mut table = format!(
-        "{:<7}{:>16}{:>14}{:>12}{:>14}{:>17}   CPU µs per delivery, process+nats-server: bare, minimal, herald\n",
+        "{:<7}{:>16}{:>12}{:>12}{:>10}{:>13}{:>16}{:>16}   CPU µs per delivery, process+nats-server: bare, minimal, two-hop, herald\n",
         "round",
         format!("bare ({concurrency})/s"),
         "minimal/s",
+        "two-hop/s",
         "herald/s",
         "herald/bare",
-        "herald/minimal"
+        "herald/minimal",
+        "herald/two-hop"
     );
     for (n, r) in rounds.iter().enumerate() {
         table += &format!(
-            "{:<7}{:>16.0}{:>14.0}{:>12.0}{:>14.2}{:>17.2}   {}, {}, {}\n",
+            "{:<7}{:>16.0}{:>12.0}{:>12.0}{:>10.0}{:>13.2}{:>16.2}{:>16.2}   {}, {}, {}, {}\n",
             n + 1,
             r.bare,
             r.minimal,
+            r.two_hop,
             r.herald,
             r.herald / r.bare,
             r.herald / r.minimal,
+            r.herald / r.two_hop,
             r.bare_cpu.cell(),
             r.minimal_cpu.cell(),
+            r.two_hop_cpu.cell(),
             r.herald_cpu.cell(),
         );
     }
@@ -509,6 +517,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     };
     let mut rounds = Vec::with_capacity(args.rounds);
     let mut minimal_tally = Tally::default();
+    let mut two_hop_tally = Tally::default();
     let mut herald_tally = Tally::default();
     for round in 0..args.rounds.max(1) {
         // Baseline: the same receiver, a bare POST loop with `concurrency` in flight
@@ -536,22 +545,31 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         let bare_cpu = cpu.per(args.events);
         sink.reset();
 
-        // The minimal durable pipeline, signed with the run's secret like Herald's deliveries.
-        let account = AccountId::new();
-        let bodies = (0..args.events)
-            .map(|n| {
-                format!(
-                    r#"{{"id":"evt_minimal_{round}_{n}","type":"booking.created","timestamp":"{}","account":"{account}","data":{}}}"#,
-                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    body(epoch)
-                )
-            })
-            .collect();
-        let cpu = meter.start();
-        let minimal = minimal::run(nats_url, receiver, secret, bodies, args.concurrency).await?;
-        let minimal_cpu = cpu.per(args.events);
-        minimal_tally = minimal_tally + sink.tally(args.events);
-        sink.reset();
+        // The minimal durable pipelines, one hop and two, signed with the run's secret like
+        // Herald's deliveries.
+        let mut floors = [(0.0, CpuPerDelivery::default()); 2];
+        for (floor, (hops, tally)) in floors.iter_mut().zip([
+            (minimal::Hops::One, &mut minimal_tally),
+            (minimal::Hops::Two, &mut two_hop_tally),
+        ]) {
+            let account = AccountId::new();
+            let bodies = (0..args.events)
+                .map(|n| {
+                    format!(
+                        r#"{{"id":"evt_minimal_{round}_{n}","type":"booking.created","timestamp":"{}","account":"{account}","data":{}}}"#,
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        body(epoch)
+                    )
+                })
+                .collect();
+            let cpu = meter.start();
+            let rate =
+                minimal::run(nats_url, receiver, secret, bodies, args.concurrency, hops).await?;
+            *floor = (rate, cpu.per(args.events));
+            *tally = *tally + sink.tally(args.events);
+            sink.reset();
+        }
+        let [(minimal, minimal_cpu), (two_hop, two_hop_cpu)] = floors;
 
         let started = Instant::now();
         let cpu = meter.start();
@@ -567,21 +585,25 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         rounds.push(Round {
             bare,
             minimal,
+            two_hop,
             herald,
             bare_cpu,
             minimal_cpu,
+            two_hop_cpu,
             herald_cpu,
         });
     }
     let median_of = |figure: fn(&Round) -> f64| median(rounds.iter().map(figure).collect());
-    let (baseline, minimal, herald) = (
+    let (baseline, minimal, two_hop, herald) = (
         median_of(|r| r.bare),
         median_of(|r| r.minimal),
+        median_of(|r| r.two_hop),
         median_of(|r| r.herald),
     );
-    let (vs_bare, vs_minimal) = (
+    let (vs_bare, vs_minimal, vs_two_hop) = (
         median_of(|r| r.herald / r.bare),
         median_of(|r| r.herald / r.minimal),
+        median_of(|r| r.herald / r.two_hop),
     );
 
     // Latency at half the rate Herald just sustained.
@@ -627,18 +649,23 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
             "webhooks": accounts.len(),
             "bare_post_per_s": baseline,
             "minimal_pipeline_per_s": minimal,
+            "two_hop_pipeline_per_s": two_hop,
             "herald_per_s": herald,
             "herald_vs_bare_post": vs_bare,
             "herald_vs_minimal_pipeline": vs_minimal,
+            "herald_vs_two_hop_pipeline": vs_two_hop,
             "rounds": rounds.iter().map(|r| serde_json::json!({
                 "bare_post_per_s": r.bare,
                 "minimal_pipeline_per_s": r.minimal,
+                "two_hop_pipeline_per_s": r.two_hop,
                 "herald_per_s": r.herald,
                 "herald_vs_bare_post": r.herald / r.bare,
                 "herald_vs_minimal_pipeline": r.herald / r.minimal,
+                "herald_vs_two_hop_pipeline": r.herald / r.two_hop,
                 "cpu_per_delivery": {
                     "bare_post": r.bare_cpu.json(),
                     "minimal_pipeline": r.minimal_cpu.json(),
+                    "two_hop_pipeline": r.two_hop_cpu.json(),
                     "herald": r.herald_cpu.json(),
                 },
             })).collect::<Vec<_>>(),
@@ -655,6 +682,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
             })),
             "correctness": {
                 "minimal_pipeline": minimal_tally.json(),
+                "two_hop_pipeline": two_hop_tally.json(),
                 "herald": herald_tally.json(),
                 "herald_latency_run": latency_tally.json(),
             },
@@ -666,8 +694,9 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
          {table}\
          {bare_label:<32}{baseline:>9.0} requests/s (median)\n\
          {minimal_label:<32}{minimal:>9.0} deliveries/s (median; {minimal_tally})\n\
+         {two_hop_label:<32}{two_hop:>9.0} deliveries/s (median; {two_hop_tally})\n\
          {herald_label:<32}{herald:>9.0} deliveries/s (median; {herald_tally})\n\
-         herald / bare POST loop: {vs_bare:.2}    herald / minimal pipeline: {vs_minimal:.2}    (medians of the rounds' ratios)\n\
+         herald / bare POST loop: {vs_bare:.2}    herald / minimal pipeline: {vs_minimal:.2}    herald / two-hop pipeline: {vs_two_hop:.2}    (medians of the rounds' ratios)\n\
          latency at {rate:.0}/s (half of that), {n} events: p50 {p50:.1} ms, p90 {p90:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({latency_tally})\n\
          {fan_out}\n\
          worker counters: delivered {delivered}, failed {failed}, dead {dead}, laned {laned}, lanes {lanes}, nacked {nacked}",
@@ -675,8 +704,10 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         webhooks = accounts.len(),
         bare_label = format!("bare POST loop ({} in flight):", args.concurrency),
         minimal_label = "minimal durable pipeline:",
+        two_hop_label = "two-hop durable pipeline:",
         herald_label = "herald end to end:",
         minimal_tally = minimal_tally.line(),
+        two_hop_tally = two_hop_tally.line(),
         herald_tally = herald_tally.line(),
         latency_tally = latency_tally.line(),
         rounds = rounds.len(),

@@ -1,8 +1,14 @@
-//! The minimal durable pipeline: only what at-least-once webhook delivery cannot avoid, written
-//! with plain async-nats and reqwest. Each event is published with an acknowledgement to a
-//! file-backed stream, pulled by a durable consumer, signed, POSTed, and acknowledged once the
-//! receiver answered. No routing, no per-webhook state, no delivery log, no retries: the floor
-//! Herald's figures are compared with.
+//! The minimal durable pipelines: only what at-least-once webhook delivery cannot avoid, written
+//! with plain async-nats and reqwest. No routing, no per-webhook state, no delivery log, no
+//! retries: the floors Herald's figures are compared with.
+//!
+//! - [`Hops::One`]: each event is published with an acknowledgement to a file-backed stream,
+//!   pulled by a durable consumer, signed, POSTed, and acknowledged once the receiver answered.
+//! - [`Hops::Two`]: as Herald's design stores it, twice. Each event is pulled, copied as a task
+//!   into a file-backed work queue (published with an acknowledgement) and only then
+//!   acknowledged; the task is pulled, signed, POSTed, and acknowledged (so removed) once the
+//!   receiver answered. What Herald adds beyond this floor (matching, per-webhook state, the
+//!   delivery log, retries) is its own cost; what this floor adds to one hop is the design's.
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +20,21 @@ use herald_core::SigningSecret;
 
 const STREAM: &str = "BENCH_MINIMAL";
 const SUBJECT: &str = "bench.minimal";
+const TASK_STREAM: &str = "BENCH_MINIMAL_TASKS";
+const TASK_SUBJECT: &str = "bench.minimal.task";
+/// Events being copied into tasks at once, as many as Herald's router handlers.
+const ROUTERS: usize = 256;
 
-/// Delivers `bodies` through the minimal pipeline to `receiver`, `concurrency` requests in
+/// How many times an event is stored on its way to the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hops {
+    /// Once, as the event.
+    One,
+    /// Twice: the event, then a task copied from it.
+    Two,
+}
+
+/// Delivers `bodies` through the pipeline with `hops` to `receiver`, `concurrency` requests in
 /// flight; returns the deliveries per second from the first publish to the last acknowledgement.
 pub async fn run(
     nats_url: &str,
@@ -23,36 +42,157 @@ pub async fn run(
     secret: &SigningSecret,
     bodies: Vec<String>,
     concurrency: usize,
+    hops: Hops,
 ) -> anyhow::Result<f64> {
     let client = async_nats::connect(nats_url)
         .await
         .context("the minimal pipeline cannot connect to NATS")?;
     let js = jetstream::new(client);
+    let events = open(&js, STREAM, SUBJECT, stream::RetentionPolicy::Limits).await?;
+    let total = bodies.len();
+    let started = Instant::now();
+    let (delivering, routing) = match hops {
+        Hops::One => (deliver(events, total, concurrency, receiver, secret), None),
+        Hops::Two => {
+            let tasks = open(
+                &js,
+                TASK_STREAM,
+                TASK_SUBJECT,
+                stream::RetentionPolicy::WorkQueue,
+            )
+            .await?;
+            (
+                deliver(tasks, total, concurrency, receiver, secret),
+                Some(tokio::spawn(route(events, js.clone(), total))),
+            )
+        }
+    };
+
+    futures::stream::iter(bodies.into_iter().enumerate())
+        .for_each_concurrent(256, |(n, body)| {
+            let js = &js;
+            async move {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("msg_minimal_{n}").as_str());
+                let published = async {
+                    js.publish_with_headers(SUBJECT, headers, Bytes::from(body))
+                        .await?
+                        .await
+                }
+                .await;
+                if let Err(error) = published {
+                    tracing::warn!(%error, "minimal pipeline: publish failed");
+                }
+            }
+        })
+        .await;
+    let finished = async {
+        if let Some(routing) = routing {
+            routing.await??;
+        }
+        delivering.await?
+    };
+    tokio::time::timeout(Duration::from_secs(300), finished)
+        .await
+        .context("the minimal pipeline did not finish within 5 minutes")??;
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    let streams: &[&str] = match hops {
+        Hops::One => &[STREAM],
+        Hops::Two => &[STREAM, TASK_STREAM],
+    };
+    for name in streams {
+        js.delete_stream(name)
+            .await
+            .with_context(|| format!("cannot delete the minimal pipeline's stream {name}"))?;
+    }
+    Ok(rate)
+}
+
+/// Creates the file-backed stream `name` over `subject` and a durable pull consumer on it.
+async fn open(
+    js: &jetstream::Context,
+    name: &str,
+    subject: &str,
+    retention: stream::RetentionPolicy,
+) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
     let stream = js
         .create_stream(stream::Config {
-            name: STREAM.to_owned(),
-            subjects: vec![SUBJECT.to_owned()],
+            name: name.to_owned(),
+            subjects: vec![subject.to_owned()],
             storage: stream::StorageType::File,
+            retention,
             ..Default::default()
         })
         .await
-        .context("cannot create the minimal pipeline's stream")?;
-    let consumer = stream
+        .with_context(|| format!("cannot create the minimal pipeline's stream {name}"))?;
+    stream
         .create_consumer(pull::Config {
-            durable_name: Some("bench-minimal".to_owned()),
+            durable_name: Some(format!("bench-{}", name.to_lowercase())),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             max_ack_pending: 10_000,
             ..Default::default()
         })
         .await
-        .context("cannot create the minimal pipeline's consumer")?;
+        .with_context(|| format!("cannot create the minimal pipeline's consumer on {name}"))
+}
 
-    let total = bodies.len();
+/// The message's `Nats-Msg-Id`, or "" when it has none.
+fn msg_id(message: &jetstream::Message) -> &str {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map_or("", |v| v.as_str())
+}
+
+/// Copies `total` events of `events` into tasks, each stored before its event is acknowledged.
+async fn route(
+    events: jetstream::consumer::Consumer<pull::Config>,
+    js: jetstream::Context,
+    total: usize,
+) -> anyhow::Result<()> {
+    events
+        .messages()
+        .await?
+        .take(total)
+        .for_each_concurrent(ROUTERS, |message| {
+            let js = &js;
+            async move {
+                let Ok(message) = message else { return };
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("task_{}", msg_id(&message)).as_str());
+                let stored = async {
+                    js.publish_with_headers(TASK_SUBJECT, headers, message.payload.clone())
+                        .await?
+                        .await
+                }
+                .await;
+                match stored {
+                    Ok(_) => {
+                        if let Err(error) = message.ack().await {
+                            tracing::warn!(%error, "minimal pipeline: event ack failed");
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "minimal pipeline: task publish failed"),
+                }
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// Starts POSTing `total` messages of `consumer`, signed, each acknowledged once answered.
+fn deliver(
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    total: usize,
+    concurrency: usize,
+    receiver: &str,
+    secret: &SigningSecret,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let http = reqwest::Client::new();
     let receiver = receiver.to_owned();
     let secret = secret.clone();
-    let started = Instant::now();
-    let delivering = tokio::spawn(async move {
+    tokio::spawn(async move {
         let messages = consumer.messages().await?;
         messages
             .take(total)
@@ -60,12 +200,7 @@ pub async fn run(
                 let (http, receiver, secret) = (&http, &receiver, &secret);
                 async move {
                     let Ok(message) = message else { return };
-                    let id = message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get("Nats-Msg-Id"))
-                        .map(|v| v.as_str().to_owned())
-                        .unwrap_or_default();
+                    let id = msg_id(&message).to_owned();
                     let timestamp = chrono::Utc::now().timestamp();
                     let signature = secret.sign(&id, timestamp, &message.payload);
                     let sent = http
@@ -89,32 +224,5 @@ pub async fn run(
             })
             .await;
         anyhow::Ok(())
-    });
-
-    futures::stream::iter(bodies.into_iter().enumerate())
-        .for_each_concurrent(256, |(n, body)| {
-            let js = &js;
-            async move {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", format!("msg_minimal_{n}").as_str());
-                let published = async {
-                    js.publish_with_headers(SUBJECT, headers, Bytes::from(body))
-                        .await?
-                        .await
-                }
-                .await;
-                if let Err(error) = published {
-                    tracing::warn!(%error, "minimal pipeline: publish failed");
-                }
-            }
-        })
-        .await;
-    tokio::time::timeout(Duration::from_secs(300), delivering)
-        .await
-        .context("the minimal pipeline did not finish within 5 minutes")???;
-    let rate = total as f64 / started.elapsed().as_secs_f64();
-    js.delete_stream(STREAM)
-        .await
-        .context("cannot delete the minimal pipeline's stream")?;
-    Ok(rate)
+    })
 }
