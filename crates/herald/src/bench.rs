@@ -550,7 +550,12 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         let mut floors = [(0.0, CpuPerDelivery::default()); 2];
         for (floor, (hops, tally)) in floors.iter_mut().zip([
             (minimal::Hops::One, &mut minimal_tally),
-            (minimal::Hops::Two, &mut two_hop_tally),
+            (
+                minimal::Hops::Two {
+                    webhooks: args.webhooks,
+                },
+                &mut two_hop_tally,
+            ),
         ]) {
             let account = AccountId::new();
             let bodies = (0..args.events)

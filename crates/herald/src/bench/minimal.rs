@@ -4,11 +4,14 @@
 //!
 //! - [`Hops::One`]: each event is published with an acknowledgement to a file-backed stream,
 //!   pulled by a durable consumer, signed, POSTed, and acknowledged once the receiver answered.
-//! - [`Hops::Two`]: as Herald's design stores it, twice. Each event is pulled, copied as a task
-//!   into a file-backed work queue (published with an acknowledgement) and only then
-//!   acknowledged; the task is pulled, signed, POSTed, and acknowledged (so removed) once the
-//!   receiver answered. What Herald adds beyond this floor (matching, per-webhook state, the
-//!   delivery log, retries) is its own cost; what this floor adds to one hop is the design's.
+//! - [`Hops::Two`]: as Herald's design stores it, twice, on subjects laid out as the design lays
+//!   them out (an account's events on a subject of its own, a webhook's tasks on one of theirs;
+//!   nats-server keeps state per subject). Each event is pulled, copied as a task into a
+//!   file-backed work queue (published with an acknowledgement) and only then acknowledged; the
+//!   task is pulled, signed, POSTed, and acknowledged (so removed) once the receiver answered.
+//!   What Herald adds beyond this floor (decoding, matching, per-webhook state, the delivery
+//!   log, retries, trace context) is its own cost; what this floor adds to one hop is the
+//!   design's.
 
 use std::time::{Duration, Instant};
 
@@ -20,18 +23,47 @@ use herald_core::SigningSecret;
 
 const STREAM: &str = "BENCH_MINIMAL";
 const SUBJECT: &str = "bench.minimal";
-const TASK_STREAM: &str = "BENCH_MINIMAL_TASKS";
-const TASK_SUBJECT: &str = "bench.minimal.task";
+const EVENT_STREAM: &str = "BENCH_TWO_HOP_EVENTS";
+const EVENT_SUBJECTS: &str = "bench.events.>";
+const TASK_STREAM: &str = "BENCH_TWO_HOP_TASKS";
+const TASK_SUBJECTS: &str = "bench.tasks.>";
 /// Events being copied into tasks at once, as many as Herald's router handlers.
 const ROUTERS: usize = 256;
 
 /// How many times an event is stored on its way to the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hops {
-    /// Once, as the event.
+    /// Once, as the event, all on one subject.
     One,
-    /// Twice: the event, then a task copied from it.
-    Two,
+    /// Twice: the event, then a task copied from it, over this many accounts with one webhook
+    /// each.
+    Two { webhooks: usize },
+}
+
+impl Hops {
+    /// The stream events go to, and the subjects it takes.
+    fn event_stream(self) -> (&'static str, &'static str) {
+        match self {
+            Hops::One => (STREAM, SUBJECT),
+            Hops::Two { .. } => (EVENT_STREAM, EVENT_SUBJECTS),
+        }
+    }
+
+    /// The subject of the `n`th event.
+    fn event_subject(self, n: usize) -> String {
+        match self {
+            Hops::One => SUBJECT.to_owned(),
+            Hops::Two { webhooks } => {
+                format!("bench.events.acct{}.booking.created", n % webhooks.max(1))
+            }
+        }
+    }
+}
+
+/// The subject of the task made from an event on `event_subject`: its account's webhook's.
+fn task_subject(event_subject: &str) -> String {
+    let account = event_subject.split('.').nth(2).unwrap_or_default();
+    format!("bench.tasks.{account}")
 }
 
 /// Delivers `bodies` through the pipeline with `hops` to `receiver`, `concurrency` requests in
@@ -48,16 +80,23 @@ pub async fn run(
         .await
         .context("the minimal pipeline cannot connect to NATS")?;
     let js = jetstream::new(client);
-    let events = open(&js, STREAM, SUBJECT, stream::RetentionPolicy::Limits).await?;
+    let (event_stream, event_subjects) = hops.event_stream();
+    let events = open(
+        &js,
+        event_stream,
+        event_subjects,
+        stream::RetentionPolicy::Limits,
+    )
+    .await?;
     let total = bodies.len();
     let started = Instant::now();
     let (delivering, routing) = match hops {
         Hops::One => (deliver(events, total, concurrency, receiver, secret), None),
-        Hops::Two => {
+        Hops::Two { .. } => {
             let tasks = open(
                 &js,
                 TASK_STREAM,
-                TASK_SUBJECT,
+                TASK_SUBJECTS,
                 stream::RetentionPolicy::WorkQueue,
             )
             .await?;
@@ -75,7 +114,7 @@ pub async fn run(
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", format!("msg_minimal_{n}").as_str());
                 let published = async {
-                    js.publish_with_headers(SUBJECT, headers, Bytes::from(body))
+                    js.publish_with_headers(hops.event_subject(n), headers, Bytes::from(body))
                         .await?
                         .await
                 }
@@ -97,8 +136,8 @@ pub async fn run(
         .context("the minimal pipeline did not finish within 5 minutes")??;
     let rate = total as f64 / started.elapsed().as_secs_f64();
     let streams: &[&str] = match hops {
-        Hops::One => &[STREAM],
-        Hops::Two => &[STREAM, TASK_STREAM],
+        Hops::One => &[event_stream],
+        Hops::Two { .. } => &[event_stream, TASK_STREAM],
     };
     for name in streams {
         js.delete_stream(name)
@@ -162,9 +201,13 @@ async fn route(
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", format!("task_{}", msg_id(&message)).as_str());
                 let stored = async {
-                    js.publish_with_headers(TASK_SUBJECT, headers, message.payload.clone())
-                        .await?
-                        .await
+                    js.publish_with_headers(
+                        task_subject(&message.subject),
+                        headers,
+                        message.payload.clone(),
+                    )
+                    .await?
+                    .await
                 }
                 .await;
                 match stored {
