@@ -26,7 +26,7 @@ use axum::routing::get;
 use crate::state::AppState;
 
 pub use errors::UiError;
-pub use session::{SESSION_COOKIE, Viewer};
+pub use session::Viewer;
 
 /// Where the console lives.
 pub const ROOT: &str = "/ui";

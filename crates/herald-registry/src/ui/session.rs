@@ -4,7 +4,8 @@
 //! The cookie holds a random token; the store keeps only its hash. It is
 //! HttpOnly, SameSite=Lax, Secure when `HERALD_SECURE_COOKIES` is set, and
 //! expires with the session. The sign-in form itself is protected by a
-//! double-submit token in a short-lived cookie of its own.
+//! double-submit token in a short-lived cookie of its own. Secure cookies
+//! take the `__Host-` prefix (see [`Cookies`]).
 
 use askama::Template;
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request, State};
@@ -28,8 +29,46 @@ use crate::principal::Principal;
 use crate::state::AppState;
 use crate::store::{Opener, Session};
 
-pub const SESSION_COOKIE: &str = "herald_session";
+/// The session cookie's name over plain HTTP.
+const SESSION_COOKIE: &str = "herald_session";
 const SIGN_IN_COOKIE: &str = "herald_sign_in";
+
+/// The console's cookies, by name and path. Secure ones take the `__Host-` prefix: a browser
+/// then accepts them only from this very host, over HTTPS, with `Path=/` and no `Domain`, so
+/// a site on a sibling subdomain can plant neither a session nor a sign-in token of its
+/// choosing (cookie tossing), and a cookie without the prefix is not read. Over plain HTTP
+/// (development) the prefix is refused by browsers, and the cookies keep to the console's
+/// paths.
+#[derive(Debug, Clone, Copy)]
+struct Cookies {
+    secure: bool,
+}
+
+impl Cookies {
+    fn of(state: &AppState) -> Self {
+        Self {
+            secure: state.config.secure_cookies,
+        }
+    }
+
+    /// The session cookie's name and path.
+    fn session(self) -> (&'static str, &'static str) {
+        if self.secure {
+            ("__Host-herald_session", "/")
+        } else {
+            (SESSION_COOKIE, "/ui")
+        }
+    }
+
+    /// The sign-in form's double-submit cookie's name and path.
+    fn sign_in(self) -> (&'static str, &'static str) {
+        if self.secure {
+            ("__Host-herald_sign_in", "/")
+        } else {
+            (SIGN_IN_COOKIE, "/ui/sign-in")
+        }
+    }
+}
 /// The form field that carries the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
 
@@ -148,7 +187,8 @@ fn cookie_values(headers: &HeaderMap, name: &str) -> Vec<String> {
 pub async fn session_of(headers: &HeaderMap, state: &AppState) -> Result<Option<Viewer>, UiError> {
     let mut found = None;
     // At most a few: each is a database read.
-    for token in cookie_values(headers, SESSION_COOKIE).into_iter().take(4) {
+    let (name, _) = Cookies::of(state).session();
+    for token in cookie_values(headers, name).into_iter().take(4) {
         found = state
             .store
             .session(&SecretString::from(token), &state.admin_key_hash)
@@ -319,6 +359,14 @@ fn cookie<'a>(name: &'a str, value: String, path: &'a str, state: &AppState) -> 
         .build()
 }
 
+/// Tells the browser to drop a cookie: with the attributes it was set with, or a browser
+/// refuses the removal of a `__Host-` cookie.
+fn removal<'a>(name: &'a str, path: &'a str, state: &AppState) -> Cookie<'a> {
+    let mut gone = cookie(name, String::new(), path, state);
+    gone.make_removal();
+    gone
+}
+
 #[derive(Template)]
 #[template(path = "sign_in.html")]
 struct SignInPage {
@@ -349,7 +397,8 @@ fn sign_in_page(state: &AppState, next: &str, error: Option<String>) -> Response
             error,
         },
     );
-    let mut pre = cookie(SIGN_IN_COOKIE, csrf, "/ui/sign-in", state);
+    let (name, path) = Cookies::of(state).sign_in();
+    let mut pre = cookie(name, csrf, path, state);
     pre.set_max_age(cookie::time::Duration::hours(1));
     set_cookie(&mut response, &pre);
     response
@@ -379,7 +428,8 @@ struct SignInForm {
 
 async fn sign_in(State(state): State<AppState>, request: Request) -> Result<Response, UiError> {
     let (parts, body) = request.into_parts();
-    let expected = cookie_values(&parts.headers, SIGN_IN_COOKIE);
+    let cookies = Cookies::of(&state);
+    let expected = cookie_values(&parts.headers, cookies.sign_in().0);
     let bytes = read_form(parts, body, &state).await?;
     let form: SignInForm = parse_form(&bytes)?;
     if !expected.iter().any(|cookie| same(&form.csrf, cookie)) {
@@ -409,10 +459,11 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Result<Resp
         .map_err(|e| UiError::Internal(e.into()))?;
     tracing::info!(admin = session.principal.is_admin(), "console sign-in");
     let mut response = Redirect::to(local_target(&form.next)).into_response();
+    let (name, path) = cookies.session();
     let mut session_cookie = cookie(
-        SESSION_COOKIE,
+        name,
         secrecy::ExposeSecret::expose_secret(&token).to_owned(),
-        "/ui",
+        path,
         &state,
     );
     session_cookie.set_max_age(
@@ -420,13 +471,8 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Result<Resp
             .unwrap_or(cookie::time::Duration::hours(12)),
     );
     set_cookie(&mut response, &session_cookie);
-    set_cookie(
-        &mut response,
-        &Cookie::build((SIGN_IN_COOKIE, ""))
-            .path("/ui/sign-in")
-            .removal()
-            .build(),
-    );
+    let (name, path) = cookies.sign_in();
+    set_cookie(&mut response, &removal(name, path, &state));
     Ok(response)
 }
 
@@ -440,13 +486,8 @@ async fn sign_out(
         .await
         .map_err(|e| UiError::Internal(e.into()))?;
     let mut response = Redirect::to("/ui/sign-in").into_response();
-    set_cookie(
-        &mut response,
-        &Cookie::build((SESSION_COOKIE, ""))
-            .path("/ui")
-            .removal()
-            .build(),
-    );
+    let (name, path) = Cookies::of(&state).session();
+    set_cookie(&mut response, &removal(name, path, &state));
     Ok(response)
 }
 

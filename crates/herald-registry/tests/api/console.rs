@@ -165,7 +165,15 @@ async fn signing_in_sets_a_strict_session_cookie_and_signing_out_ends_it() {
         .send()
         .await
         .unwrap();
-    let (pre, _) = set_cookie(&page, "herald_sign_in").unwrap();
+    // Served over HTTPS, the cookies take the `__Host-` prefix (with `Path=/`, no `Domain`),
+    // so a sibling subdomain cannot plant one.
+    let (pre, pre_header) = set_cookie(&page, "__Host-herald_sign_in").unwrap();
+    for attribute in ["Secure", "Path=/;", "HttpOnly"] {
+        assert!(
+            format!("{pre_header};").contains(attribute),
+            "{attribute} in {pre_header}"
+        );
+    }
     let csrf = csrf_of(&page.text().await.unwrap());
     let sign_in = |key: &'static str, cookie: Option<String>, token: String| {
         let mut request = http
@@ -200,16 +208,34 @@ async fn signing_in_sets_a_strict_session_cookie_and_signing_out_ends_it() {
     let signed_in = sign_in(ADMIN_KEY, Some(pre), csrf).await.unwrap();
     assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&signed_in), "/ui/event-types");
-    let (cookie, header) = set_cookie(&signed_in, "herald_session").unwrap();
+    let (cookie, header) = set_cookie(&signed_in, "__Host-herald_session").unwrap();
     for attribute in [
         "HttpOnly",
         "SameSite=Lax",
         "Secure",
-        "Path=/ui",
+        "Path=/;",
         "Max-Age=43200",
     ] {
-        assert!(header.contains(attribute), "{attribute} in {header}");
+        assert!(
+            format!("{header};").contains(attribute),
+            "{attribute} in {header}"
+        );
     }
+    assert!(!header.contains("Domain"), "{header}");
+    let (_, dropped) = set_cookie(&signed_in, "__Host-herald_sign_in").unwrap();
+    assert!(
+        dropped.contains("Max-Age=0") && dropped.contains("Secure") && dropped.contains("Path=/"),
+        "the sign-in cookie is dropped with the attributes it was set with: {dropped}"
+    );
+    // The same token under the name a subdomain could set opens nothing.
+    let unprefixed = cookie.replacen("__Host-herald_session", "herald_session", 1);
+    let planted = http
+        .get(format!("{}/ui/accounts", registry.base))
+        .header(COOKIE, &unprefixed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(planted.status(), StatusCode::SEE_OTHER, "{unprefixed}");
 
     let page = http
         .get(format!("{}/ui/accounts", registry.base))
@@ -236,6 +262,11 @@ async fn signing_in_sets_a_strict_session_cookie_and_signing_out_ends_it() {
         .unwrap();
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&out), "/ui/sign-in");
+    let (_, ended) = set_cookie(&out, "__Host-herald_session").unwrap();
+    assert!(
+        ended.contains("Max-Age=0") && ended.contains("Secure") && ended.contains("Path=/"),
+        "{ended}"
+    );
     let after = http
         .get(format!("{}/ui/accounts", registry.base))
         .header(COOKIE, &cookie)
