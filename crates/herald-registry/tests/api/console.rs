@@ -227,22 +227,17 @@ async fn signing_in_sets_a_strict_session_cookie_and_signing_out_ends_it() {
         dropped.contains("Max-Age=0") && dropped.contains("Secure") && dropped.contains("Path=/"),
         "the sign-in cookie is dropped with the attributes it was set with: {dropped}"
     );
+    let accounts_page = |cookie: &str| {
+        http.get(format!("{}/ui/accounts", registry.base))
+            .header(COOKIE, cookie)
+            .send()
+    };
     // The same token under the name a subdomain could set opens nothing.
     let unprefixed = cookie.replacen("__Host-herald_session", "herald_session", 1);
-    let planted = http
-        .get(format!("{}/ui/accounts", registry.base))
-        .header(COOKIE, &unprefixed)
-        .send()
-        .await
-        .unwrap();
+    let planted = accounts_page(&unprefixed).await.unwrap();
     assert_eq!(planted.status(), StatusCode::SEE_OTHER, "{unprefixed}");
 
-    let page = http
-        .get(format!("{}/ui/accounts", registry.base))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let page = accounts_page(&cookie).await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let csp = page.headers()["content-security-policy"].to_str().unwrap();
     assert!(
@@ -267,12 +262,7 @@ async fn signing_in_sets_a_strict_session_cookie_and_signing_out_ends_it() {
         ended.contains("Max-Age=0") && ended.contains("Secure") && ended.contains("Path=/"),
         "{ended}"
     );
-    let after = http
-        .get(format!("{}/ui/accounts", registry.base))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let after = accounts_page(&cookie).await.unwrap();
     assert_eq!(
         after.status(),
         StatusCode::SEE_OTHER,
