@@ -62,12 +62,6 @@ pub struct TaskBytes {
     size: usize,
 }
 
-impl Default for TaskBytes {
-    fn default() -> Self {
-        TaskBytes::new(TASK_BYTES)
-    }
-}
-
 impl TaskBytes {
     /// Room for `size` bytes of encoded tasks.
     pub fn new(size: usize) -> Self {
@@ -432,7 +426,7 @@ mod tests {
 
     #[tokio::test]
     async fn fan_outs_share_a_bounded_room_and_one_larger_than_it_runs_alone() {
-        let room = TaskBytes::default();
+        let room = TaskBytes::new(TASK_BYTES);
         let small = room.take(1_000, 1_000).await;
         assert!(small.is_some());
         // Room is left for another small fan-out, not for one that wants it all.
@@ -455,7 +449,7 @@ mod tests {
         // A task larger than all the room goes alone.
         assert_eq!(room.part(50_000), 1);
         assert_eq!(room.part(0), 10_000);
-        assert_eq!(TaskBytes::default().part(1_256), 53_430);
+        assert_eq!(TaskBytes::new(TASK_BYTES).part(1_256), 53_430);
     }
 
     #[test]

@@ -547,16 +547,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
 
         // The minimal durable pipelines, one hop and two, signed with the run's secret like
         // Herald's deliveries.
-        let mut floors = [(0.0, CpuPerDelivery::default()); 2];
-        for (floor, (hops, tally)) in floors.iter_mut().zip([
-            (minimal::Hops::One, &mut minimal_tally),
-            (
-                minimal::Hops::Two {
-                    webhooks: args.webhooks,
-                },
-                &mut two_hop_tally,
-            ),
-        ]) {
+        let floor = async |hops| {
             let account = AccountId::new();
             let bodies = (0..args.events)
                 .map(|n| {
@@ -570,11 +561,18 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
             let cpu = meter.start();
             let rate =
                 minimal::run(nats_url, receiver, secret, bodies, args.concurrency, hops).await?;
-            *floor = (rate, cpu.per(args.events));
-            *tally = *tally + sink.tally(args.events);
+            let cpu = cpu.per(args.events);
+            let tally = sink.tally(args.events);
             sink.reset();
-        }
-        let [(minimal, minimal_cpu), (two_hop, two_hop_cpu)] = floors;
+            anyhow::Ok((rate, cpu, tally))
+        };
+        let (minimal, minimal_cpu, tally) = floor(minimal::Hops::One).await?;
+        minimal_tally = minimal_tally + tally;
+        let two_hops = minimal::Hops::Two {
+            webhooks: args.webhooks,
+        };
+        let (two_hop, two_hop_cpu, tally) = floor(two_hops).await?;
+        two_hop_tally = two_hop_tally + tally;
 
         let started = Instant::now();
         let cpu = meter.start();

@@ -88,23 +88,27 @@ pub async fn run(
         stream::RetentionPolicy::Limits,
     )
     .await?;
-    let total = bodies.len();
-    let started = Instant::now();
-    let (delivering, routing) = match hops {
-        Hops::One => (deliver(events, total, concurrency, receiver, secret), None),
-        Hops::Two { .. } => {
-            let tasks = open(
+    let tasks = match hops {
+        Hops::One => None,
+        Hops::Two { .. } => Some(
+            open(
                 &js,
                 TASK_STREAM,
                 TASK_SUBJECTS,
                 stream::RetentionPolicy::WorkQueue,
             )
-            .await?;
-            (
-                deliver(tasks, total, concurrency, receiver, secret),
-                Some(tokio::spawn(route(events, js.clone(), total))),
-            )
-        }
+            .await?,
+        ),
+    };
+    // The clock starts once the streams exist, as for the one-hop pipeline.
+    let total = bodies.len();
+    let started = Instant::now();
+    let (delivering, routing) = match tasks {
+        None => (deliver(events, total, concurrency, receiver, secret), None),
+        Some(tasks) => (
+            deliver(tasks, total, concurrency, receiver, secret),
+            Some(tokio::spawn(route(events, js.clone(), total))),
+        ),
     };
 
     futures::stream::iter(bodies.into_iter().enumerate())
