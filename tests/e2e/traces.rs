@@ -42,6 +42,8 @@ async fn one_trace_runs_from_publish_through_router_and_sender_to_the_request() 
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("e2e")));
     let _recording = tracing::subscriber::set_default(subscriber);
+    // As the `herald` command does when it installs the layer.
+    herald_bus::trace::record();
 
     let mut herald = Herald::start(Duration::from_millis(500), 2).await;
     herald.stop_worker().await;

@@ -3,9 +3,11 @@
 //! Each hop (publish, route, send) is a `tracing` span; when the OpenTelemetry layer is
 //! installed it becomes an OpenTelemetry span whose parent is the context the message carried,
 //! and the message it publishes carries that span's context on. Without the layer nothing is
-//! recorded and these functions cost a lookup: the headers pass through unchanged.
+//! recorded and these functions cost a flag's load: the headers pass through unchanged, and
+//! nothing parses or formats trace context.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_nats::HeaderMap;
 use opentelemetry::Context;
@@ -13,6 +15,21 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Whether an OpenTelemetry layer records this process's spans: set once, by whoever installs
+/// the layer.
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
+/// Says that an OpenTelemetry layer records this process's spans from now on, so that the
+/// functions here carry trace context. Until then they leave it as it came.
+pub fn record() {
+    RECORDING.store(true, Ordering::Relaxed);
+}
+
+/// Whether OpenTelemetry may record `span`: a layer is installed and the span is enabled.
+pub fn recording(span: &tracing::Span) -> bool {
+    RECORDING.load(Ordering::Relaxed) && !span.is_disabled()
+}
 
 /// NATS headers as the propagator reads them.
 struct Carrier<'a>(&'a HeaderMap);
@@ -43,7 +60,9 @@ pub fn span_context(traceparent: &str) -> Option<SpanContext> {
 
 /// Makes `span` (not yet entered) a child of the trace context `headers` carry, if any.
 pub fn continue_from(span: &tracing::Span, headers: Option<&HeaderMap>) {
-    let Some(headers) = headers else { return };
+    let Some(headers) = headers.filter(|_| recording(span)) else {
+        return;
+    };
     let parent = extract(headers);
     if parent.span().span_context().is_valid() {
         // Fails only when no OpenTelemetry layer records spans: nothing to continue then.
@@ -53,6 +72,9 @@ pub fn continue_from(span: &tracing::Span, headers: Option<&HeaderMap>) {
 
 /// The W3C `traceparent` naming `span`, when OpenTelemetry records it.
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    if !recording(span) {
+        return None;
+    }
     let context = span.context();
     if !context.span().span_context().is_valid() {
         return None;
@@ -91,6 +113,26 @@ mod tests {
         assert!(!extract(&headers).span().span_context().is_valid());
         assert_eq!(span_context("garbage"), None);
         assert_eq!(span_context(""), None);
+    }
+
+    #[test]
+    fn with_a_layer_recording_a_span_continues_the_trace_it_came_with() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        record();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let own = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("hop");
+            let mut headers = HeaderMap::new();
+            headers.insert("traceparent", TRACEPARENT);
+            continue_from(&span, Some(&headers));
+            traceparent_of(&span)
+        });
+        let own = own.unwrap();
+        assert_eq!(&own[..36], &TRACEPARENT[..36], "same trace: {own}");
+        assert_ne!(own, TRACEPARENT, "its own span: {own}");
     }
 
     #[test]

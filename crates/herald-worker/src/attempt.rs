@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use herald_core::{DeliveryId, Disposition, RetrySchedule, classify, jittered, parse_retry_after};
 use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus};
-use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use sha2::{Digest as _, Sha256};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -315,9 +315,10 @@ pub fn outbound_traceparent(
             .or_else(|| carried.map(str::to_owned))
             .unwrap_or_else(new_traceparent);
     }
-    let context = span.context();
-    let own = context.span().span_context().clone();
-    let (span_id, flags) = if own.is_valid() {
+    let own = herald_bus::trace::recording(span)
+        .then(|| span.context().span().span_context().clone())
+        .filter(SpanContext::is_valid);
+    let (span_id, flags) = if let Some(own) = own {
         (own.span_id().to_string(), own.trace_flags().to_u8())
     } else {
         (format!("{:016x}", rand::random::<u64>().max(1)), 1)
@@ -327,7 +328,10 @@ pub fn outbound_traceparent(
 
 /// The trace id an integrator sees for `delivery`: 16 bytes of SHA-256 of its id, in hex.
 pub fn delivery_trace_id(delivery: &DeliveryId) -> String {
-    let digest = Sha256::digest(format!("herald-trace:{delivery}").as_bytes());
+    let digest = Sha256::new()
+        .chain_update(b"herald-trace:")
+        .chain_update(delivery.as_str())
+        .finalize();
     hex::encode(&digest[..16])
 }
 
@@ -411,6 +415,7 @@ mod tests {
     fn recorded<T>(f: impl FnOnce() -> T) -> T {
         use opentelemetry::trace::TracerProvider as _;
         use tracing_subscriber::layer::SubscriberExt as _;
+        herald_bus::trace::record();
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));

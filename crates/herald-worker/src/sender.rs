@@ -301,6 +301,7 @@ impl Sender {
         let headers = message.headers.as_ref();
         herald_bus::trace::continue_from(&span, headers);
         if let Some(previous) = headers
+            .filter(|_| herald_bus::trace::recording(&span))
             .and_then(previous_attempt)
             .and_then(herald_bus::trace::span_context)
         {

@@ -75,6 +75,7 @@ pub fn init(service: &'static str) -> Telemetry {
     if let Some(error) = problem {
         tracing::error!(%error, "traces are not exported: the OTLP exporter could not be built");
     } else if provider.is_some() {
+        herald_bus::trace::record();
         tracing::info!(service, "exporting traces over OTLP");
     }
     Telemetry { provider }
