@@ -467,6 +467,13 @@ impl Event {
 /// needs escaping, but the body must stay valid JSON even if those grammars are ever relaxed.
 fn push_json_string(out: &mut String, text: &str) {
     use std::fmt::Write as _;
+    let plain = |byte: &u8| *byte >= 0x20 && *byte != b'"' && *byte != b'\\';
+    if text.as_bytes().iter().all(plain) {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     // Writing to a String cannot fail, and Value's Display escapes exactly as serde_json does.
     let _ = write!(out, "{}", serde_json::Value::from(text));
 }
@@ -698,6 +705,25 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn strings_in_a_body_are_written_as_serde_json_writes_them(
+            chars in prop::collection::vec(
+                prop_oneof![
+                    any::<char>(),
+                    Just('"'),
+                    Just('\\'),
+                    Just('\u{7f}'),
+                    (0u8..0x20).prop_map(char::from),
+                ],
+                0..24,
+            )
+        ) {
+            let text = String::from_iter(chars);
+            let mut out = String::new();
+            push_json_string(&mut out, &text);
+            prop_assert_eq!(out, serde_json::to_string(&text).unwrap());
+        }
+
         #[test]
         fn valid_types_parse(text in arb_type()) {
             let parsed = EventType::parse(&text).unwrap();

@@ -62,7 +62,7 @@ fn check_prefixed(kind: &'static str, prefix: &'static str, text: &str) -> Resul
     // The ulid crate also accepts lower case and silently drops the overflow bits of a first
     // character above 7; comparing with the re-encoded value rejects both.
     match Ulid::from_string(body) {
-        Ok(ulid) if ulid.to_string() == body => Ok(()),
+        Ok(ulid) if ulid.array_to_str(&mut [0; ULID_LEN]) == body => Ok(()),
         _ => Err(IdError::UlidText { kind, prefix }),
     }
 }
@@ -231,13 +231,17 @@ fn check_event_id(text: &str) -> Result<(), IdError> {
             len: text.chars().count(),
         });
     }
-    match text
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
-    {
-        Some(found) => Err(IdError::EventIdChar { found }),
-        None => Ok(()),
+    let allowed =
+        |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-');
+    if text.bytes().all(allowed) {
+        return Ok(());
     }
+    // Only the error needs characters: a multi-byte one is reported whole.
+    let found = text
+        .chars()
+        .find(|c| !u8::try_from(*c).is_ok_and(allowed))
+        .unwrap_or(char::REPLACEMENT_CHARACTER);
+    Err(IdError::EventIdChar { found })
 }
 
 impl fmt::Debug for EventId {
