@@ -1,9 +1,15 @@
 //! Reading and writing Herald's message headers: trace context propagation, content type and
 //! dead-letter reasons.
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName};
 
 use crate::names::header;
+
+/// One of Herald's header names, as async-nats keys them: made from the static text, where a
+/// `&str` key would be copied into a new name on every lookup and insert.
+pub(crate) const fn name(text: &'static str) -> HeaderName {
+    HeaderName::from_static(text)
+}
 
 /// The W3C `traceparent` of a message, if it carries one.
 pub fn traceparent(headers: &HeaderMap) -> Option<&str> {
@@ -13,7 +19,7 @@ pub fn traceparent(headers: &HeaderMap) -> Option<&str> {
 /// Sets the W3C `traceparent`, replacing any earlier value, so a trace continues across the
 /// hop.
 pub fn set_traceparent(headers: &mut HeaderMap, traceparent: &str) {
-    headers.insert(header::TRACEPARENT, traceparent);
+    headers.insert(name(header::TRACEPARENT), traceparent);
 }
 
 /// Copies the `traceparent` of `from`, if any, into `to`.
@@ -52,9 +58,9 @@ pub(crate) fn single_line(text: &str) -> String {
         .join(" ")
 }
 
-fn non_empty<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn non_empty<'a>(headers: &'a HeaderMap, text: &'static str) -> Option<&'a str> {
     headers
-        .get(name)
+        .get(name(text))
         .map(|value| value.as_str())
         .filter(|value| !value.is_empty())
 }

@@ -17,7 +17,7 @@ use herald_core::{AccountId, Event, EventId, EventType};
 use herald_proto::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, encode_event};
 use tracing::Instrument as _;
 
-use crate::headers::{set_traceparent, single_line, traceparent};
+use crate::headers::{name, set_traceparent, single_line, traceparent};
 use crate::names::{DEAD_STREAM, DeadSource, EVENTS_STREAM, dead_subject, event_subject, header};
 
 /// Longest dead-letter reason kept; a reason is a diagnosis, not a dump.
@@ -86,8 +86,8 @@ impl Outgoing {
     /// `payload` of `content_type` for `subject`, de-duplicated by `id`.
     pub fn new(subject: impl Into<String>, id: &str, content_type: &str, payload: Bytes) -> Self {
         let mut headers = HeaderMap::new();
-        headers.insert(header::MSG_ID, id);
-        headers.insert(header::CONTENT_TYPE, content_type);
+        headers.insert(name(header::MSG_ID), id);
+        headers.insert(name(header::CONTENT_TYPE), content_type);
         Outgoing {
             subject: subject.into(),
             headers,
@@ -119,7 +119,8 @@ impl Outgoing {
     /// Names the attempt a retry follows, if OpenTelemetry recorded it.
     pub fn previous_attempt(mut self, traceparent: Option<&str>) -> Self {
         if let Some(traceparent) = traceparent {
-            self.headers.insert(header::PREVIOUS_ATTEMPT, traceparent);
+            self.headers
+                .insert(name(header::PREVIOUS_ATTEMPT), traceparent);
         }
         self
     }
@@ -444,8 +445,8 @@ pub async fn dead_letter(
         }
         reason.truncate(end);
     }
-    headers.insert(header::DEAD_REASON, reason.as_str());
-    headers.insert(header::DEAD_SUBJECT, original_subject);
+    headers.insert(name(header::DEAD_REASON), reason.as_str());
+    headers.insert(name(header::DEAD_SUBJECT), original_subject);
     let letter = |payload: Bytes, headers: &HeaderMap| Outgoing {
         subject: dead_subject(source),
         headers: headers.clone(),
