@@ -11,6 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={root}/{file}");
     }
     let descriptors = protox::compile(files, [root])?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    // A handful of headers: a B-tree is built without hashing, and keeps them in order.
+    prost_build::Config::new()
+        .btree_map([".herald.deliveries.v1.DeliveryOutcome.request_headers"])
+        .compile_fds(descriptors)?;
     Ok(())
 }

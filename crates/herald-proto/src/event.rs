@@ -61,9 +61,10 @@ pub fn decode_event(
             if t.eq_ignore_ascii_case(CONTENT_TYPE_PROTOBUF)
                 || t.eq_ignore_ascii_case(CONTENT_TYPE_X_PROTOBUF) =>
         {
-            let message = proto::Event::decode(payload)
+            let mut message = proto::Event::decode(payload)
                 .map_err(|err| DecodeError::Protobuf(err.to_string()))?;
-            from_proto(message, Some(received_at))
+            let data = std::mem::take(&mut message.data);
+            from_proto(&message, data, Some(received_at))
         }
         Some(_) => {
             let shown: String = content_type
@@ -92,13 +93,25 @@ pub fn encode_event(event: &Event) -> proto::Event {
 impl TryFrom<proto::Event> for Event {
     type Error = DecodeError;
 
-    fn try_from(message: proto::Event) -> Result<Self, Self::Error> {
-        from_proto(message, None)
+    fn try_from(mut message: proto::Event) -> Result<Self, Self::Error> {
+        let data = std::mem::take(&mut message.data);
+        from_proto(&message, data, None)
     }
 }
 
+/// Like the conversion of an owned message, copying only what the event keeps.
+impl TryFrom<&proto::Event> for Event {
+    type Error = DecodeError;
+
+    fn try_from(message: &proto::Event) -> Result<Self, Self::Error> {
+        from_proto(message, message.data.clone(), None)
+    }
+}
+
+/// The event `message` names, with `data` (its data, taken out or copied).
 fn from_proto(
-    message: proto::Event,
+    message: &proto::Event,
+    data: Vec<u8>,
     received_at: Option<DateTime<Utc>>,
 ) -> Result<Event, DecodeError> {
     let timestamp = match (&message.occurred_at, received_at) {
@@ -111,7 +124,7 @@ fn from_proto(
         (None, Some(received_at)) => received_at,
         (None, None) => return Err(DecodeError::field("occurred_at", REQUIRED)),
     };
-    let data = String::from_utf8(message.data)
+    let data = String::from_utf8(data)
         .map_err(|err| DecodeError::field("data", format!("is not UTF-8: {err}")))?;
     Ok(Event {
         id: required("id", &message.id, EventId::parse)?,

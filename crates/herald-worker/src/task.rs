@@ -52,7 +52,7 @@ impl Task {
             .map_err(|err| TaskError::field("webhook_id", err))?;
         let event = message
             .event
-            .clone()
+            .as_ref()
             .ok_or_else(|| TaskError::field("event", "is required"))
             .and_then(|event| {
                 Event::try_from(event).map_err(|err| TaskError::field("event", err))
