@@ -55,7 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(
             health::router().method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed }),
         )
-        .merge(crate::ui::router())
+        .merge(crate::ui::router(state.clone()))
         .route(
             "/metrics",
             axum::routing::get(crate::metrics::serve)

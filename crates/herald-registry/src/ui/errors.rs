@@ -3,11 +3,16 @@
 //! errors are not here: forms show them beside their fields.
 
 use askama::Template;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::session::session_of;
 use super::view::Layout;
 use crate::service::ServiceError;
+use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UiError {
@@ -62,6 +67,49 @@ struct ErrorPage {
     layout: Layout,
     heading: String,
     message: String,
+}
+
+/// What an error page says, left on its response: a response is made without the request, so
+/// [`in_session`] finds the viewer and shows the page again with the signed-in navigation.
+#[derive(Debug, Clone)]
+struct Said {
+    heading: String,
+    message: String,
+}
+
+/// Shows an error page to a signed-in viewer inside the console's navigation, as every other
+/// page is, rather than as a dead end; signed out, the page stays as it was made.
+pub async fn in_session(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let cookies: HeaderMap = request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|value| (header::COOKIE, value.clone()))
+        .collect();
+    let response = next.run(request).await;
+    let Some(said) = response.extensions().get::<Said>().cloned() else {
+        return response;
+    };
+    // A session that cannot be read leaves the page signed out: it already says what failed.
+    let Ok(Some(viewer)) = session_of(&cookies, &state).await else {
+        return response;
+    };
+    let page = ErrorPage {
+        layout: Layout::new(said.heading.clone(), &viewer),
+        heading: said.heading,
+        message: said.message,
+    };
+    match page.render() {
+        Ok(html) => {
+            let (mut parts, _) = response.into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(html))
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot render the error page");
+            response
+        }
+    }
 }
 
 impl IntoResponse for UiError {
@@ -129,13 +177,21 @@ impl IntoResponse for UiError {
                 )
             }
         };
+        let said = Said {
+            heading: heading.clone(),
+            message: message.clone(),
+        };
         let page = ErrorPage {
             layout: Layout::signed_out(heading.clone()),
             heading,
             message,
         };
         match page.render() {
-            Ok(html) => (status, axum::response::Html(html)).into_response(),
+            Ok(html) => {
+                let mut response = (status, axum::response::Html(html)).into_response();
+                response.extensions_mut().insert(said);
+                response
+            }
             Err(error) => {
                 tracing::error!(%error, "cannot render the error page");
                 (status, message_only(status)).into_response()

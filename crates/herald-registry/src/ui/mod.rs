@@ -35,7 +35,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/ui/accounts") }))
         .route("/assets/{name}", get(asset))
@@ -52,7 +52,12 @@ pub fn router() -> Router<AppState> {
         .route("/ui/", get(|| async { Redirect::to("/ui/accounts") }))
         .nest(
             ROOT,
-            pages.layer(axum::middleware::map_response(security_headers)),
+            pages
+                .layer(axum::middleware::map_response(security_headers))
+                .layer(axum::middleware::from_fn_with_state(
+                    state,
+                    errors::in_session,
+                )),
         )
 }
 

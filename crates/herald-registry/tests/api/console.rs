@@ -350,6 +350,19 @@ async fn an_account_key_sees_its_own_account_and_nothing_else() {
             "{path}"
         );
     }
+    // The page that says so keeps the console's navigation and the way out.
+    let refused = console
+        .get(&format!("/ui/accounts/{theirs}/webhooks"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(refused.contains("not yours to see"), "{refused}");
+    assert!(
+        refused.contains("Signed in as <strong>Cool Account</strong>"),
+        "{refused}"
+    );
+    assert!(refused.contains(r#"action="/ui/sign-out""#), "{refused}");
     for path in [
         format!("/ui/accounts/{theirs}/webhooks/{hook}/remove"),
         format!("/ui/accounts/{theirs}/webhooks/{hook}/secret/reveal"),
@@ -564,6 +577,17 @@ async fn deep_links_survive_sign_in_and_odd_addresses_get_pages_not_errors() {
         "the page asked for comes back"
     );
 
+    // Signed out, a missing page offers no navigation it could not follow.
+    let missing = http
+        .get(format!("{}/ui/no-such-page", registry.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let missing = missing.text().await.unwrap();
+    assert!(missing.contains("<h1>Not found</h1>"), "{missing}");
+    assert!(!missing.contains("Signed in as"), "{missing}");
+
     let console = Console::sign_in(&registry, ADMIN_KEY).await;
     // Control characters in a path or a `next` are not followed anywhere.
     let odd = console.get("/ui/accounts/x%01y").await;
@@ -592,7 +616,12 @@ async fn deep_links_survive_sign_in_and_odd_addresses_get_pages_not_errors() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert!(wrong.text().await.unwrap().contains("<h1>Not here</h1>"));
+    let wrong = wrong.text().await.unwrap();
+    assert!(wrong.contains("<h1>Not here</h1>"), "{wrong}");
+    assert!(
+        wrong.contains("Signed in as <strong>Admin</strong>"),
+        "{wrong}"
+    );
     let unreadable = console
         .get(&format!(
             "/ui/accounts/{account}/deliveries?status=a&status=b"
