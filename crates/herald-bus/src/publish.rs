@@ -457,7 +457,7 @@ pub async fn dead_letter(
     match publish(js, &letter(payload, &headers), Persistence::BRIEF).await {
         Err(PublishError::TooLarge { .. }) => {
             headers.insert(
-                header::DEAD_PAYLOAD_OMITTED,
+                name(header::DEAD_PAYLOAD_OMITTED),
                 format!("{size} bytes, more than the server accepts").as_str(),
             );
             publish(js, &letter(Bytes::new(), &headers), Persistence::BRIEF).await
