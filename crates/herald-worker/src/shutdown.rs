@@ -2,6 +2,7 @@
 //! is left back to NATS for immediate redelivery to another replica.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
@@ -16,8 +17,15 @@ use crate::counters::{Counters, DeadReason};
 const HAND_BACK_GRACE: Duration = Duration::from_secs(2);
 
 /// The stages of stopping, shared by every loop and handler.
+///
+/// Shared behind one `Arc`: every message's handler holds it, and cloning (or dropping) a
+/// `CancellationToken` takes its tree's lock, three times per message for three tokens.
 #[derive(Debug, Clone, Default)]
-pub struct Stopping {
+pub struct Stopping(Arc<Stages>);
+
+/// See [`Stopping`].
+#[derive(Debug, Default)]
+pub struct Stages {
     /// Cancelled when shutdown starts: no new messages are fetched.
     pub fetch: CancellationToken,
     /// Cancelled when the deadline has passed: handlers abandon their work and NAK.
@@ -25,6 +33,14 @@ pub struct Stopping {
     /// Cancelled when the worker is dropped without a shutdown: handlers are abandoned where
     /// they stand, settling nothing, as if the process had died.
     pub crash: CancellationToken,
+}
+
+impl std::ops::Deref for Stopping {
+    type Target = Stages;
+
+    fn deref(&self) -> &Stages {
+        &self.0
+    }
 }
 
 impl Stopping {
