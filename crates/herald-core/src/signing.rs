@@ -25,6 +25,8 @@ const SIGNATURE_VERSION: &str = "v1";
 const MIN_KEY_LEN: usize = 24;
 const MAX_KEY_LEN: usize = 64;
 const GENERATED_KEY_LEN: usize = 32;
+/// `v1,` and the base64 of a 32-byte HMAC-SHA256 tag.
+const SIGNATURE_LEN: usize = 3 + 44;
 
 /// Standard base64 that also accepts secrets whose padding was trimmed, as some tools do.
 const LENIENT_STANDARD: GeneralPurpose = GeneralPurpose::new(
@@ -104,15 +106,25 @@ impl SigningSecret {
 
     /// The `v1,<base64>` signature of one delivery.
     pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut signature = String::with_capacity(SIGNATURE_LEN);
+        self.sign_into(&mut signature, msg_id, timestamp, body);
+        signature
+    }
+
+    /// Appends the `v1,<base64>` signature to `out`: a delivery's header is built in one
+    /// allocation, however many secrets sign it.
+    fn sign_into(&self, out: &mut String, msg_id: &str, timestamp: i64, body: &[u8]) {
         let tag = self.tag(msg_id, timestamp, body);
-        format!("{SIGNATURE_VERSION},{}", STANDARD.encode(tag))
+        out.push_str(SIGNATURE_VERSION);
+        out.push(',');
+        STANDARD.encode_string(tag, out);
     }
 
     fn tag(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
         let mut mac = self.mac();
         mac.update(msg_id.as_bytes());
         mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
+        mac.update(Decimal::of(timestamp).as_bytes());
         mac.update(b".");
         mac.update(body);
         mac.finalize().into_bytes().into()
@@ -151,11 +163,39 @@ pub fn signature_header(
     timestamp: i64,
     body: &[u8],
 ) -> String {
-    secrets
-        .iter()
-        .map(|secret| secret.sign(msg_id, timestamp, body))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut header = String::with_capacity(secrets.len() * (SIGNATURE_LEN + 1));
+    for (n, secret) in secrets.iter().enumerate() {
+        if n > 0 {
+            header.push(' ');
+        }
+        secret.sign_into(&mut header, msg_id, timestamp, body);
+    }
+    header
+}
+
+/// A timestamp's decimal digits, written on the stack: the signed content has one in every
+/// delivery.
+struct Decimal {
+    digits: [u8; 20],
+    len: usize,
+}
+
+impl Decimal {
+    fn of(value: i64) -> Self {
+        let mut decimal = Decimal {
+            digits: [0; 20],
+            len: 0,
+        };
+        let mut cursor = std::io::Cursor::new(&mut decimal.digits[..]);
+        // Twenty bytes hold every i64 (`-9223372036854775808`), so the write cannot fail.
+        let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{value}"));
+        decimal.len = usize::try_from(cursor.position()).unwrap_or(0);
+        decimal
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.digits[..self.len]
+    }
 }
 
 /// Verifies a delivery as a receiver would, against every secret the receiver holds.
@@ -292,6 +332,13 @@ mod tests {
             "signing secret must decode to 24 to 64 bytes, found 65",
         );
         assert!(SigningSecret::parse(&format!("whsec_{}", STANDARD.encode([1u8; 64]))).is_ok());
+    }
+
+    #[test]
+    fn the_widest_timestamps_fit() {
+        for value in [i64::MIN, i64::MAX, -1, 0] {
+            assert_eq!(Decimal::of(value).as_bytes(), value.to_string().as_bytes());
+        }
     }
 
     #[test]
@@ -438,6 +485,12 @@ mod tests {
                 verify(&[secret], "msg_1", "1700000000", &header, &tampered, 1_700_000_000, DEFAULT_TOLERANCE),
                 Err(VerifyError::NoMatchingSignature)
             );
+        }
+
+        #[test]
+        fn timestamps_are_written_as_to_string_writes_them(value: i64) {
+            let (written, expected) = (Decimal::of(value), value.to_string());
+            prop_assert_eq!(written.as_bytes(), expected.as_bytes());
         }
 
         #[test]

@@ -97,16 +97,15 @@ pub fn request_headers(
     let id = task.delivery_id.as_str();
     let timestamp = now.timestamp();
     let signature = herald_core::signature_header(&secrets, id, timestamp, body);
-    let mut headers = HeaderMap::with_capacity(5);
+    // Room for these six, the user agent and the client's `accept` without growing the map.
+    let mut headers = HeaderMap::with_capacity(8);
     // Ids are ASCII by construction and signatures are base64, so these conversions only fail
     // on a broken invariant; such a header is left out rather than failing the delivery.
     for (name, value) in [
         (WEBHOOK_ID, HeaderValue::from_str(id)),
-        (
-            WEBHOOK_TIMESTAMP,
-            HeaderValue::from_str(&timestamp.to_string()),
-        ),
-        (WEBHOOK_SIGNATURE, HeaderValue::from_str(&signature)),
+        (WEBHOOK_TIMESTAMP, Ok(HeaderValue::from(timestamp))),
+        // The header takes the signature's own buffer rather than a copy of it.
+        (WEBHOOK_SIGNATURE, HeaderValue::try_from(signature)),
     ] {
         match value {
             Ok(value) => {

@@ -154,13 +154,12 @@ impl DeliveryClient {
                 result: Err(SendError::Forbidden(forbidden)),
             };
         }
-        let sent = self
-            .client
-            .post(url.as_url().clone())
-            .headers(headers)
-            .body(body)
-            .send()
-            .await;
+        // The request takes `headers` as they are: a builder would copy them one by one into
+        // a map of its own, growing it on the way.
+        let mut request = reqwest::Request::new(reqwest::Method::POST, url.as_url().clone());
+        *request.headers_mut() = headers;
+        *request.body_mut() = Some(body.into());
+        let sent = self.client.execute(request).await;
         let latency = started.elapsed();
         let result = match sent {
             Ok(response) => Ok(read_response(response).await),
