@@ -5,8 +5,9 @@
 //! no-op for the tasks already stored.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -17,10 +18,8 @@ use herald_bus::names::{
 };
 use herald_bus::{DeadSource, Outgoing, Persistence, PublishError, dead_letter};
 use herald_core::{DeliveryId, Event, WebhookId};
-use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, DeliveryTask, Trigger};
-use herald_proto::events::v1::Event as ProtoEvent;
+use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus, Trigger};
 use herald_proto::{decode_event, encode_event};
-use prost::Message as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tracing::Instrument as _;
 
@@ -29,7 +28,7 @@ use crate::counters::{Counters, DeadReason};
 use crate::index::SharedIndex;
 use crate::lanes::LaneOpener;
 use crate::shutdown::{Stopping, ack, in_progress, nak};
-use crate::task::{self, msg_id};
+use crate::task::msg_id;
 
 /// How long a failed fan-out waits before the event is tried again; long enough not to spin
 /// through a NATS outage, short enough that events are not noticeably late after one.
@@ -116,6 +115,44 @@ pub struct Router {
     pub positions: Positions,
     /// Bounds the memory the handlers' encoded tasks take together.
     pub task_bytes: TaskBytes,
+    pub max_payload: MaxPayload,
+}
+
+/// The server's largest message, read again at most once a second: reading it copies the
+/// server's whole description, which every event would otherwise pay for.
+#[derive(Debug)]
+pub struct MaxPayload {
+    since: Instant,
+    bytes: AtomicUsize,
+    read_at_ms: AtomicU64,
+}
+
+impl Default for MaxPayload {
+    fn default() -> Self {
+        MaxPayload {
+            since: Instant::now(),
+            bytes: AtomicUsize::new(0),
+            read_at_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl MaxPayload {
+    const FRESH_MS: u64 = 1_000;
+
+    fn of(&self, js: &jetstream::Context) -> usize {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        if bytes != 0
+            && now.saturating_sub(self.read_at_ms.load(Ordering::Relaxed)) < Self::FRESH_MS
+        {
+            return bytes;
+        }
+        let bytes = js.client().server_info().max_payload;
+        self.bytes.store(bytes, Ordering::Relaxed);
+        self.read_at_ms.store(now, Ordering::Relaxed);
+        bytes
+    }
 }
 
 /// The stream sequences of the events this worker is routing (or handed back), and the highest
@@ -159,7 +196,15 @@ impl Router {
         message: jetstream::Message,
         _permit: OwnedSemaphorePermit,
     ) {
-        let sequence = message.info().ok().map(|info| info.stream_sequence);
+        // The reply subject is parsed once: its sequence places the event, its time stands in
+        // for an event that does not say when it happened.
+        let (sequence, received_at) = match message.info() {
+            Ok(info) => (
+                Some(info.stream_sequence),
+                DateTime::<Utc>::from(SystemTime::from(info.published)),
+            ),
+            Err(_) => (None, Utc::now()),
+        };
         if let Some(sequence) = sequence {
             self.positions.started(sequence);
         }
@@ -173,7 +218,7 @@ impl Router {
         );
         herald_bus::trace::continue_from(&span, message.headers.as_ref());
         let routed = tokio::select! {
-            routed = in_progress(&message, self.ack_wait, Box::pin(self.route(&message))).instrument(span) => routed,
+            routed = in_progress(&message, self.ack_wait, Box::pin(self.route(&message, received_at))).instrument(span) => routed,
             () = self.stopping.hard.cancelled() => {
                 nak(&message, None, &self.counters).await;
                 return;
@@ -197,12 +242,12 @@ impl Router {
         }
     }
 
-    async fn route(&self, message: &jetstream::Message) -> Result<(), RouteError> {
+    async fn route(
+        &self,
+        message: &jetstream::Message,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), RouteError> {
         let headers = message.headers.as_ref();
-        let received_at = message
-            .info()
-            .map(|info| DateTime::<Utc>::from(SystemTime::from(info.published)))
-            .unwrap_or_else(|_| Utc::now());
         let decoded = decode_event(
             headers.and_then(content_type),
             &message.payload,
@@ -284,21 +329,17 @@ impl Router {
         tasks: &[(WebhookId, DeliveryId)],
         traceparent: &str,
     ) -> Result<(), RouteError> {
-        let proto_event = encode_event(event);
-        let limit = self
-            .js
-            .client()
-            .server_info()
-            .max_payload
-            .saturating_sub(TASK_HEADROOM);
-        let each = proto_event.encoded_len() + TASK_OVERHEAD;
+        // Encoded once: every task carries these bytes as they are.
+        let event_bytes = herald_proto::encode(&encode_event(event));
+        let limit = self.max_payload.of(&self.js).saturating_sub(TASK_HEADROOM);
+        let each = event_bytes.len() + TASK_OVERHEAD;
         // Only an event near the limit has its tasks measured, before any is stored. Ids all
         // have one length, so the first task, on either subject, is as large as any.
         if each + MESSAGE_OVERHEAD > limit
             && let Some((webhook, delivery_id)) = tasks.first()
         {
             let size = [false, true]
-                .map(|laned| task_message(webhook, delivery_id, &proto_event, traceparent, laned))
+                .map(|laned| task_message(webhook, delivery_id, &event_bytes, traceparent, laned))
                 .iter()
                 .map(Outgoing::size)
                 .max()
@@ -317,7 +358,7 @@ impl Router {
                     if lane {
                         laned.push(webhook.clone());
                     }
-                    task_message(webhook, delivery_id, &proto_event, traceparent, lane)
+                    task_message(webhook, delivery_id, &event_bytes, traceparent, lane)
                 })
                 .collect();
             let receipts =
@@ -397,7 +438,7 @@ impl Router {
 fn task_message(
     webhook: &WebhookId,
     delivery_id: &DeliveryId,
-    event: &ProtoEvent,
+    event: &[u8],
     traceparent: &str,
     laned: bool,
 ) -> Outgoing {
@@ -407,15 +448,14 @@ fn task_message(
     } else {
         (delivery_subject(webhook), id)
     };
-    let payload = task::encode(&DeliveryTask {
-        delivery_id: delivery_id.to_string(),
-        webhook_id: webhook.to_string(),
-        event: Some(event.clone()),
-        attempt: 1,
-        not_before: None,
-        trigger: Trigger::Event as i32,
-    });
-    Outgoing::protobuf(subject, &id, payload).traceparent(Some(traceparent))
+    let payload = herald_proto::encode_task(
+        delivery_id.as_str(),
+        webhook.as_str(),
+        event,
+        1,
+        Trigger::Event,
+    );
+    Outgoing::protobuf(subject, &id, Bytes::from(payload)).traceparent(Some(traceparent))
 }
 
 #[cfg(test)]

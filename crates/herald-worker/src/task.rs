@@ -95,11 +95,6 @@ impl Task {
     }
 }
 
-/// Encodes a task built by the router.
-pub fn encode(task: &DeliveryTask) -> Bytes {
-    Bytes::from(herald_proto::encode(task))
-}
-
 /// Message ids of the hops a task makes. Each stream de-duplicates within its window, so every
 /// hop of one logical step must carry the same id (a redelivered step is then dropped), and two
 /// different steps of one delivery must never share an id in one stream (the second would be
@@ -191,7 +186,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_re_encoding() {
-        let task = Task::decode(&encode(&task_message())).unwrap();
+        let task = Task::decode(&Bytes::from(herald_proto::encode(&task_message()))).unwrap();
         assert_eq!(task.attempt, 1);
         assert!(task.follows_schedule());
         let at: DateTime<Utc> = "2026-11-27T10:00:05Z".parse().unwrap();

@@ -169,6 +169,7 @@ impl Worker {
             stopping: stopping.clone(),
             positions: Default::default(),
             task_bytes: TaskBytes::new(config.router_task_bytes),
+            max_payload: Default::default(),
         });
 
         // Each loop's task returns its name, so that one ending early can be named.
