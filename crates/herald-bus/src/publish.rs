@@ -72,6 +72,15 @@ pub struct PublishReceipt {
     pub sequence: u64,
 }
 
+impl From<&jetstream::publish::PublishAck> for PublishReceipt {
+    fn from(ack: &jetstream::publish::PublishAck) -> Self {
+        PublishReceipt {
+            duplicate: ack.duplicate,
+            sequence: ack.sequence,
+        }
+    }
+}
+
 /// A message for one of Herald's streams.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -253,6 +262,14 @@ pub async fn publish_all(
     // gives it back with its own acknowledgement; all of them are polled together, so no
     // message holds a permit while it waits for another (sending everything before awaiting
     // anything stalled as soon as one fan-out, or several at once, passed the limit).
+    // One message (most events have one task) needs no queue of acknowledgements.
+    if let [message] = messages {
+        let receipt = match send_and_ack(js, message).await {
+            Some(ack) => PublishReceipt::from(&ack),
+            None => publish(js, message, persistence).await?,
+        };
+        return Ok(vec![receipt]);
+    }
     let mut acked = Vec::with_capacity(messages.len());
     let mut in_flight = futures::stream::FuturesOrdered::new();
     for message in messages {
@@ -269,10 +286,7 @@ pub async fn publish_all(
     let mut receipts = Vec::with_capacity(messages.len());
     for (message, ack) in messages.iter().zip(acked) {
         receipts.push(match ack {
-            Some(ack) => PublishReceipt {
-                duplicate: ack.duplicate,
-                sequence: ack.sequence,
-            },
+            Some(ack) => PublishReceipt::from(&ack),
             None => publish(js, message, persistence).await?,
         });
     }
@@ -330,10 +344,7 @@ async fn publish_once(
         Err(err) => Err(err),
     }
     .map_err(failed)?;
-    Ok(PublishReceipt {
-        duplicate: ack.duplicate,
-        sequence: ack.sequence,
-    })
+    Ok(PublishReceipt::from(&ack))
 }
 
 /// Publishes domain events to the `EVENTS` stream.
