@@ -7,7 +7,7 @@ use crate::names::header;
 
 /// One of Herald's header names, as async-nats keys them: made from the static text, where a
 /// `&str` key would be copied into a new name on every lookup and insert.
-pub(crate) const fn name(text: &'static str) -> HeaderName {
+pub const fn name(text: &'static str) -> HeaderName {
     HeaderName::from_static(text)
 }
 

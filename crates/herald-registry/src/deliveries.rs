@@ -446,6 +446,7 @@ impl<'a> Source<'a> {
 }
 
 async fn dead_letter(js: &jetstream::Context, source: &Source<'_>, reason: &str) {
+    use herald_bus::headers::name;
     use herald_bus::names::header;
     let message = source.message;
     tracing::error!(reason, subject = %message.subject, "setting an unusable outcome aside in HERALD_DEAD");
@@ -456,15 +457,15 @@ async fn dead_letter(js: &jetstream::Context, source: &Source<'_>, reason: &str)
         Some((index, raw)) => {
             let mut headers = message.headers.clone().unwrap_or_default();
             let batch = headers
-                .get(header::MSG_ID)
+                .get(name(header::MSG_ID))
                 .map(|id| id.as_str().to_owned())
                 .or_else(|| {
                     let info = message.info().ok()?;
                     Some(format!("{}:{}", info.stream, info.stream_sequence))
                 })
                 .unwrap_or_default();
-            headers.insert(header::MSG_ID, format!("{batch}/{index}").as_str());
-            headers.insert(header::DEAD_BATCH_INDEX, index.to_string().as_str());
+            headers.insert(name(header::MSG_ID), format!("{batch}/{index}").as_str());
+            headers.insert(name(header::DEAD_BATCH_INDEX), index.to_string().as_str());
             (Some(headers), raw.clone())
         }
         None => (message.headers.clone(), message.payload.clone()),
