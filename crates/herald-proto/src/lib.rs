@@ -130,37 +130,48 @@ pub fn encode_task(
     trigger: deliveries::v1::Trigger,
 ) -> Vec<u8> {
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-    let bytes_field_len = |len: usize| key_len(1) + encoded_len_varint(len as u64) + len;
-    let mut buf = Vec::with_capacity(
-        bytes_field_len(delivery_id.len())
-            + bytes_field_len(webhook_id.len())
-            + bytes_field_len(event.len())
-            + 2 * (key_len(4) + encoded_len_varint(u64::from(u32::MAX))),
-    );
     // As prost writes a message: fields in tag order, proto3 defaults (empty, zero) left out,
     // the event always there (an empty one too).
+    let bytes_len = |tag: u32, value: &[u8]| {
+        key_len(tag) + encoded_len_varint(value.len() as u64) + value.len()
+    };
+    let string_len = |tag: u32, value: &str| match value.len() {
+        0 => 0,
+        _ => bytes_len(tag, value.as_bytes()),
+    };
+    let varint_len = |tag: u32, value: u64| match value {
+        0 => 0,
+        _ => key_len(tag) + encoded_len_varint(value),
+    };
+    let trigger = trigger as u64;
+    // Exactly as long as it will be: a vector with spare room costs `Bytes` an allocation of
+    // its own.
+    let mut buf = Vec::with_capacity(
+        string_len(1, delivery_id)
+            + string_len(2, webhook_id)
+            + bytes_len(3, event)
+            + varint_len(4, u64::from(attempt))
+            + varint_len(6, trigger),
+    );
     let bytes_field = |tag: u32, value: &[u8], buf: &mut Vec<u8>| {
         encode_key(tag, WireType::LengthDelimited, buf);
         encode_varint(value.len() as u64, buf);
         buf.extend_from_slice(value);
     };
     let varint_field = |tag: u32, value: u64, buf: &mut Vec<u8>| {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(value, buf);
+        if value != 0 {
+            encode_key(tag, WireType::Varint, buf);
+            encode_varint(value, buf);
+        }
     };
-    if !delivery_id.is_empty() {
-        bytes_field(1, delivery_id.as_bytes(), &mut buf);
-    }
-    if !webhook_id.is_empty() {
-        bytes_field(2, webhook_id.as_bytes(), &mut buf);
+    for (tag, value) in [(1, delivery_id), (2, webhook_id)] {
+        if !value.is_empty() {
+            bytes_field(tag, value.as_bytes(), &mut buf);
+        }
     }
     bytes_field(3, event, &mut buf);
-    if attempt != 0 {
-        varint_field(4, u64::from(attempt), &mut buf);
-    }
-    if trigger != deliveries::v1::Trigger::Unspecified {
-        varint_field(6, trigger as u64, &mut buf);
-    }
+    varint_field(4, u64::from(attempt), &mut buf);
+    varint_field(6, trigger, &mut buf);
     buf
 }
 
@@ -179,7 +190,25 @@ mod task_tests {
             Just(Trigger::Event),
             Just(Trigger::Redelivery),
             Just(Trigger::Replay),
+            Just(Trigger::Test),
         ]
+    }
+
+    #[test]
+    fn an_empty_event_is_still_carried() {
+        let task = DeliveryTask {
+            event: Some(Event::default()),
+            ..DeliveryTask::default()
+        };
+        let made = encode_task(
+            "",
+            "",
+            &Event::default().encode_to_vec(),
+            0,
+            Trigger::Unspecified,
+        );
+        assert_eq!(made, task.encode_to_vec());
+        assert_eq!(made, [0x1a, 0x00]);
     }
 
     proptest! {
@@ -212,6 +241,7 @@ mod task_tests {
             };
             let made = encode_task(&delivery_id, &webhook_id, &event.encode_to_vec(), attempt, trigger);
             prop_assert_eq!(&made, &task.encode_to_vec());
+            prop_assert_eq!(made.capacity(), made.len());
             prop_assert_eq!(DeliveryTask::decode(made.as_slice()).expect("a task decodes"), task);
         }
     }

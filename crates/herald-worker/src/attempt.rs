@@ -97,7 +97,7 @@ pub fn request_headers(
     let id = task.delivery_id.as_str();
     let timestamp = now.timestamp();
     let signature = herald_core::signature_header(&secrets, id, timestamp, body);
-    // Room for these six, the user agent and the client's `accept` without growing the map.
+    // Room for these, the user agent and the client's `accept` without growing the map.
     let mut headers = HeaderMap::with_capacity(8);
     // Ids are ASCII by construction and signatures are base64, so these conversions only fail
     // on a broken invariant; such a header is left out rather than failing the delivery.

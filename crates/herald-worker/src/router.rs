@@ -140,17 +140,26 @@ impl Default for MaxPayload {
 impl MaxPayload {
     const FRESH_MS: u64 = 1_000;
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn of(&self, js: &jetstream::Context) -> usize {
-        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
         let bytes = self.bytes.load(Ordering::Relaxed);
-        if bytes != 0
-            && now.saturating_sub(self.read_at_ms.load(Ordering::Relaxed)) < Self::FRESH_MS
-        {
+        let age = self
+            .now_ms()
+            .saturating_sub(self.read_at_ms.load(Ordering::Relaxed));
+        if bytes != 0 && age < Self::FRESH_MS {
             return bytes;
         }
+        self.fresh(js)
+    }
+
+    /// Reads the limit from the server's description now, and keeps it for the next second.
+    fn fresh(&self, js: &jetstream::Context) -> usize {
         let bytes = js.client().server_info().max_payload;
         self.bytes.store(bytes, Ordering::Relaxed);
-        self.read_at_ms.store(now, Ordering::Relaxed);
+        self.read_at_ms.store(self.now_ms(), Ordering::Relaxed);
         bytes
     }
 }
@@ -344,6 +353,12 @@ impl Router {
                 .map(Outgoing::size)
                 .max()
                 .unwrap_or(0);
+            // Refusing cannot be undone: the limit is read afresh first, in case the server's
+            // grew within the second the cached one is kept.
+            let limit = self
+                .max_payload
+                .fresh(&self.js)
+                .saturating_sub(TASK_HEADROOM);
             if size > limit {
                 return self.refuse(message, event, tasks, size, limit).await;
             }
