@@ -258,10 +258,6 @@ pub async fn publish_all(
     messages: &[Outgoing],
     persistence: Persistence,
 ) -> Result<Vec<PublishReceipt>, PublishError> {
-    // Each message's future takes one of the context's permits for unacknowledged publishes and
-    // gives it back with its own acknowledgement; all of them are polled together, so no
-    // message holds a permit while it waits for another (sending everything before awaiting
-    // anything stalled as soon as one fan-out, or several at once, passed the limit).
     // One message (most events have one task) needs no queue of acknowledgements.
     if let [message] = messages {
         let receipt = match send_and_ack(js, message).await {
@@ -270,6 +266,10 @@ pub async fn publish_all(
         };
         return Ok(vec![receipt]);
     }
+    // Each message's future takes one of the context's permits for unacknowledged publishes and
+    // gives it back with its own acknowledgement; all of them are polled together, so no
+    // message holds a permit while it waits for another (sending everything before awaiting
+    // anything stalled as soon as one fan-out, or several at once, passed the limit).
     let mut acked = Vec::with_capacity(messages.len());
     let mut in_flight = futures::stream::FuturesOrdered::new();
     for message in messages {
