@@ -906,6 +906,7 @@ async fn wait_for_index(worker: &herald_worker::Worker, webhooks: usize) -> anyh
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
 mod tests {
     use super::*;
 
