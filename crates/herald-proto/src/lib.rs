@@ -120,15 +120,17 @@ mod tests {
 }
 
 /// A task's bytes made from its event's bytes, encoded once for all of the event's tasks: the
-/// same bytes as encoding a [`DeliveryTask`](deliveries::v1::DeliveryTask) holding that event
-/// with no `not_before`, without a copy of the event's fields per task.
+/// same bytes as encoding a [`DeliveryTask`](deliveries::v1::DeliveryTask) holding that event,
+/// without a copy of the event's fields per task.
 pub fn encode_task(
     delivery_id: &str,
     webhook_id: &str,
     event: &[u8],
     attempt: u32,
+    not_before: Option<&prost_types::Timestamp>,
     trigger: deliveries::v1::Trigger,
 ) -> Vec<u8> {
+    use prost::Message as _;
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
     // As prost writes a message: fields in tag order, proto3 defaults (empty, zero) left out,
     // the event always there (an empty one too).
@@ -151,6 +153,7 @@ pub fn encode_task(
             + string_len(2, webhook_id)
             + bytes_len(3, event)
             + varint_len(4, u64::from(attempt))
+            + not_before.map_or(0, |at| prost::encoding::message::encoded_len(5, at))
             + varint_len(6, trigger),
     );
     let bytes_field = |tag: u32, value: &[u8], buf: &mut Vec<u8>| {
@@ -171,11 +174,163 @@ pub fn encode_task(
     }
     bytes_field(3, event, &mut buf);
     varint_field(4, u64::from(attempt), &mut buf);
+    if let Some(at) = not_before {
+        encode_key(5, WireType::LengthDelimited, &mut buf);
+        encode_varint(at.encoded_len() as u64, &mut buf);
+        at.encode_raw(&mut buf);
+    }
     varint_field(6, trigger, &mut buf);
     buf
 }
 
+/// How many bytes an outcome `outcome_len` long takes as an entry of a
+/// [`DeliveryOutcomes`](deliveries::v1::DeliveryOutcomes) message.
+pub fn outcomes_entry_len(outcome_len: usize) -> usize {
+    prost::encoding::key_len(1)
+        + prost::encoding::encoded_len_varint(outcome_len as u64)
+        + outcome_len
+}
+
+/// A [`DeliveryOutcomes`](deliveries::v1::DeliveryOutcomes) message made from its outcomes'
+/// bytes, each already encoded, without decoding them.
+pub fn encode_outcomes<'a>(outcomes: impl IntoIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let len = outcomes
+        .clone()
+        .into_iter()
+        .map(|outcome| outcomes_entry_len(outcome.len()))
+        .sum();
+    let mut buf = Vec::with_capacity(len);
+    for outcome in outcomes {
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(outcome.len() as u64, &mut buf);
+        buf.extend_from_slice(outcome);
+    }
+    buf
+}
+
+/// Why bytes are not a message Herald wrote; the text says what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MalformedMessage(String);
+
+impl From<prost::DecodeError> for MalformedMessage {
+    fn from(err: prost::DecodeError) -> Self {
+        MalformedMessage(err.to_string())
+    }
+}
+
+/// A task's fields as its bytes hold them, the event left encoded: what [`encode_task`] wrote,
+/// read back without a copy of the event (a task carries its event on, to a retry and into its
+/// outcome, as it came).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskParts<'a> {
+    pub delivery_id: &'a str,
+    pub webhook_id: &'a str,
+    /// The event's own bytes, a view of the task's; `None` when the task has no event.
+    pub event: Option<prost::bytes::Bytes>,
+    pub attempt: u32,
+    pub not_before: Option<prost_types::Timestamp>,
+    /// As prost keeps an enum: the number, known or not.
+    pub trigger: i32,
+}
+
+/// Reads a [`DeliveryTask`](deliveries::v1::DeliveryTask)'s bytes as prost would, except that
+/// the event stays encoded and a second event in one task is refused rather than merged into
+/// the first (Herald never writes one). Unknown fields are skipped.
+pub fn decode_task(payload: &prost::bytes::Bytes) -> Result<TaskParts<'_>, MalformedMessage> {
+    use prost::Message as _;
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+
+    fn text<'a>(field: &str, value: &'a [u8]) -> Result<&'a str, MalformedMessage> {
+        std::str::from_utf8(value)
+            .map_err(|_| MalformedMessage(format!("field `{field}` is not valid UTF-8")))
+    }
+    let mut parts = TaskParts::default();
+    let mut rest: &[u8] = payload;
+    while !rest.is_empty() {
+        let (tag, wire_type) = decode_key(&mut rest)?;
+        match (tag, wire_type) {
+            (1 | 2 | 3 | 5, WireType::LengthDelimited) => {
+                let len = usize::try_from(decode_varint(&mut rest)?)
+                    .ok()
+                    .filter(|len| *len <= rest.len())
+                    .ok_or_else(|| MalformedMessage(format!("field {tag} runs past the end")))?;
+                let start = payload.len() - rest.len();
+                let (value, after) = rest.split_at(len);
+                rest = after;
+                match tag {
+                    1 => parts.delivery_id = text("delivery_id", value)?,
+                    2 => parts.webhook_id = text("webhook_id", value)?,
+                    3 if parts.event.is_some() => {
+                        return Err(MalformedMessage("the task holds two events".to_owned()));
+                    }
+                    3 => parts.event = Some(payload.slice(start..start + len)),
+                    _ => parts.not_before = Some(prost_types::Timestamp::decode(value)?),
+                }
+            }
+            // Truncated to 32 bits, as prost reads a uint32 or an enum.
+            (4, WireType::Varint) => parts.attempt = decode_varint(&mut rest)? as u32,
+            (6, WireType::Varint) => parts.trigger = decode_varint(&mut rest)? as i32,
+            (1..=6, _) => {
+                return Err(MalformedMessage(format!(
+                    "field {tag} has the wrong wire type {wire_type:?}"
+                )));
+            }
+            _ => skip_field(wire_type, tag, &mut rest, DecodeContext::default())?,
+        }
+    }
+    Ok(parts)
+}
+
+/// An outcome's bytes: `outcome` (whose own event and request headers are left empty) with
+/// `event`, the event's bytes as its task carried them, and `request_headers`, without a copy
+/// of either into the message. Those two fields follow the others, which protobuf allows: the
+/// bytes decode to `outcome` holding that event and those headers.
+pub fn encode_outcome<V: AsRef<str>>(
+    outcome: &deliveries::v1::DeliveryOutcome,
+    event: &[u8],
+    request_headers: &[(&str, V)],
+) -> Vec<u8> {
+    use prost::Message as _;
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+
+    debug_assert!(outcome.event.is_none() && outcome.request_headers.is_empty());
+    // As prost writes a map's entries: an empty key or value is left out.
+    let string_len = |tag: u32, value: &str| match value.len() {
+        0 => 0,
+        len => key_len(tag) + encoded_len_varint(len as u64) + len,
+    };
+    let entry_len = |(name, value): &(&str, V)| string_len(1, name) + string_len(2, value.as_ref());
+    let delimited_len = |tag: u32, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
+    let len = outcome.encoded_len()
+        + delimited_len(3, event.len())
+        + request_headers
+            .iter()
+            .map(|entry| delimited_len(14, entry_len(entry)))
+            .sum::<usize>();
+    let mut buf = Vec::with_capacity(len);
+    outcome.encode_raw(&mut buf);
+    let delimited = |tag: u32, len: usize, buf: &mut Vec<u8>| {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+    };
+    delimited(3, event.len(), &mut buf);
+    buf.extend_from_slice(event);
+    for entry in request_headers {
+        delimited(14, entry_len(entry), &mut buf);
+        for (tag, text) in [(1, entry.0), (2, entry.1.as_ref())] {
+            if !text.is_empty() {
+                delimited(tag, text.len(), &mut buf);
+                buf.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+    buf
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
 mod task_tests {
     use proptest::prelude::*;
     use prost::Message as _;
@@ -205,10 +360,49 @@ mod task_tests {
             "",
             &Event::default().encode_to_vec(),
             0,
+            None,
             Trigger::Unspecified,
         );
         assert_eq!(made, task.encode_to_vec());
         assert_eq!(made, [0x1a, 0x00]);
+        let made = prost::bytes::Bytes::from(made);
+        let parts = decode_task(&made).unwrap();
+        assert_eq!(parts.event.as_deref(), Some(&[][..]));
+    }
+
+    #[test]
+    fn a_task_that_is_not_one_says_what_is_wrong() {
+        // The attempt and the event's bytes, or the error's text.
+        let decode = |bytes: &[u8]| {
+            decode_task(&prost::bytes::Bytes::copy_from_slice(bytes))
+                .map(|parts| (parts.attempt, parts.event))
+                .map_err(|err| err.to_string())
+        };
+        let event = Event::default().encode_to_vec();
+        let twice = [
+            encode_task("", "", &event, 0, None, Trigger::Event),
+            encode_task("", "", &event, 0, None, Trigger::Event),
+        ]
+        .concat();
+        assert_eq!(decode(&twice).unwrap_err(), "the task holds two events");
+        // Field 1 claims ten bytes and holds two.
+        assert_eq!(
+            decode(&[0x0a, 0x0a, b'd', b'l']).unwrap_err(),
+            "field 1 runs past the end"
+        );
+        assert_eq!(
+            decode(&[0x0a, 0x02, 0xff, 0xfe]).unwrap_err(),
+            "field `delivery_id` is not valid UTF-8"
+        );
+        // The attempt (field 4) as a string.
+        assert!(
+            decode(&[0x22, 0x01, b'1'])
+                .unwrap_err()
+                .starts_with("field 4 has the wrong wire type")
+        );
+        // An unknown field (15, a varint) is skipped, as prost skips it.
+        assert_eq!(decode(&[0x78, 0x01, 0x20, 0x02]), Ok((2, None)));
+        assert!(decode(&[0x78]).is_err(), "a key without its value");
     }
 
     proptest! {
@@ -222,6 +416,7 @@ mod task_tests {
             seconds in proptest::option::of(0i64..4_000_000_000),
             data in proptest::collection::vec(any::<u8>(), 0..300),
             attempt in prop_oneof![Just(0u32), Just(1), any::<u32>()],
+            not_before in proptest::option::of((any::<i64>(), 0i32..1_000_000_000)),
             trigger in triggers(),
         ) {
             let event = Event {
@@ -236,13 +431,74 @@ mod task_tests {
                 webhook_id: webhook_id.clone(),
                 event: Some(event.clone()),
                 attempt,
-                not_before: None,
+                not_before: not_before
+                    .map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
                 trigger: trigger as i32,
             };
-            let made = encode_task(&delivery_id, &webhook_id, &event.encode_to_vec(), attempt, trigger);
+            let event_bytes = event.encode_to_vec();
+            let made = encode_task(
+                &delivery_id,
+                &webhook_id,
+                &event_bytes,
+                attempt,
+                task.not_before.as_ref(),
+                trigger,
+            );
             prop_assert_eq!(&made, &task.encode_to_vec());
             prop_assert_eq!(made.capacity(), made.len());
-            prop_assert_eq!(DeliveryTask::decode(made.as_slice()).expect("a task decodes"), task);
+            prop_assert_eq!(DeliveryTask::decode(made.as_slice()).expect("a task decodes"), task.clone());
+
+            let made = prost::bytes::Bytes::from(made);
+            let parts = decode_task(&made).expect("a task's parts decode");
+            prop_assert_eq!(parts.delivery_id, task.delivery_id.as_str());
+            prop_assert_eq!(parts.webhook_id, task.webhook_id.as_str());
+            prop_assert_eq!(parts.event.as_deref(), Some(event_bytes.as_slice()));
+            prop_assert_eq!(parts.attempt, task.attempt);
+            prop_assert_eq!(parts.not_before, task.not_before);
+            prop_assert_eq!(parts.trigger, task.trigger);
+        }
+
+        #[test]
+        fn an_outcome_with_its_events_bytes_decodes_as_the_outcome_holding_them(
+            delivery_id in "(dlv_[0-9A-Z]{26})?",
+            attempt in any::<u32>(),
+            status in 0i32..4,
+            http_status in prop_oneof![Just(0u32), 100u32..600],
+            error in "\\PC{0,40}",
+            response_body in "\\PC{0,40}",
+            next in proptest::option::of(any::<i64>()),
+            disable_webhook in any::<bool>(),
+            trigger in triggers(),
+            id in "\\PC{0,30}",
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+            headers in proptest::collection::btree_map("[a-z-]{0,20}", "\\PC{0,40}", 0..8),
+        ) {
+            use super::deliveries::v1::DeliveryOutcome;
+
+            let event = Event { id, data, ..Event::default() };
+            let outcome = DeliveryOutcome {
+                delivery_id,
+                webhook_id: "wh_1".to_owned(),
+                attempt,
+                status,
+                http_status,
+                error,
+                response_body,
+                next_attempt_at: next.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+                disable_webhook,
+                trigger: trigger as i32,
+                ..DeliveryOutcome::default()
+            };
+            let pairs: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let made = encode_outcome(&outcome, &event.encode_to_vec(), &pairs);
+            prop_assert_eq!(made.capacity(), made.len());
+            let whole = DeliveryOutcome {
+                event: Some(event),
+                request_headers: headers.into_iter().collect(),
+                ..outcome
+            };
+            prop_assert_eq!(DeliveryOutcome::decode(made.as_slice()).expect("an outcome decodes"), whole);
         }
     }
 }

@@ -228,8 +228,9 @@ pub fn error_text(attempted: &Attempted) -> String {
     }
 }
 
-/// The outcome of an attempt, for the registry's delivery log.
-pub fn outcome(task: &Task, attempted: &Attempted, verdict: Verdict) -> DeliveryOutcome {
+/// The outcome of an attempt, for the registry's delivery log, encoded: it carries the task's
+/// event as the task carried it, and the request's headers as sent, without copies of either.
+pub fn outcome(task: &Task, attempted: &Attempted, verdict: Verdict) -> Vec<u8> {
     let (status, next_attempt_at, disable) = match verdict {
         Verdict::Delivered => (DeliveryStatus::Delivered, None, false),
         Verdict::Retry(delay) => (
@@ -243,10 +244,10 @@ pub fn outcome(task: &Task, attempted: &Attempted, verdict: Verdict) -> Delivery
         Ok(response) => (u32::from(response.status), response.body.clone()),
         Err(_) => (0, String::new()),
     };
-    DeliveryOutcome {
+    let outcome = DeliveryOutcome {
         delivery_id: task.delivery_id.to_string(),
         webhook_id: task.webhook.to_string(),
-        event: task.message.event.clone(),
+        event: None,
         attempt: task.attempt,
         status: status as i32,
         http_status,
@@ -256,26 +257,26 @@ pub fn outcome(task: &Task, attempted: &Attempted, verdict: Verdict) -> Delivery
         attempted_at: Some(herald_proto::timestamp(attempted.at)),
         next_attempt_at: next_attempt_at.map(herald_proto::timestamp),
         disable_webhook: disable,
-        trigger: task.message.trigger,
-        request_headers: attempted
-            .request_headers
-            .iter()
-            .map(|(name, value)| {
-                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                (name.as_str().to_owned(), value)
-            })
-            .collect(),
-    }
+        trigger: task.trigger as i32,
+        request_headers: Default::default(),
+    };
+    // Herald's own header values are ASCII, so this borrows; anything else is shown lossily.
+    let headers: Vec<(&str, std::borrow::Cow<'_, str>)> = attempted
+        .request_headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())))
+        .collect();
+    herald_proto::encode_outcome(&outcome, &task.event_bytes, &headers)
 }
 
-/// The outcome of a task that is not sent because its webhook was disabled or deleted: the
-/// log then shows why instead of a delivery pending forever, and it can be replayed once the
-/// webhook is enabled again.
-pub fn not_sent(task: &Task, reason: &str, at: DateTime<Utc>) -> DeliveryOutcome {
-    DeliveryOutcome {
+/// The outcome of a task that is not sent because its webhook was disabled or deleted, encoded:
+/// the log then shows why instead of a delivery pending forever, and it can be replayed once
+/// the webhook is enabled again.
+pub fn not_sent(task: &Task, reason: &str, at: DateTime<Utc>) -> Vec<u8> {
+    let outcome = DeliveryOutcome {
         delivery_id: task.delivery_id.to_string(),
         webhook_id: task.webhook.to_string(),
-        event: task.message.event.clone(),
+        event: None,
         attempt: task.attempt,
         status: DeliveryStatus::Exhausted as i32,
         http_status: 0,
@@ -285,9 +286,10 @@ pub fn not_sent(task: &Task, reason: &str, at: DateTime<Utc>) -> DeliveryOutcome
         attempted_at: Some(herald_proto::timestamp(at)),
         next_attempt_at: None,
         disable_webhook: false,
-        trigger: task.message.trigger,
+        trigger: task.trigger as i32,
         request_headers: Default::default(),
-    }
+    };
+    herald_proto::encode_outcome::<&str>(&outcome, &task.event_bytes, &[])
 }
 
 /// A fresh W3C trace context, for events published without one, so that every request of one
@@ -611,7 +613,19 @@ mod tests {
     fn outcomes_record_the_attempt() {
         let task = task(1, Trigger::Event);
         let attempted = answered(302, None);
-        let outcome = outcome(&task, &attempted, Verdict::Retry(Duration::from_secs(10)));
+        let outcome = decoded(&outcome(
+            &task,
+            &attempted,
+            Verdict::Retry(Duration::from_secs(10)),
+        ));
+        assert_eq!(
+            outcome.event,
+            Some(herald_proto::encode_event(&task.event)),
+            "the task's event, as it came"
+        );
+        assert_eq!(outcome.delivery_id, task.delivery_id.as_str());
+        assert_eq!(outcome.webhook_id, task.webhook.as_str());
+        assert_eq!(outcome.attempt, 1);
         assert_eq!(outcome.status, DeliveryStatus::Failed as i32);
         assert_eq!(outcome.http_status, 302);
         assert_eq!(outcome.latency_ms, 12);
@@ -633,11 +647,11 @@ mod tests {
             Some("dlv_01BX5ZZKBKACTAV9WEVGEMMVRZ")
         );
 
-        let gone = super::outcome(
+        let gone = decoded(&super::outcome(
             &task,
             &answered(410, None),
             Verdict::Exhausted { disable: true },
-        );
+        ));
         assert_eq!(gone.status, DeliveryStatus::Exhausted as i32);
         assert!(gone.disable_webhook);
         assert_eq!(gone.next_attempt_at, None);
@@ -648,9 +662,31 @@ mod tests {
             )))),
             ..answered(0, None)
         };
-        let failed = super::outcome(&task, &timed_out, Verdict::Exhausted { disable: false });
+        let failed = decoded(&super::outcome(
+            &task,
+            &timed_out,
+            Verdict::Exhausted { disable: false },
+        ));
         assert_eq!(failed.http_status, 0);
         assert_eq!(failed.error, "timed out after 15s");
+    }
+
+    fn decoded(bytes: &[u8]) -> DeliveryOutcome {
+        herald_proto::decode(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_task_not_sent_says_why_and_keeps_its_event() {
+        let task = task(2, Trigger::Replay);
+        let at: DateTime<Utc> = "2026-11-27T10:00:05Z".parse().unwrap();
+        let outcome = decoded(&not_sent(&task, "not sent: the webhook is disabled", at));
+        assert_eq!(outcome.status, DeliveryStatus::Exhausted as i32);
+        assert_eq!(outcome.error, "not sent: the webhook is disabled");
+        assert_eq!((outcome.attempt, outcome.http_status), (2, 0));
+        assert_eq!(outcome.trigger, Trigger::Replay as i32);
+        assert_eq!(outcome.attempted_at, Some(herald_proto::timestamp(at)));
+        assert_eq!(outcome.event, Some(herald_proto::encode_event(&task.event)));
+        assert!(outcome.request_headers.is_empty());
     }
 
     #[test]

@@ -17,8 +17,6 @@ use bytes::Bytes;
 use herald_bus::names::{OUTCOME_BATCH_SUBJECT, outcome_subject};
 use herald_bus::{Outgoing, Persistence, PublishError};
 use herald_core::WebhookId;
-use herald_proto::deliveries::v1::DeliveryOutcome;
-use prost::Message as _;
 use sha2::Digest as _;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -38,7 +36,8 @@ const MIN_PATIENCE: Duration = Duration::from_secs(1);
 
 /// One outcome waiting to be stored, and who waits for it.
 struct Pending {
-    outcome: DeliveryOutcome,
+    /// The encoded `DeliveryOutcome`, made by the handler that settles its attempt.
+    outcome: Bytes,
     webhook: WebhookId,
     id: String,
     queued: Instant,
@@ -51,8 +50,13 @@ impl Pending {
         Outgoing::protobuf(
             outcome_subject(&self.webhook),
             &self.id,
-            Bytes::from(herald_proto::encode(&self.outcome)),
+            self.outcome.clone(),
         )
+    }
+
+    /// The outcome's length as an entry of a `DeliveryOutcomes` message.
+    fn entry_len(&self) -> usize {
+        herald_proto::outcomes_entry_len(self.outcome.len())
     }
 }
 
@@ -82,11 +86,11 @@ impl Outcomes {
         }
     }
 
-    /// Stores `outcome` (of `webhook`, de-duplicated by `id`); returns once it is stored or
-    /// cannot be.
+    /// Stores `outcome`, an encoded `DeliveryOutcome` (of `webhook`, de-duplicated by `id`);
+    /// returns once it is stored or cannot be.
     pub async fn store(
         &self,
-        outcome: DeliveryOutcome,
+        outcome: Bytes,
         webhook: &WebhookId,
         id: String,
     ) -> Result<(), PublishError> {
@@ -136,11 +140,11 @@ async fn publish_queued(
         };
         // The oldest outcome's remaining patience bounds the publish.
         let waited = first.queued.elapsed();
-        let mut size = first.outcome.encoded_len();
+        let mut size = first.entry_len();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             let Ok(more) = queue.try_recv() else { break };
-            size += more.outcome.encoded_len();
+            size += more.entry_len();
             if size > max_bytes {
                 next = Some(more);
                 break;
@@ -209,33 +213,25 @@ fn batch_message(batch: &[Pending]) -> Outgoing {
         digest.update(b"\n");
     }
     let id = format!("outcomes:{}", hex::encode(digest.finalize()));
-    // `DeliveryOutcomes { outcomes }` field by field, without copying the outcomes into one.
-    let size: usize = batch
-        .iter()
-        .map(|p| prost::encoding::message::encoded_len(1, &p.outcome))
-        .sum();
-    let mut payload = Vec::with_capacity(size);
-    for pending in batch {
-        prost::encoding::message::encode(1, &pending.outcome, &mut payload);
-    }
+    let payload = herald_proto::encode_outcomes(batch.iter().map(|p| &p.outcome[..]));
     Outgoing::protobuf(OUTCOME_BATCH_SUBJECT, &id, Bytes::from(payload))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with the value in the message
 mod tests {
-    use herald_proto::deliveries::v1::DeliveryOutcomes;
+    use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryOutcomes};
 
     use super::*;
 
     fn pending(delivery: &str) -> Pending {
         Pending {
-            outcome: DeliveryOutcome {
+            outcome: Bytes::from(herald_proto::encode(&DeliveryOutcome {
                 delivery_id: delivery.to_owned(),
                 webhook_id: "wh_1".to_owned(),
                 attempt: 1,
                 ..DeliveryOutcome::default()
-            },
+            })),
             webhook: WebhookId::new(),
             id: format!("{delivery}:1"),
             queued: Instant::now(),
@@ -275,14 +271,14 @@ mod tests {
         let subjects: Vec<&str> = messages.iter().map(|m| m.subject.as_str()).collect();
         let webhook_subject = outcome_subject(&webhook);
         assert_eq!(subjects, [OUTCOME_BATCH_SUBJECT, webhook_subject.as_str()]);
-        let batch = DeliveryOutcomes::decode(messages[0].payload.clone()).unwrap();
+        let batch = herald_proto::decode::<DeliveryOutcomes>(&messages[0].payload).unwrap();
         let ids: Vec<&str> = batch
             .outcomes
             .iter()
             .map(|o| o.delivery_id.as_str())
             .collect();
         assert_eq!(ids, ["dl_0", "dl_1", "dl_2", "dl_3", "dl_4"]);
-        let single = DeliveryOutcome::decode(messages[1].payload.clone()).unwrap();
+        let single = herald_proto::decode::<DeliveryOutcome>(&messages[1].payload).unwrap();
         assert_eq!(single.delivery_id, "dl_alone");
         let exposed = metrics.encode();
         for line in [
@@ -298,7 +294,7 @@ mod tests {
         let batch = vec![pending("dl_a"), pending("dl_b")];
         let message = batch_message(&batch);
         assert_eq!(message.subject(), OUTCOME_BATCH_SUBJECT);
-        let decoded = DeliveryOutcomes::decode(message.payload().clone()).unwrap();
+        let decoded = herald_proto::decode::<DeliveryOutcomes>(message.payload()).unwrap();
         let ids: Vec<&str> = decoded
             .outcomes
             .iter()

@@ -468,6 +468,7 @@ fn task_message(
         webhook.as_str(),
         event,
         1,
+        None,
         Trigger::Event,
     );
     Outgoing::protobuf(subject, &id, Bytes::from(payload)).traceparent(Some(traceparent))

@@ -215,7 +215,7 @@ impl Sender {
                 outcome_subject(&task.webhook),
                 msg_id::outcome(&task),
                 None,
-                Bytes::from(herald_proto::encode(&outcome)),
+                Bytes::from(outcome),
                 Persistence::BRIEF,
             )
             .await?;
@@ -401,7 +401,7 @@ impl Sender {
         verdict: Verdict,
         trace: &Trace,
     ) -> Result<(), SendTaskError> {
-        let outcome = attempt::outcome(task, attempted, verdict);
+        let outcome = Bytes::from(attempt::outcome(task, attempted, verdict));
         let patient = Persistence::patient(SETTLE_PATIENCE);
         let outcome_publish = self
             .outcomes

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use herald_core::{DeliveryId, Event, WebhookId};
-use herald_proto::deliveries::v1::{DeliveryTask, Trigger};
+use herald_proto::deliveries::v1::Trigger;
 
 /// Why a message is not a usable delivery task. Its `Display` is the dead-letter reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,57 +24,64 @@ impl TaskError {
     }
 }
 
-/// A decoded, validated delivery task. `message` is kept to be re-published as it came, with
-/// only the attempt and `not_before` changed.
+/// A decoded, validated delivery task. The event's bytes are kept as they came, to be carried
+/// on unchanged: into a retry (with only the attempt and `not_before` changed) and into the
+/// attempt's outcome.
 #[derive(Debug, Clone)]
 pub struct Task {
     pub delivery_id: DeliveryId,
     pub webhook: WebhookId,
     pub event: Event,
+    /// The event as the task carries it: a view of the task's bytes.
+    pub event_bytes: Bytes,
     /// Counted from 1; a task that says 0 is treated as its first attempt.
     pub attempt: u32,
     pub not_before: Option<DateTime<Utc>>,
     pub trigger: Trigger,
-    pub message: DeliveryTask,
 }
 
 impl Task {
-    pub fn decode(payload: &[u8]) -> Result<Task, TaskError> {
-        let message = herald_proto::decode::<DeliveryTask>(payload)
+    pub fn decode(payload: &Bytes) -> Result<Task, TaskError> {
+        let parts = herald_proto::decode_task(payload)
             .map_err(|err| TaskError::Protobuf(err.to_string()))?;
-        Task::from_message(message)
-    }
-
-    pub fn from_message(message: DeliveryTask) -> Result<Task, TaskError> {
-        let delivery_id = DeliveryId::parse(&message.delivery_id)
+        let delivery_id = DeliveryId::parse(parts.delivery_id)
             .map_err(|err| TaskError::field("delivery_id", err))?;
-        let webhook = WebhookId::parse(&message.webhook_id)
+        let webhook = WebhookId::parse(parts.webhook_id)
             .map_err(|err| TaskError::field("webhook_id", err))?;
-        let event = message
+        let event_bytes = parts
             .event
-            .as_ref()
-            .ok_or_else(|| TaskError::field("event", "is required"))
+            .ok_or_else(|| TaskError::field("event", "is required"))?;
+        let event = herald_proto::decode::<herald_proto::events::v1::Event>(&event_bytes)
+            .map_err(|err| TaskError::Protobuf(err.to_string()))
             .and_then(|event| {
                 Event::try_from(event).map_err(|err| TaskError::field("event", err))
             })?;
-        let not_before = match &message.not_before {
+        let not_before = match &parts.not_before {
             None => None,
             Some(at) => Some(
                 herald_proto::datetime(at)
                     .ok_or_else(|| TaskError::field("not_before", "is out of range"))?,
             ),
         };
-        let trigger = Trigger::try_from(message.trigger)
-            .map_err(|_| TaskError::field("trigger", format!("{} is unknown", message.trigger)))?;
+        let trigger = Trigger::try_from(parts.trigger)
+            .map_err(|_| TaskError::field("trigger", format!("{} is unknown", parts.trigger)))?;
         Ok(Task {
             delivery_id,
             webhook,
             event,
-            attempt: message.attempt.max(1),
+            event_bytes,
+            attempt: parts.attempt.max(1),
             not_before,
             trigger,
-            message,
         })
+    }
+
+    /// The task `message` encodes.
+    #[cfg(test)]
+    pub fn from_message(
+        message: herald_proto::deliveries::v1::DeliveryTask,
+    ) -> Result<Task, TaskError> {
+        Task::decode(&Bytes::from(herald_proto::encode(&message)))
     }
 
     /// Whether a failed attempt may be followed by another. Redeliveries and replays are one
@@ -88,10 +95,14 @@ impl Task {
 
     /// This task for attempt `attempt`, not to be sent before `not_before`, encoded.
     pub fn encode_for(&self, attempt: u32, not_before: DateTime<Utc>) -> Bytes {
-        let mut message = self.message.clone();
-        message.attempt = attempt;
-        message.not_before = Some(herald_proto::timestamp(not_before));
-        Bytes::from(herald_proto::encode(&message))
+        Bytes::from(herald_proto::encode_task(
+            self.delivery_id.as_str(),
+            self.webhook.as_str(),
+            &self.event_bytes,
+            attempt,
+            Some(&herald_proto::timestamp(not_before)),
+            self.trigger,
+        ))
     }
 }
 
@@ -164,6 +175,7 @@ pub mod msg_id {
 mod tests {
     use super::*;
     use herald_core::{AccountId, EventData, EventId, EventType};
+    use herald_proto::deliveries::v1::DeliveryTask;
 
     fn task_message() -> DeliveryTask {
         let event = Event {
@@ -225,7 +237,7 @@ mod tests {
             "delivery task field `trigger` is invalid: 99 is unknown",
         );
         assert!(
-            Task::decode(b"\xff\xff\xff")
+            Task::decode(&Bytes::from_static(b"\xff\xff\xff"))
                 .unwrap_err()
                 .to_string()
                 .starts_with("malformed protobuf delivery task: ")
