@@ -266,7 +266,11 @@ pub fn decode_task(payload: &prost::bytes::Bytes) -> Result<TaskParts<'_>, Malfo
                         return Err(MalformedMessage("the task holds two events".to_owned()));
                     }
                     3 => parts.event = Some(payload.slice(start..start + len)),
-                    _ => parts.not_before = Some(prost_types::Timestamp::decode(value)?),
+                    // A second timestamp merges into the first, as prost merges it.
+                    _ => parts
+                        .not_before
+                        .get_or_insert_with(Default::default)
+                        .merge(value)?,
                 }
             }
             // Truncated to 32 bits, as prost reads a uint32 or an enum.
@@ -456,6 +460,16 @@ mod task_tests {
             prop_assert_eq!(parts.attempt, task.attempt);
             prop_assert_eq!(parts.not_before, task.not_before);
             prop_assert_eq!(parts.trigger, task.trigger);
+
+            // Cut short anywhere, the task is refused exactly when prost refuses it.
+            for end in 0..made.len() {
+                let cut = made.slice(..end);
+                prop_assert_eq!(
+                    decode_task(&cut).is_ok(),
+                    DeliveryTask::decode(cut.as_ref()).is_ok(),
+                    "cut at {}", end
+                );
+            }
         }
 
         #[test]

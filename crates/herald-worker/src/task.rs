@@ -206,7 +206,13 @@ mod tests {
         assert_eq!(next.attempt, 2);
         assert_eq!(next.not_before, Some(at));
         assert_eq!(next.delivery_id, task.delivery_id);
+        assert_eq!(next.webhook, task.webhook);
+        assert_eq!(next.trigger, task.trigger);
         assert_eq!(next.event, task.event);
+        assert_eq!(
+            next.event_bytes, task.event_bytes,
+            "the event's bytes, as they came"
+        );
     }
 
     #[test]

@@ -936,6 +936,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_the_receipt_that_reaches_the_goal_wakes_the_waiter() {
+        use futures::FutureExt as _;
+
+        let sink = Arc::new(Sink::default());
+        sink.goal.store(3, Ordering::SeqCst);
+        let woken = sink.notify.notified();
+        tokio::pin!(woken);
+        for _ in 0..2 {
+            receipt(&sink).await;
+        }
+        assert!(
+            woken.as_mut().now_or_never().is_none(),
+            "receipts short of the goal wake nobody"
+        );
+        receipt(&sink).await;
+        assert!(
+            woken.now_or_never().is_some(),
+            "the third receipt wakes the waiter"
+        );
+    }
+
+    #[tokio::test]
     async fn the_wait_ends_with_the_receipt_that_reaches_its_count() {
         let sink = Arc::new(Sink::default());
         receipt(&sink).await;
