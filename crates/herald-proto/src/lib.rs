@@ -119,6 +119,33 @@ mod tests {
     }
 }
 
+/// How many bytes a length-delimited field `tag` of `len` bytes takes.
+fn delimited_len(tag: u32, len: usize) -> usize {
+    prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// Writes `value` as the length-delimited field `tag` (bytes, a string or an encoded message).
+fn put_delimited(tag: u32, value: &[u8], buf: &mut Vec<u8>) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
+    prost::encoding::encode_varint(value.len() as u64, buf);
+    buf.extend_from_slice(value);
+}
+
+/// As prost leaves a proto3 string out when it is empty: its length as field `tag`.
+fn string_len(tag: u32, value: &str) -> usize {
+    match value.len() {
+        0 => 0,
+        len => delimited_len(tag, len),
+    }
+}
+
+/// As prost leaves a proto3 string out when it is empty: writes it as field `tag`.
+fn put_string(tag: u32, value: &str, buf: &mut Vec<u8>) {
+    if !value.is_empty() {
+        put_delimited(tag, value.as_bytes(), buf);
+    }
+}
+
 /// A task's bytes made from its event's bytes, encoded once for all of the event's tasks: the
 /// same bytes as encoding a [`DeliveryTask`](deliveries::v1::DeliveryTask) holding that event,
 /// without a copy of the event's fields per task.
@@ -130,17 +157,9 @@ pub fn encode_task(
     not_before: Option<&prost_types::Timestamp>,
     trigger: deliveries::v1::Trigger,
 ) -> Vec<u8> {
-    use prost::Message as _;
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
     // As prost writes a message: fields in tag order, proto3 defaults (empty, zero) left out,
     // the event always there (an empty one too).
-    let bytes_len = |tag: u32, value: &[u8]| {
-        key_len(tag) + encoded_len_varint(value.len() as u64) + value.len()
-    };
-    let string_len = |tag: u32, value: &str| match value.len() {
-        0 => 0,
-        _ => bytes_len(tag, value.as_bytes()),
-    };
     let varint_len = |tag: u32, value: u64| match value {
         0 => 0,
         _ => key_len(tag) + encoded_len_varint(value),
@@ -151,33 +170,23 @@ pub fn encode_task(
     let mut buf = Vec::with_capacity(
         string_len(1, delivery_id)
             + string_len(2, webhook_id)
-            + bytes_len(3, event)
+            + delimited_len(3, event.len())
             + varint_len(4, u64::from(attempt))
             + not_before.map_or(0, |at| prost::encoding::message::encoded_len(5, at))
             + varint_len(6, trigger),
     );
-    let bytes_field = |tag: u32, value: &[u8], buf: &mut Vec<u8>| {
-        encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(value.len() as u64, buf);
-        buf.extend_from_slice(value);
-    };
     let varint_field = |tag: u32, value: u64, buf: &mut Vec<u8>| {
         if value != 0 {
             encode_key(tag, WireType::Varint, buf);
             encode_varint(value, buf);
         }
     };
-    for (tag, value) in [(1, delivery_id), (2, webhook_id)] {
-        if !value.is_empty() {
-            bytes_field(tag, value.as_bytes(), &mut buf);
-        }
-    }
-    bytes_field(3, event, &mut buf);
+    put_string(1, delivery_id, &mut buf);
+    put_string(2, webhook_id, &mut buf);
+    put_delimited(3, event, &mut buf);
     varint_field(4, u64::from(attempt), &mut buf);
     if let Some(at) = not_before {
-        encode_key(5, WireType::LengthDelimited, &mut buf);
-        encode_varint(at.encoded_len() as u64, &mut buf);
-        at.encode_raw(&mut buf);
+        prost::encoding::message::encode(5, at, &mut buf);
     }
     varint_field(6, trigger, &mut buf);
     buf
@@ -186,15 +195,12 @@ pub fn encode_task(
 /// How many bytes an outcome `outcome_len` long takes as an entry of a
 /// [`DeliveryOutcomes`](deliveries::v1::DeliveryOutcomes) message.
 pub fn outcomes_entry_len(outcome_len: usize) -> usize {
-    prost::encoding::key_len(1)
-        + prost::encoding::encoded_len_varint(outcome_len as u64)
-        + outcome_len
+    delimited_len(1, outcome_len)
 }
 
 /// A [`DeliveryOutcomes`](deliveries::v1::DeliveryOutcomes) message made from its outcomes'
 /// bytes, each already encoded, without decoding them.
 pub fn encode_outcomes<'a>(outcomes: impl IntoIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
-    use prost::encoding::{WireType, encode_key, encode_varint};
     let len = outcomes
         .clone()
         .into_iter()
@@ -202,9 +208,7 @@ pub fn encode_outcomes<'a>(outcomes: impl IntoIterator<Item = &'a [u8]> + Clone)
         .sum();
     let mut buf = Vec::with_capacity(len);
     for outcome in outcomes {
-        encode_key(1, WireType::LengthDelimited, &mut buf);
-        encode_varint(outcome.len() as u64, &mut buf);
-        buf.extend_from_slice(outcome);
+        put_delimited(1, outcome, &mut buf);
     }
     buf
 }
@@ -297,16 +301,10 @@ pub fn encode_outcome<V: AsRef<str>>(
     request_headers: &[(&str, V)],
 ) -> Vec<u8> {
     use prost::Message as _;
-    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
     debug_assert!(outcome.event.is_none() && outcome.request_headers.is_empty());
     // As prost writes a map's entries: an empty key or value is left out.
-    let string_len = |tag: u32, value: &str| match value.len() {
-        0 => 0,
-        len => key_len(tag) + encoded_len_varint(len as u64) + len,
-    };
     let entry_len = |(name, value): &(&str, V)| string_len(1, name) + string_len(2, value.as_ref());
-    let delimited_len = |tag: u32, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
     let len = outcome.encoded_len()
         + delimited_len(3, event.len())
         + request_headers
@@ -315,20 +313,13 @@ pub fn encode_outcome<V: AsRef<str>>(
             .sum::<usize>();
     let mut buf = Vec::with_capacity(len);
     outcome.encode_raw(&mut buf);
-    let delimited = |tag: u32, len: usize, buf: &mut Vec<u8>| {
-        encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(len as u64, buf);
-    };
-    delimited(3, event.len(), &mut buf);
-    buf.extend_from_slice(event);
+    put_delimited(3, event, &mut buf);
     for entry in request_headers {
-        delimited(14, entry_len(entry), &mut buf);
-        for (tag, text) in [(1, entry.0), (2, entry.1.as_ref())] {
-            if !text.is_empty() {
-                delimited(tag, text.len(), &mut buf);
-                buf.extend_from_slice(text.as_bytes());
-            }
-        }
+        // The entry's header, then its key and value, each written straight into the buffer.
+        prost::encoding::encode_key(14, prost::encoding::WireType::LengthDelimited, &mut buf);
+        prost::encoding::encode_varint(entry_len(entry) as u64, &mut buf);
+        put_string(1, entry.0, &mut buf);
+        put_string(2, entry.1.as_ref(), &mut buf);
     }
     buf
 }

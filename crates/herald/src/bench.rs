@@ -132,9 +132,9 @@ pub struct BenchArgs {
 struct Sink {
     received: AtomicU64,
     /// The count [`Sink::wait_for`] waits for (0: nobody waits); only receipts that reach it
-    /// wake the waiter. Woken on every receipt instead, the waiting thread would cost Herald's runs a
-    /// wake-up and a context switch per delivery that the minimal pipelines (which wait on
-    /// their own tasks) do not pay.
+    /// wake the waiter. Woken on every receipt instead, the waiting thread would cost Herald's
+    /// runs a wake-up and a context switch per delivery that the minimal pipelines (which wait
+    /// on their own tasks) do not pay.
     goal: AtomicU64,
     notify: Notify,
     latencies: std::sync::Mutex<Vec<Duration>>,
