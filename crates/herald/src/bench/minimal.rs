@@ -1,6 +1,6 @@
 //! The minimal durable pipelines: only what at-least-once webhook delivery cannot avoid, written
 //! with plain async-nats and reqwest. No routing, no per-webhook state, no delivery log, no
-//! retries: the floors Herald's figures are compared with.
+//! retry schedule: the floors Herald's figures are compared with.
 //!
 //! - [`Hops::One`]: each event is published with an acknowledgement to a file-backed stream,
 //!   pulled by a durable consumer, signed, POSTed, and acknowledged once the receiver answered.
@@ -12,14 +12,21 @@
 //!   What Herald adds beyond this floor (decoding, matching, per-webhook state, the delivery
 //!   log, retries, trace context) is its own cost; what this floor adds to one hop is the
 //!   design's.
+//!
+//! A step that fails (a publish not acknowledged, a POST not answered) is tried again at once,
+//! so that a rare failure costs a figure a little rather than stalling the run; each step ends
+//! once all its messages have succeeded, however many it pulled.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull, stream};
 use axum::body::Bytes;
+use async_nats::jetstream::AckKind;
 use futures::StreamExt as _;
 use herald_core::SigningSecret;
+use tokio_util::sync::CancellationToken;
 
 const STREAM: &str = "BENCH_MINIMAL";
 const SUBJECT: &str = "bench.minimal";
@@ -117,14 +124,23 @@ pub async fn run(
             async move {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", format!("msg_minimal_{n}").as_str());
-                let published = async {
-                    js.publish_with_headers(hops.event_subject(n), headers, Bytes::from(body))
+                let body = Bytes::from(body);
+                // Published again until stored; its id keeps a second copy out.
+                for _ in 0..PUBLISH_ATTEMPTS {
+                    let published = async {
+                        js.publish_with_headers(
+                            hops.event_subject(n),
+                            headers.clone(),
+                            body.clone(),
+                        )
                         .await?
                         .await
-                }
-                .await;
-                if let Err(error) = published {
-                    tracing::warn!(%error, "minimal pipeline: publish failed");
+                    }
+                    .await;
+                    match published {
+                        Ok(_) => break,
+                        Err(error) => tracing::warn!(%error, "minimal pipeline: publish failed"),
+                    }
                 }
             }
         })
@@ -194,12 +210,13 @@ async fn route(
     js: jetstream::Context,
     total: usize,
 ) -> anyhow::Result<()> {
+    let done = Done::new(total);
     events
         .messages()
         .await?
-        .take(total)
+        .take_until(done.all.clone().cancelled_owned())
         .for_each_concurrent(ROUTERS, |message| {
-            let js = &js;
+            let (js, done) = (&js, &done);
             async move {
                 let Ok(message) = message else { return };
                 let mut headers = async_nats::HeaderMap::new();
@@ -215,12 +232,14 @@ async fn route(
                 }
                 .await;
                 match stored {
-                    Ok(_) => {
-                        if let Err(error) = message.ack().await {
-                            tracing::warn!(%error, "minimal pipeline: event ack failed");
-                        }
+                    Ok(_) => match message.ack().await {
+                        Ok(()) => done.one(),
+                        Err(error) => tracing::warn!(%error, "minimal pipeline: event ack failed"),
+                    },
+                    Err(error) => {
+                        tracing::warn!(%error, "minimal pipeline: task publish failed");
+                        hand_back(&message).await;
                     }
-                    Err(error) => tracing::warn!(%error, "minimal pipeline: task publish failed"),
                 }
             }
         })
@@ -240,11 +259,12 @@ fn deliver(
     let receiver = receiver.to_owned();
     let secret = secret.clone();
     tokio::spawn(async move {
+        let done = Done::new(total);
         let messages = consumer.messages().await?;
         messages
-            .take(total)
+            .take_until(done.all.clone().cancelled_owned())
             .for_each_concurrent(concurrency, |message| {
-                let (http, receiver, secret) = (&http, &receiver, &secret);
+                let (http, receiver, secret, done) = (&http, &receiver, &secret, &done);
                 async move {
                     let Ok(message) = message else { return };
                     let id = msg_id(&message).to_owned();
@@ -261,15 +281,59 @@ fn deliver(
                         .await;
                     match sent {
                         Ok(response) if response.status().is_success() => {
-                            if let Err(error) = message.ack().await {
-                                tracing::warn!(%error, "minimal pipeline: ack failed");
+                            match message.ack().await {
+                                Ok(()) => done.one(),
+                                Err(error) => {
+                                    tracing::warn!(%error, "minimal pipeline: ack failed");
+                                }
                             }
                         }
-                        _ => tracing::warn!("minimal pipeline: a POST failed"),
+                        _ => {
+                            tracing::warn!("minimal pipeline: a POST failed");
+                            hand_back(&message).await;
+                        }
                     }
                 }
             })
             .await;
         anyhow::Ok(())
     })
+}
+
+/// How many times the pipelines' publisher tries to store an event.
+const PUBLISH_ATTEMPTS: usize = 10;
+
+/// A step's messages that have succeeded, and the token that ends the step once all have.
+struct Done {
+    succeeded: AtomicUsize,
+    total: usize,
+    all: CancellationToken,
+}
+
+impl Done {
+    fn new(total: usize) -> Self {
+        let all = CancellationToken::new();
+        if total == 0 {
+            all.cancel();
+        }
+        Done {
+            succeeded: AtomicUsize::new(0),
+            total,
+            all,
+        }
+    }
+
+    /// Counts one message that succeeded.
+    fn one(&self) {
+        if self.succeeded.fetch_add(1, Ordering::Relaxed) + 1 >= self.total {
+            self.all.cancel();
+        }
+    }
+}
+
+/// Hands a message back for redelivery at once.
+async fn hand_back(message: &jetstream::Message) {
+    if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
+        tracing::warn!(%error, "minimal pipeline: a message could not be handed back");
+    }
 }
