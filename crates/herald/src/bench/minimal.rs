@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use async_nats::jetstream::AckKind;
 use async_nats::jetstream::{self, consumer::pull, stream};
 use axum::body::Bytes;
-use async_nats::jetstream::AckKind;
 use futures::StreamExt as _;
 use herald_core::SigningSecret;
 use tokio_util::sync::CancellationToken;
