@@ -337,3 +337,26 @@ async fn hand_back(message: &jetstream::Message) {
         tracing::warn!(%error, "minimal pipeline: a message could not be handed back");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_ends_once_all_its_messages_succeeded() {
+        let done = Done::new(3);
+        done.one();
+        done.one();
+        assert!(!done.all.is_cancelled(), "two of three");
+        done.one();
+        assert!(done.all.is_cancelled(), "three of three");
+        // A redelivered message that succeeds again changes nothing.
+        done.one();
+        assert!(done.all.is_cancelled());
+    }
+
+    #[test]
+    fn a_step_with_nothing_to_do_is_done_at_once() {
+        assert!(Done::new(0).all.is_cancelled());
+    }
+}
