@@ -13,18 +13,18 @@
 //!   log, retries, trace context) is its own cost; what this floor adds to one hop is the
 //!   design's.
 //!
-//! A step that fails (a publish not acknowledged, a POST not answered) is tried again at once,
-//! so that a rare failure costs a figure a little rather than stalling the run; each step ends
-//! once all its messages have succeeded, however many it pulled.
+//! A step that fails (a publish not acknowledged, a copy not stored, a POST that errs or is not
+//! answered 2xx) is tried again, so that a rare failure costs a figure a little rather than
+//! stalling the run; each step ends once every one of its messages has succeeded, however many
+//! times it pulled them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream::AckKind;
-use async_nats::jetstream::{self, consumer::pull, stream};
+use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use axum::body::Bytes;
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use herald_core::SigningSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +36,10 @@ const TASK_STREAM: &str = "BENCH_TWO_HOP_TASKS";
 const TASK_SUBJECTS: &str = "bench.tasks.>";
 /// Events being copied into tasks at once, as many as Herald's router handlers.
 const ROUTERS: usize = 256;
+/// How many times the pipelines' publisher tries to store an event before the run fails.
+const PUBLISH_ATTEMPTS: u32 = 10;
+/// The pause before the publisher's second try; each later one waits as much longer.
+const PUBLISH_PAUSE: Duration = Duration::from_millis(50);
 
 /// How many times an event is stored on its way to the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,33 +122,39 @@ pub async fn run(
         ),
     };
 
-    futures::stream::iter(bodies.into_iter().enumerate())
-        .for_each_concurrent(256, |(n, body)| {
+    futures::stream::iter(bodies.into_iter().enumerate().map(anyhow::Ok))
+        .try_for_each_concurrent(256, |(n, body)| {
             let js = &js;
             async move {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", format!("msg_minimal_{n}").as_str());
                 let body = Bytes::from(body);
-                // Published again until stored; its id keeps a second copy out.
-                for _ in 0..PUBLISH_ATTEMPTS {
+                // Published again until stored, within JetStream's duplicate window: its id
+                // keeps a second copy out.
+                let mut attempt = 1;
+                loop {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Nats-Msg-Id", format!("{EVENT_ID_PREFIX}{n}").as_str());
                     let published = async {
-                        js.publish_with_headers(
-                            hops.event_subject(n),
-                            headers.clone(),
-                            body.clone(),
-                        )
-                        .await?
-                        .await
+                        js.publish_with_headers(hops.event_subject(n), headers, body.clone())
+                            .await?
+                            .await
                     }
                     .await;
                     match published {
-                        Ok(_) => break,
-                        Err(error) => tracing::warn!(%error, "minimal pipeline: publish failed"),
+                        Ok(_) => return anyhow::Ok(()),
+                        Err(error) if attempt < PUBLISH_ATTEMPTS => {
+                            tracing::warn!(%error, attempt, "minimal pipeline: publish failed");
+                            tokio::time::sleep(PUBLISH_PAUSE * attempt).await;
+                            attempt += 1;
+                        }
+                        Err(error) => anyhow::bail!(
+                            "the minimal pipeline could not store event {n} in \
+                             {PUBLISH_ATTEMPTS} attempts: {error}"
+                        ),
                     }
                 }
             }
         })
-        .await;
+        .await?;
     let finished = async {
         if let Some(routing) = routing {
             routing.await??;
@@ -233,7 +243,7 @@ async fn route(
                 .await;
                 match stored {
                     Ok(_) => match message.ack().await {
-                        Ok(()) => done.one(),
+                        Ok(()) => done.one(msg_id(&message)),
                         Err(error) => tracing::warn!(%error, "minimal pipeline: event ack failed"),
                     },
                     Err(error) => {
@@ -244,7 +254,7 @@ async fn route(
             }
         })
         .await;
-    Ok(())
+    done.finished("copying events into tasks")
 }
 
 /// Starts POSTing `total` messages of `consumer`, signed, each acknowledged once answered.
@@ -282,7 +292,7 @@ fn deliver(
                     match sent {
                         Ok(response) if response.status().is_success() => {
                             match message.ack().await {
-                                Ok(()) => done.one(),
+                                Ok(()) => done.one(&id),
                                 Err(error) => {
                                     tracing::warn!(%error, "minimal pipeline: ack failed");
                                 }
@@ -296,17 +306,19 @@ fn deliver(
                 }
             })
             .await;
-        anyhow::Ok(())
+        done.finished("delivering")
     })
 }
 
-/// How many times the pipelines' publisher tries to store an event.
-const PUBLISH_ATTEMPTS: usize = 10;
+/// The `Nats-Msg-Id` of the pipelines' `n`th event; its task's is `task_` and this.
+const EVENT_ID_PREFIX: &str = "msg_minimal_";
 
-/// A step's messages that have succeeded, and the token that ends the step once all have.
+/// Which of a step's messages have succeeded, and the token that ends the step once all have.
+/// A message counts once, however often it succeeds: one redelivered after its ack was lost,
+/// or after its ack wait while the first copy was still being handled.
 struct Done {
-    succeeded: AtomicUsize,
-    total: usize,
+    succeeded: Vec<AtomicBool>,
+    count: AtomicUsize,
     all: CancellationToken,
 }
 
@@ -317,17 +329,34 @@ impl Done {
             all.cancel();
         }
         Done {
-            succeeded: AtomicUsize::new(0),
-            total,
+            succeeded: (0..total).map(|_| AtomicBool::new(false)).collect(),
+            count: AtomicUsize::new(0),
             all,
         }
     }
 
-    /// Counts one message that succeeded.
-    fn one(&self) {
-        if self.succeeded.fetch_add(1, Ordering::Relaxed) + 1 >= self.total {
+    /// Counts the message with id `id` (its event's number after the last `_`) as succeeded.
+    fn one(&self, id: &str) {
+        let first = id
+            .rsplit('_')
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| self.succeeded.get(n))
+            .is_some_and(|seen| !seen.swap(true, Ordering::Relaxed));
+        if first && self.count.fetch_add(1, Ordering::Relaxed) + 1 == self.succeeded.len() {
             self.all.cancel();
         }
+    }
+
+    /// Whether the step ended with every message done, rather than with its pull stream.
+    fn finished(&self, step: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.all.is_cancelled(),
+            "the minimal pipeline's pull stream ended while {step}, after {} of {} messages",
+            self.count.load(Ordering::Relaxed),
+            self.succeeded.len()
+        );
+        Ok(())
     }
 }
 
@@ -343,20 +372,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_step_ends_once_all_its_messages_succeeded() {
+    fn a_step_ends_once_each_of_its_messages_succeeded() {
         let done = Done::new(3);
-        done.one();
-        done.one();
+        done.one("msg_minimal_0");
+        done.one("task_msg_minimal_2");
+        // A message that succeeds twice counts once.
+        done.one("msg_minimal_2");
         assert!(!done.all.is_cancelled(), "two of three");
-        done.one();
+        assert!(done.finished("delivering").is_err());
+        done.one("msg_minimal_1");
         assert!(done.all.is_cancelled(), "three of three");
-        // A redelivered message that succeeds again changes nothing.
-        done.one();
-        assert!(done.all.is_cancelled());
+        assert!(done.finished("delivering").is_ok());
     }
 
     #[test]
     fn a_step_with_nothing_to_do_is_done_at_once() {
         assert!(Done::new(0).all.is_cancelled());
+    }
+
+    #[test]
+    fn ids_that_name_no_message_of_the_step_count_for_nothing() {
+        let done = Done::new(1);
+        for id in ["", "msg_minimal_1", "msg_minimal_x"] {
+            done.one(id);
+        }
+        assert!(!done.all.is_cancelled());
     }
 }
