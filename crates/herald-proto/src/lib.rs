@@ -124,10 +124,16 @@ fn delimited_len(tag: u32, len: usize) -> usize {
     prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
+/// Writes the key and length of the length-delimited field `tag`, `len` bytes long; its value
+/// follows.
+fn put_delimited_head(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
+    prost::encoding::encode_varint(len as u64, buf);
+}
+
 /// Writes `value` as the length-delimited field `tag` (bytes, a string or an encoded message).
 fn put_delimited(tag: u32, value: &[u8], buf: &mut Vec<u8>) {
-    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
-    prost::encoding::encode_varint(value.len() as u64, buf);
+    put_delimited_head(tag, value.len(), buf);
     buf.extend_from_slice(value);
 }
 
@@ -291,18 +297,19 @@ pub fn decode_task(payload: &prost::bytes::Bytes) -> Result<TaskParts<'_>, Malfo
     Ok(parts)
 }
 
-/// An outcome's bytes: `outcome` (whose own event and request headers are left empty) with
-/// `event`, the event's bytes as its task carried them, and `request_headers`, without a copy
-/// of either into the message. Those two fields follow the others, which protobuf allows: the
-/// bytes decode to `outcome` holding that event and those headers.
+/// An outcome's bytes: `outcome` with `event`, the event's bytes as its task carried them, and
+/// `request_headers`, without a copy of either into the message (any event or headers
+/// `outcome` held are left out). Those two fields follow the others, which protobuf allows:
+/// the bytes decode to `outcome` holding that event and those headers.
 pub fn encode_outcome<V: AsRef<str>>(
-    outcome: &deliveries::v1::DeliveryOutcome,
+    mut outcome: deliveries::v1::DeliveryOutcome,
     event: &[u8],
     request_headers: &[(&str, V)],
 ) -> Vec<u8> {
     use prost::Message as _;
 
-    debug_assert!(outcome.event.is_none() && outcome.request_headers.is_empty());
+    outcome.event = None;
+    outcome.request_headers.clear();
     // As prost writes a map's entries: an empty key or value is left out.
     let entry_len = |(name, value): &(&str, V)| string_len(1, name) + string_len(2, value.as_ref());
     let len = outcome.encoded_len()
@@ -315,9 +322,8 @@ pub fn encode_outcome<V: AsRef<str>>(
     outcome.encode_raw(&mut buf);
     put_delimited(3, event, &mut buf);
     for entry in request_headers {
-        // The entry's header, then its key and value, each written straight into the buffer.
-        prost::encoding::encode_key(14, prost::encoding::WireType::LengthDelimited, &mut buf);
-        prost::encoding::encode_varint(entry_len(entry) as u64, &mut buf);
+        // The entry's head, then its key and value, each written straight into the buffer.
+        put_delimited_head(14, entry_len(entry), &mut buf);
         put_string(1, entry.0, &mut buf);
         put_string(2, entry.1.as_ref(), &mut buf);
     }
@@ -496,7 +502,13 @@ mod task_tests {
             };
             let pairs: Vec<(&str, &str)> =
                 headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-            let made = encode_outcome(&outcome, &event.encode_to_vec(), &pairs);
+            // An event and headers the outcome held already are replaced, not merged.
+            let held = DeliveryOutcome {
+                event: Some(Event { id: "held".to_owned(), ..Event::default() }),
+                request_headers: [("held".to_owned(), "x".to_owned())].into(),
+                ..outcome.clone()
+            };
+            let made = encode_outcome(held, &event.encode_to_vec(), &pairs);
             prop_assert_eq!(made.capacity(), made.len());
             let whole = DeliveryOutcome {
                 event: Some(event),

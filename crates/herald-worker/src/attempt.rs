@@ -266,7 +266,7 @@ pub fn outcome(task: &Task, attempted: &Attempted, verdict: Verdict) -> Vec<u8> 
         .iter()
         .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())))
         .collect();
-    herald_proto::encode_outcome(&outcome, &task.event_bytes, &headers)
+    herald_proto::encode_outcome(outcome, &task.event_bytes, &headers)
 }
 
 /// The outcome of a task that is not sent because its webhook was disabled or deleted, encoded:
@@ -289,7 +289,7 @@ pub fn not_sent(task: &Task, reason: &str, at: DateTime<Utc>) -> Vec<u8> {
         trigger: task.trigger as i32,
         request_headers: Default::default(),
     };
-    herald_proto::encode_outcome::<&str>(&outcome, &task.event_bytes, &[])
+    herald_proto::encode_outcome::<&str>(outcome, &task.event_bytes, &[])
 }
 
 /// A fresh W3C trace context, for events published without one, so that every request of one
