@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use ::http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use herald_core::{DeliveryId, Disposition, RetrySchedule, classify, jittered, parse_retry_after};
 use herald_proto::deliveries::v1::{DeliveryOutcome, DeliveryStatus};
 use opentelemetry::trace::{SpanContext, TraceContextExt as _};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use sha2::{Digest as _, Sha256};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -97,7 +97,7 @@ pub fn request_headers(
     let id = task.delivery_id.as_str();
     let timestamp = now.timestamp();
     let signature = herald_core::signature_header(&secrets, id, timestamp, body);
-    // Room for these, the user agent and the client's `accept` without growing the map.
+    // Room for these and the user agent without growing the map.
     let mut headers = HeaderMap::with_capacity(8);
     // Ids are ASCII by construction and signatures are base64, so these conversions only fail
     // on a broken invariant; such a header is left out rather than failing the delivery.

@@ -52,7 +52,6 @@ async fn a_delivery_is_signed_and_shaped_as_documented() {
         .collect();
     names.sort_unstable();
     expect_test::expect![[r#"
-        accept
         content-length
         content-type
         host
