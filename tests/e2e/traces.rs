@@ -146,9 +146,11 @@ async fn one_trace_runs_from_publish_through_router_and_sender_to_the_request() 
             attribute(s, "http.route").map(Value::as_str) == Some("/v1/accounts".into())
                 && attribute(s, "http.request.method").map(Value::as_str) == Some("POST".into())
         })?;
+        // The last read: the ones before it may have come before the log held the delivery
+        // (404), or before it was delivered.
         let read = spans
             .iter()
-            .position(|s| s.name == "GET /v1/accounts/{account_id}/deliveries/{delivery_id}")?;
+            .rposition(|s| s.name == "GET /v1/accounts/{account_id}/deliveries/{delivery_id}")?;
         Some((spans, created, read))
     })
     .await;
