@@ -18,9 +18,13 @@ use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use futures::StreamExt as _;
-use herald_core::{AccountId, Event, EventData, EventId, EventType, SigningSecret, WebhookId};
+use herald_core::{
+    AccountId, Event, EventData, EventId, EventType, SigningSecret, WebhookId, WebhookUrl,
+};
 use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
+use herald_worker::http::DeliveryClient;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -502,6 +506,14 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     // It starts first and idles through the baselines (a pull request a second).
     let mut config = herald_worker::WorkerConfig::for_local(nats_url);
     config.address_policy.allow = vec!["127.0.0.0/8".parse().context("loopback CIDR")?];
+    // The baselines send with the worker's own delivery client and settings, so that the
+    // ratios compare pipelines, not HTTP clients.
+    let http = DeliveryClient::new(
+        config.address_policy.clone(),
+        config.request_timeout,
+        &config.user_agent,
+    )?;
+    let receiver_url = WebhookUrl::parse(receiver)?;
     let worker = herald_worker::Worker::start(config, stop.clone()).await?;
     let client = herald_bus::connect(nats_url, "herald-bench").await?;
     let js = async_nats::jetstream::new(client);
@@ -525,7 +537,6 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     // The three pipelines one after the other, `rounds` times: the machine's speed drifts
     // between phases (other tenants of the host), so each round's ratios compare phases
     // seconds apart, and the report gives their medians.
-    let http = reqwest::Client::new();
     let meter = CpuMeter {
         nats: stage.nats.pid(),
     };
@@ -540,15 +551,17 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         let cpu = meter.start();
         futures::stream::iter(0..args.events)
             .for_each_concurrent(args.concurrency, |_| {
-                let request = http
-                    .post(receiver.as_str())
-                    .header("content-type", "application/json")
-                    .body(format!(
-                        r#"{{"id":"evt_x","type":"booking.created","data":{}}}"#,
-                        body(epoch)
-                    ));
+                let mut headers = HeaderMap::with_capacity(2);
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert(USER_AGENT, http.user_agent().clone());
+                let body = format!(
+                    r#"{{"id":"evt_x","type":"booking.created","data":{}}}"#,
+                    body(epoch)
+                );
+                let (http, receiver_url) = (&http, &receiver_url);
                 async move {
-                    if let Err(error) = request.send().await {
+                    let attempt = http.post(receiver_url, headers, body.into()).await;
+                    if let Err(error) = attempt.result {
                         tracing::warn!(%error, "baseline request failed");
                     }
                 }
@@ -573,8 +586,16 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
                 })
                 .collect();
             let cpu = meter.start();
-            let rate =
-                minimal::run(nats_url, receiver, secret, bodies, args.concurrency, hops).await?;
+            let rate = minimal::run(
+                nats_url,
+                &http,
+                &receiver_url,
+                secret,
+                bodies,
+                args.concurrency,
+                hops,
+            )
+            .await?;
             let cpu = cpu.per(args.events);
             let tally = sink.tally(args.events);
             sink.reset();

@@ -1,6 +1,6 @@
 //! The minimal durable pipelines: only what at-least-once webhook delivery cannot avoid, written
-//! with plain async-nats and reqwest. No routing, no per-webhook state, no delivery log, no
-//! retry schedule: the floors Herald's figures are compared with.
+//! with plain async-nats and Herald's delivery client. No routing, no per-webhook state, no
+//! delivery log, no retry schedule: the floors Herald's figures are compared with.
 //!
 //! - [`Hops::One`]: each event is published with an acknowledgement to a file-backed stream,
 //!   pulled by a durable consumer, signed, POSTed, and acknowledged once the receiver answered.
@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use axum::body::Bytes;
+use axum::http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use futures::{StreamExt as _, TryStreamExt as _};
-use herald_core::SigningSecret;
+use herald_core::{SigningSecret, WebhookUrl};
+use herald_worker::http::DeliveryClient;
 use tokio_util::sync::CancellationToken;
 
 const STREAM: &str = "BENCH_MINIMAL";
@@ -81,7 +83,8 @@ fn task_subject(event_subject: &str) -> String {
 /// flight; returns the deliveries per second from the first publish to the last acknowledgement.
 pub async fn run(
     nats_url: &str,
-    receiver: &str,
+    http: &DeliveryClient,
+    receiver: &WebhookUrl,
     secret: &SigningSecret,
     bodies: Vec<String>,
     concurrency: usize,
@@ -115,9 +118,12 @@ pub async fn run(
     let total = bodies.len();
     let started = Instant::now();
     let (delivering, routing) = match tasks {
-        None => (deliver(events, total, concurrency, receiver, secret), None),
+        None => (
+            deliver(events, total, concurrency, http, receiver, secret),
+            None,
+        ),
         Some(tasks) => (
-            deliver(tasks, total, concurrency, receiver, secret),
+            deliver(tasks, total, concurrency, http, receiver, secret),
             Some(tokio::spawn(route(events, js.clone(), total))),
         ),
     };
@@ -262,11 +268,12 @@ fn deliver(
     consumer: jetstream::consumer::Consumer<pull::Config>,
     total: usize,
     concurrency: usize,
-    receiver: &str,
+    http: &DeliveryClient,
+    receiver: &WebhookUrl,
     secret: &SigningSecret,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    let http = reqwest::Client::new();
-    let receiver = receiver.to_owned();
+    let http = http.clone();
+    let receiver = receiver.clone();
     let secret = secret.clone();
     tokio::spawn(async move {
         let done = Done::new(total);
@@ -280,17 +287,10 @@ fn deliver(
                     let id = msg_id(&message).to_owned();
                     let timestamp = chrono::Utc::now().timestamp();
                     let signature = secret.sign(&id, timestamp, &message.payload);
-                    let sent = http
-                        .post(receiver)
-                        .header("content-type", "application/json")
-                        .header("webhook-id", &id)
-                        .header("webhook-timestamp", timestamp.to_string())
-                        .header("webhook-signature", signature)
-                        .body(message.payload.clone())
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(response) if response.status().is_success() => {
+                    let headers = signed_headers(&id, timestamp, signature, http.user_agent());
+                    let sent = http.post(receiver, headers, message.payload.clone()).await;
+                    match sent.result {
+                        Ok(response) if (200..300).contains(&response.status) => {
                             match message.ack().await {
                                 Ok(()) => done.one(&id),
                                 Err(error) => {
@@ -308,6 +308,29 @@ fn deliver(
             .await;
         done.finished("delivering")
     })
+}
+
+/// A floor's request headers: Herald's, less its trace context.
+fn signed_headers(
+    id: &str,
+    timestamp: i64,
+    signature: String,
+    user_agent: &HeaderValue,
+) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(8);
+    for (name, value) in [
+        ("webhook-id", HeaderValue::from_str(id)),
+        ("webhook-timestamp", Ok(HeaderValue::from(timestamp))),
+        ("webhook-signature", HeaderValue::try_from(signature)),
+    ] {
+        // Ids and signatures are ASCII; a value that is not would fail the receiver's check.
+        if let Ok(value) = value {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(USER_AGENT, user_agent.clone());
+    headers
 }
 
 /// The `Nats-Msg-Id` of the pipelines' `n`th event; its task's is `task_` and this.
