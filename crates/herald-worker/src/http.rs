@@ -668,6 +668,14 @@ mod tests {
         );
     }
 
+    /// An attempt over plain HTTP with `timeout`, to a server that answers as `answer` says.
+    async fn plain_attempt(answer: fn(&str) -> Answer, timeout: Duration) -> Attempt {
+        let addr = server(None, answer).await;
+        let client = DeliveryClient::new(loopback_allowed(), timeout, "t").unwrap();
+        let url = WebhookUrl::parse(&format!("http://{addr}/")).unwrap();
+        bounded(client.post(&url, HeaderMap::new(), Bytes::new())).await
+    }
+
     /// The attempt, or a failed test if the client's own timeout did not end it.
     async fn bounded(attempt: impl Future<Output = Attempt>) -> Attempt {
         tokio::time::timeout(Duration::from_secs(10), attempt)
@@ -710,11 +718,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_timeout_covers_the_response_head() {
-        let addr = server(None, |_| Answer::Never).await;
-        let client =
-            DeliveryClient::new(loopback_allowed(), Duration::from_millis(200), "t").unwrap();
-        let url = WebhookUrl::parse(&format!("http://{addr}/")).unwrap();
-        let attempt = bounded(client.post(&url, HeaderMap::new(), Bytes::new())).await;
+        let attempt = plain_attempt(|_| Answer::Never, Duration::from_millis(200)).await;
         assert_eq!(
             attempt.result,
             Err(SendError::Timeout(Duration::from_millis(200)))
@@ -728,17 +732,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_that_stalls_keeps_the_status_and_what_came() {
-        let addr = server(None, |_| {
+        let stall = |_: &str| {
             Answer::HeadThenStall(
                 "HTTP/1.1 503 Service Unavailable\r\nretry-after: 7\r\ncontent-length: 100\r\n\r\nbusy"
                     .to_owned(),
             )
-        })
-        .await;
-        let client =
-            DeliveryClient::new(loopback_allowed(), Duration::from_millis(300), "t").unwrap();
-        let url = WebhookUrl::parse(&format!("http://{addr}/")).unwrap();
-        let attempt = bounded(client.post(&url, HeaderMap::new(), Bytes::new())).await;
+        };
+        let attempt = plain_attempt(stall, Duration::from_millis(300)).await;
         assert_eq!(
             attempt.result,
             Ok(Response {
