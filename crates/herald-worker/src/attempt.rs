@@ -144,7 +144,7 @@ pub async fn send(
     // Set here rather than as the client's default so that the log records
     // exactly what was sent.
     headers.insert(USER_AGENT, client.user_agent().clone());
-    let attempt = client.post(&subscription.url, headers.clone(), body).await;
+    let attempt = client.post(&subscription.url, &headers, body).await;
     Attempted {
         at,
         latency: attempt.latency,

@@ -107,14 +107,88 @@ pub struct Attempt {
     pub result: Result<Response, SendError>,
 }
 
-type Connector = HttpsConnector<HttpConnector<GuardedResolver>>;
+type Https = HttpsConnector<HttpConnector<GuardedResolver>>;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// How many times a request the endpoint refused unprocessed over HTTP/2 is sent again, within
+/// the attempt's timeout.
+const UNPROCESSED_RESENDS: usize = 2;
+
+/// The HTTPS connector with one bound over the whole set-up of a connection: resolving the
+/// name, TCP, and the TLS handshake. hyper-util's own connect timeout bounds each TCP connect
+/// only, and a connection set-up can outlive the delivery that started it (hyper-util finishes
+/// it in the background for the pool when another connection freed up first): without this, an
+/// endpoint that accepts TCP and never completes a handshake would hold a socket and a task.
+#[derive(Clone)]
+struct Connector {
+    https: Https,
+    timeout: Duration,
+}
+
+impl Connector {
+    /// Connections to what `policy` allows, trusting the platform's certificate authorities
+    /// and `extra_roots`, each set up within `timeout`.
+    fn new(
+        policy: &Arc<AddressPolicy>,
+        timeout: Duration,
+        extra_roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Connector, HttpError> {
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+            policy: policy.clone(),
+        });
+        // The TLS layer above takes `https` URLs; this one connects for both schemes.
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        // Split between the addresses a name has; `timeout` bounds the whole set-up.
+        http.set_connect_timeout(Some(timeout));
+        // An idle pooled connection whose endpoint went away is found out and dropped rather
+        // than handed to the next delivery (reqwest's settings).
+        http.set_keepalive(Some(TCP_KEEPALIVE));
+        http.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        http.set_keepalive_retries(Some(3));
+        #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+        http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(extra_roots)?)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        Ok(Connector { https, timeout })
+    }
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = <Https as tower_service::Service<http::Uri>>::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.https.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.https.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(connected) => connected,
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting timed out",
+                )) as BoxError),
+            }
+        })
+    }
+}
 
 /// Sends deliveries. Cheap to clone: clones share the connection pool.
 ///
 /// Built on hyper-util's pooled client directly rather than on reqwest (which wraps the same
 /// client): reqwest's per-request layers (the URL parsed twice, a service stack, its own
-/// timers) cost about a seventh of a worker's CPU a delivery, and Herald used none of what they
-/// add.
+/// timers) cost about a seventh of a worker's CPU a delivery. Of what they did, Herald keeps
+/// the one thing it needs, sending again a request an HTTP/2 endpoint refused unprocessed.
 /// Requests go out as given: no proxy (a proxy would resolve names itself, out of the address
 /// policy's reach), no redirects followed (the registered URL is the one that was checked and
 /// that the tenant owns, so a 3xx is an answer, and a failure), no default headers.
@@ -155,31 +229,12 @@ impl DeliveryClient {
     ) -> Result<DeliveryClient, HttpError> {
         let user_agent = HeaderValue::from_str(user_agent).map_err(|_| HttpError::UserAgent)?;
         let policy = Arc::new(policy);
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
-            policy: policy.clone(),
-        });
-        // The TLS layer above takes `https` URLs; this one connects for both schemes.
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout.min(CONNECT_TIMEOUT)));
-        // An idle pooled connection whose endpoint went away is found out and dropped rather
-        // than handed to the next delivery (reqwest's settings).
-        http.set_keepalive(Some(TCP_KEEPALIVE));
-        http.set_keepalive_interval(Some(TCP_KEEPALIVE));
-        http.set_keepalive_retries(Some(3));
-        #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
-        http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(extra_roots)?)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
+        let connector = Connector::new(&policy, timeout.min(CONNECT_TIMEOUT), extra_roots)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(https);
+            .build(connector);
         Ok(DeliveryClient {
             client,
             policy,
@@ -195,8 +250,10 @@ impl DeliveryClient {
 
     /// POSTs `body` with `headers` to `url`. The request timeout covers the whole exchange:
     /// connecting, the response head, and reading the body (which stops there, keeping what
-    /// came).
-    pub async fn post(&self, url: &WebhookUrl, headers: HeaderMap, body: Bytes) -> Attempt {
+    /// came). A request an HTTP/2 endpoint refused before processing it (a graceful shutdown
+    /// of the connection, or the stream refused) is sent again up to twice within that time,
+    /// as reqwest did: such an endpoint has not seen it.
+    pub async fn post(&self, url: &WebhookUrl, headers: &HeaderMap, body: Bytes) -> Attempt {
         let started = Instant::now();
         let literal = match url.host() {
             url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
@@ -221,20 +278,30 @@ impl DeliveryClient {
                 };
             }
         };
-        let mut request = http::Request::new(Full::new(body));
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
         let deadline = tokio::time::sleep_until(started + self.timeout);
         tokio::pin!(deadline);
-        let sent = tokio::select! {
-            biased;
-            sent = self.client.request(request) => sent,
-            () = &mut deadline => {
-                return Attempt {
-                    latency: started.elapsed(),
-                    result: Err(SendError::Timeout(self.timeout)),
-                };
+        let mut resends = 0;
+        let sent = loop {
+            let mut request = http::Request::new(Full::new(body.clone()));
+            *request.method_mut() = http::Method::POST;
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = headers.clone();
+            let sent = tokio::select! {
+                biased;
+                sent = self.client.request(request) => sent,
+                () = &mut deadline => {
+                    return Attempt {
+                        latency: started.elapsed(),
+                        result: Err(SendError::Timeout(self.timeout)),
+                    };
+                }
+            };
+            match sent {
+                Err(err) if resends < UNPROCESSED_RESENDS && refused_unprocessed(&err) => {
+                    resends += 1;
+                    tracing::debug!(error = %innermost(&err), "sent again: refused unprocessed");
+                }
+                sent => break sent,
             }
         };
         let latency = started.elapsed();
@@ -276,6 +343,17 @@ impl DeliveryClient {
             SendError::Request(cause)
         }
     }
+}
+
+/// True when an HTTP/2 endpoint refused the request without processing it: it shut the
+/// connection down gracefully (GOAWAY without an error) or refused the stream (RFC 9113,
+/// section 8.7), so sending it again cannot deliver twice.
+fn refused_unprocessed(err: &hyper_util::client::legacy::Error) -> bool {
+    find_source::<h2::Error>(err).is_some_and(|err| {
+        err.is_remote()
+            && ((err.is_go_away() && err.reason() == Some(h2::Reason::NO_ERROR))
+                || (err.is_reset() && err.reason() == Some(h2::Reason::REFUSED_STREAM)))
+    })
 }
 
 /// TLS as reqwest sets it up: rustls on aws-lc-rs, the platform's verifier, HTTP/2 offered.
@@ -520,7 +598,7 @@ mod tests {
             let attempt = client
                 .post(
                     &WebhookUrl::parse(url).unwrap(),
-                    HeaderMap::new(),
+                    &HeaderMap::new(),
                     Bytes::new(),
                 )
                 .await;
@@ -539,7 +617,7 @@ mod tests {
         };
         let client = DeliveryClient::new(loopback_allowed(), Duration::from_secs(2), "t").unwrap();
         let url = WebhookUrl::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
-        let attempt = client.post(&url, HeaderMap::new(), Bytes::new()).await;
+        let attempt = client.post(&url, &HeaderMap::new(), Bytes::new()).await;
         assert_eq!(attempt.result, Err(SendError::ConnectionRefused));
     }
 
@@ -650,7 +728,7 @@ mod tests {
         let trusting =
             DeliveryClient::trusting(loopback_allowed(), Duration::from_secs(5), "t", vec![ca])
                 .unwrap();
-        let attempt = trusting.post(&url, HeaderMap::new(), Bytes::new()).await;
+        let attempt = trusting.post(&url, &HeaderMap::new(), Bytes::new()).await;
         let response = attempt.result.unwrap();
         assert_eq!(
             (response.status, response.body.as_str()),
@@ -659,7 +737,7 @@ mod tests {
 
         let platform =
             DeliveryClient::new(loopback_allowed(), Duration::from_secs(5), "t").unwrap();
-        let attempt = platform.post(&url, HeaderMap::new(), Bytes::new()).await;
+        let attempt = platform.post(&url, &HeaderMap::new(), Bytes::new()).await;
         assert_eq!(
             attempt.result,
             Err(SendError::Connect(
@@ -673,14 +751,14 @@ mod tests {
         let addr = server(None, answer).await;
         let client = DeliveryClient::new(loopback_allowed(), timeout, "t").unwrap();
         let url = WebhookUrl::parse(&format!("http://{addr}/")).unwrap();
-        bounded(client.post(&url, HeaderMap::new(), Bytes::new())).await
+        bounded(client.post(&url, &HeaderMap::new(), Bytes::new())).await
     }
 
-    /// The attempt, or a failed test if the client's own timeout did not end it.
-    async fn bounded(attempt: impl Future<Output = Attempt>) -> Attempt {
-        tokio::time::timeout(Duration::from_secs(10), attempt)
+    /// What `work` gives, or a failed test if the client's own timeout did not end it.
+    async fn bounded<T>(work: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), work)
             .await
-            .expect("the request timeout ends the attempt")
+            .expect("the client's own timeout ends it")
     }
 
     #[tokio::test]
@@ -709,11 +787,97 @@ mod tests {
             DeliveryClient::trusting(loopback_allowed(), Duration::from_secs(5), "t", vec![ca])
                 .unwrap();
         let url = WebhookUrl::parse(&format!("https://localhost:{port}/")).unwrap();
-        let response = bounded(client.post(&url, HeaderMap::new(), Bytes::new()))
+        let response = bounded(client.post(&url, &HeaderMap::new(), Bytes::new()))
             .await
             .result
             .unwrap();
         assert_eq!((response.status, response.body.as_str()), (200, "HTTP/2.0"));
+    }
+
+    #[tokio::test]
+    async fn https_checks_the_certificate_names_the_host() {
+        let (ca, config) = issued_for_localhost();
+        let addr = server(Some(config), echo).await;
+        let client =
+            DeliveryClient::trusting(loopback_allowed(), Duration::from_secs(5), "t", vec![ca])
+                .unwrap();
+        // The certificate names `localhost`, not the address.
+        let url = WebhookUrl::parse(&format!("https://{addr}/")).unwrap();
+        let attempt = bounded(client.post(&url, &HeaderMap::new(), Bytes::new())).await;
+        match attempt.result {
+            Err(SendError::Connect(cause)) => {
+                assert!(cause.contains("not valid for name"), "{cause}");
+            }
+            other => panic!("expected a refused certificate, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_refused_unprocessed_over_http2_is_sent_again() {
+        let (ca, mut config) = issued_for_localhost();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = acceptor.accept(tcp).await.unwrap();
+            let mut connection = h2::server::handshake(tls).await.unwrap();
+            let mut streams = 0;
+            // Refuses the first request's stream, answers the next with its number.
+            while let Some(Ok((_, mut respond))) = connection.accept().await {
+                streams += 1;
+                if streams == 1 {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    continue;
+                }
+                let mut body = respond
+                    .send_response(http::Response::new(()), false)
+                    .unwrap();
+                body.send_data(Bytes::from(format!("request {streams}")), true)
+                    .unwrap();
+            }
+        });
+        let client =
+            DeliveryClient::trusting(loopback_allowed(), Duration::from_secs(5), "t", vec![ca])
+                .unwrap();
+        let url = WebhookUrl::parse(&format!("https://localhost:{port}/")).unwrap();
+        let response = bounded(client.post(&url, &HeaderMap::new(), Bytes::new()))
+            .await
+            .result
+            .unwrap();
+        assert_eq!(
+            (response.status, response.body.as_str()),
+            (200, "request 2")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_handshake_never_ends_gives_up_at_the_connect_timeout() {
+        // Accepts TCP, then says nothing: the TLS handshake never completes.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                held.push(tcp);
+            }
+        });
+        let mut connector = Connector::new(
+            &Arc::new(loopback_allowed()),
+            Duration::from_millis(200),
+            Vec::new(),
+        )
+        .unwrap();
+        let uri: http::Uri = format!("https://localhost:{port}/").parse().unwrap();
+        let started = Instant::now();
+        let Err(err) = bounded(tower_service::Service::call(&mut connector, uri)).await else {
+            panic!("a connection was made");
+        };
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        let io = find_source::<std::io::Error>(&*err).expect("an I/O error");
+        assert_eq!(io.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        held.abort();
     }
 
     #[tokio::test]
@@ -738,7 +902,7 @@ mod tests {
                     .to_owned(),
             )
         };
-        let attempt = plain_attempt(stall, Duration::from_millis(300)).await;
+        let attempt = plain_attempt(stall, Duration::from_secs(1)).await;
         assert_eq!(
             attempt.result,
             Ok(Response {

@@ -560,7 +560,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
                 );
                 let (http, receiver_url) = (&http, &receiver_url);
                 async move {
-                    let attempt = http.post(receiver_url, headers, body.into()).await;
+                    let attempt = http.post(receiver_url, &headers, body.into()).await;
                     if let Err(error) = attempt.result {
                         tracing::warn!(%error, "baseline request failed");
                     }

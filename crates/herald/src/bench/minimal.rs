@@ -288,7 +288,7 @@ fn deliver(
                     let timestamp = chrono::Utc::now().timestamp();
                     let signature = secret.sign(&id, timestamp, &message.payload);
                     let headers = signed_headers(&id, timestamp, signature, http.user_agent());
-                    let sent = http.post(receiver, headers, message.payload.clone()).await;
+                    let sent = http.post(receiver, &headers, message.payload.clone()).await;
                     match sent.result {
                         Ok(response) if (200..300).contains(&response.status) => {
                             match message.ack().await {
