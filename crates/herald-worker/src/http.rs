@@ -761,8 +761,14 @@ mod tests {
             .expect("the client's own timeout ends it")
     }
 
-    #[tokio::test]
-    async fn https_speaks_http2_when_the_endpoint_offers_it() {
+    /// An HTTPS endpoint on loopback that speaks HTTP/2 only and serves its first connection
+    /// with `serve`; a client that trusts it, and its URL.
+    async fn http2_endpoint<F>(
+        serve: impl FnOnce(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> F + Send + 'static,
+    ) -> (DeliveryClient, WebhookUrl)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let (ca, mut config) = issued_for_localhost();
         config.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -770,7 +776,18 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let tls = acceptor.accept(tcp).await.unwrap();
+            serve(acceptor.accept(tcp).await.unwrap()).await;
+        });
+        let client =
+            DeliveryClient::trusting(loopback_allowed(), Duration::from_secs(5), "t", vec![ca])
+                .unwrap();
+        let url = WebhookUrl::parse(&format!("https://localhost:{port}/")).unwrap();
+        (client, url)
+    }
+
+    #[tokio::test]
+    async fn https_speaks_http2_when_the_endpoint_offers_it() {
+        let (client, url) = http2_endpoint(|tls| async move {
             // Answers with the protocol version the request came in.
             let service = hyper::service::service_fn(|request: http::Request<_>| async move {
                 let version = format!("{:?}", request.version());
@@ -782,11 +799,8 @@ mod tests {
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                 .await;
-        });
-        let client =
-            DeliveryClient::trusting(loopback_allowed(), Duration::from_secs(5), "t", vec![ca])
-                .unwrap();
-        let url = WebhookUrl::parse(&format!("https://localhost:{port}/")).unwrap();
+        })
+        .await;
         let response = bounded(client.post(&url, &HeaderMap::new(), Bytes::new()))
             .await
             .result
@@ -814,14 +828,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_refused_unprocessed_over_http2_is_sent_again() {
-        let (ca, mut config) = issued_for_localhost();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let tls = acceptor.accept(tcp).await.unwrap();
+        let (client, url) = http2_endpoint(|tls| async move {
             let mut connection = h2::server::handshake(tls).await.unwrap();
             let mut streams = 0;
             // Refuses the first request's stream, answers the next with its number.
@@ -837,11 +844,8 @@ mod tests {
                 body.send_data(Bytes::from(format!("request {streams}")), true)
                     .unwrap();
             }
-        });
-        let client =
-            DeliveryClient::trusting(loopback_allowed(), Duration::from_secs(5), "t", vec![ca])
-                .unwrap();
-        let url = WebhookUrl::parse(&format!("https://localhost:{port}/")).unwrap();
+        })
+        .await;
         let response = bounded(client.post(&url, &HeaderMap::new(), Bytes::new()))
             .await
             .result
