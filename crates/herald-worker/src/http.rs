@@ -885,6 +885,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn deliveries_to_one_endpoint_share_a_pooled_connection() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        // Answers every request of a connection, and counts the connections.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut pending = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n @ 1..) = tcp.read(&mut buf).await {
+                        pending.extend_from_slice(&buf[..n]);
+                        // The requests have empty bodies: each ends with its head.
+                        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            pending.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if tcp.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let client = DeliveryClient::new(loopback_allowed(), Duration::from_secs(5), "t").unwrap();
+        let url = WebhookUrl::parse(&format!("http://{addr}/")).unwrap();
+        for _ in 0..3 {
+            let attempt = bounded(client.post(&url, &HeaderMap::new(), Bytes::new())).await;
+            assert_eq!(
+                attempt.result.map(|response| response.body),
+                Ok("ok".to_owned())
+            );
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn the_timeout_covers_the_response_head() {
         let attempt = plain_attempt(|_| Answer::Never, Duration::from_millis(200)).await;
         assert_eq!(
