@@ -78,6 +78,30 @@ impl Attempted {
     }
 }
 
+/// A signed webhook request's own headers, as Standard Webhooks names them: `webhook-id`,
+/// `webhook-timestamp`, `webhook-signature` (`signature`, the header's whole value) and the
+/// JSON content type. The map has room for a trace context and the user agent besides.
+pub fn webhook_headers(id: &str, timestamp: i64, signature: String) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(8);
+    // Ids are ASCII by construction and signatures are base64, so these conversions only fail
+    // on a broken invariant; such a header is left out rather than failing the delivery.
+    for (name, value) in [
+        (WEBHOOK_ID, HeaderValue::from_str(id)),
+        (WEBHOOK_TIMESTAMP, Ok(HeaderValue::from(timestamp))),
+        // The header takes the signature's own buffer rather than a copy of it.
+        (WEBHOOK_SIGNATURE, HeaderValue::try_from(signature)),
+    ] {
+        match value {
+            Ok(value) => {
+                headers.insert(name, value);
+            }
+            Err(err) => tracing::error!(header = %name, %err, "unrepresentable header value"),
+        }
+    }
+    headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+    headers
+}
+
 /// The request headers of one attempt: `webhook-id` is the delivery id (stable across retries,
 /// for receivers to deduplicate on), `webhook-signature` holds one signature per live secret.
 pub fn request_headers(
@@ -97,24 +121,7 @@ pub fn request_headers(
     let id = task.delivery_id.as_str();
     let timestamp = now.timestamp();
     let signature = herald_core::signature_header(&secrets, id, timestamp, body);
-    // Room for these and the user agent without growing the map.
-    let mut headers = HeaderMap::with_capacity(8);
-    // Ids are ASCII by construction and signatures are base64, so these conversions only fail
-    // on a broken invariant; such a header is left out rather than failing the delivery.
-    for (name, value) in [
-        (WEBHOOK_ID, HeaderValue::from_str(id)),
-        (WEBHOOK_TIMESTAMP, Ok(HeaderValue::from(timestamp))),
-        // The header takes the signature's own buffer rather than a copy of it.
-        (WEBHOOK_SIGNATURE, HeaderValue::try_from(signature)),
-    ] {
-        match value {
-            Ok(value) => {
-                headers.insert(name, value);
-            }
-            Err(err) => tracing::error!(header = %name, %err, "unrepresentable header value"),
-        }
-    }
-    headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+    let mut headers = webhook_headers(id, timestamp, signature);
     if let Some(traceparent) = traceparent.and_then(|value| HeaderValue::from_str(value).ok()) {
         headers.insert(TRACEPARENT, traceparent);
     }

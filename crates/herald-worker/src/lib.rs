@@ -33,7 +33,7 @@ mod shutdown;
 mod task;
 mod worker;
 
-pub use attempt::delivery_trace_id;
+pub use attempt::{delivery_trace_id, webhook_headers};
 pub use breaker::BreakerConfig;
 pub use config::{ConfigError, OutboundTrace, WorkerConfig};
 pub use counters::{CounterSnapshot, Counters};

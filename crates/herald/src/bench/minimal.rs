@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use axum::body::Bytes;
-use axum::http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use axum::http::header::USER_AGENT;
 use futures::{StreamExt as _, TryStreamExt as _};
 use herald_core::{SigningSecret, WebhookUrl};
 use herald_worker::http::DeliveryClient;
@@ -287,7 +287,9 @@ fn deliver(
                     let id = msg_id(&message).to_owned();
                     let timestamp = chrono::Utc::now().timestamp();
                     let signature = secret.sign(&id, timestamp, &message.payload);
-                    let headers = signed_headers(&id, timestamp, signature, http.user_agent());
+                    // Herald's headers, less its trace context.
+                    let mut headers = herald_worker::webhook_headers(&id, timestamp, signature);
+                    headers.insert(USER_AGENT, http.user_agent().clone());
                     let sent = http.post(receiver, &headers, message.payload.clone()).await;
                     match sent.result {
                         Ok(response) if (200..300).contains(&response.status) => {
@@ -308,29 +310,6 @@ fn deliver(
             .await;
         done.finished("delivering")
     })
-}
-
-/// A floor's request headers: Herald's, less its trace context.
-fn signed_headers(
-    id: &str,
-    timestamp: i64,
-    signature: String,
-    user_agent: &HeaderValue,
-) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(8);
-    for (name, value) in [
-        ("webhook-id", HeaderValue::from_str(id)),
-        ("webhook-timestamp", Ok(HeaderValue::from(timestamp))),
-        ("webhook-signature", HeaderValue::try_from(signature)),
-    ] {
-        // Ids and signatures are ASCII; a value that is not would fail the receiver's check.
-        if let Ok(value) = value {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    }
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(USER_AGENT, user_agent.clone());
-    headers
 }
 
 /// The `Nats-Msg-Id` of the pipelines' `n`th event; its task's is `task_` and this.
