@@ -10,4 +10,3 @@ mod cluster;
 mod flows;
 mod outages;
 mod secrets;
-mod traces;

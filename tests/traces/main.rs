@@ -1,7 +1,18 @@
 //! One trace from `Publisher::publish` to the receiver's request: spans recorded by the
 //! OpenTelemetry SDK's in-memory exporter, across the publisher, the router, the sender (each
 //! attempt) and the registry's API and database calls.
+//!
+//! The subscriber that records them is the process's global default, which is why this test is
+//! a binary of its own. SQLite's connections run on threads of their own, and a span whose last
+//! handle goes on such a thread hands its parent back to that thread's default subscriber
+//! (tracing-subscriber's registry does so when a child span closes). Were the subscriber only
+//! this test thread's default, the parent would never be released: the request span above a
+//! transaction would stay open whenever the connection's thread let go of its query span last.
 
+#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is a failure with its message.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_core::{DeliveryId, WebhookId};
@@ -12,10 +23,12 @@ use opentelemetry::{Key, Value};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::json;
 use tracing::Instrument as _;
+use tracing::span::{Attributes, Id};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
 
-use crate::harness::{Herald, WAIT};
+use herald_e2e::harness::{Herald, WAIT};
 
 fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
     span.attributes
@@ -31,17 +44,92 @@ fn named<'a>(spans: &'a [SpanData], trace: TraceId, name: &str) -> Vec<&'a SpanD
         .collect()
 }
 
-/// `#[tokio::test]` runs on one thread, so the subscriber set as the thread's default records
-/// every span of the registry, worker and publisher this test starts, and none of other tests.
+/// A span not yet closed: its name, its parent's id, and the thread that last entered it.
+struct Open {
+    name: &'static str,
+    parent: Option<u64>,
+    entered_on: String,
+}
+
+/// The spans not yet closed, so that a failed run says what keeps a request's span open: a span
+/// closes once every handle on it has gone and every child of it has closed.
+#[derive(Clone, Default)]
+struct OpenSpans(Arc<Mutex<HashMap<u64, Open>>>);
+
+impl OpenSpans {
+    fn any_named(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .values()
+            .any(|span| span.name == name)
+    }
+
+    /// One line per open span: its name, its ancestors' names and where it was last entered.
+    fn describe(&self) -> String {
+        let open = self.0.lock().unwrap();
+        let mut lines: Vec<String> = open
+            .values()
+            .map(|span| {
+                let mut chain = vec![span.name];
+                let mut parent = span.parent.and_then(|id| open.get(&id));
+                while let Some(up) = parent {
+                    chain.push(up.name);
+                    parent = up.parent.and_then(|id| open.get(&id));
+                }
+                format!(
+                    "{} (last entered on {})",
+                    chain.join(" < "),
+                    span.entered_on
+                )
+            })
+            .collect();
+        lines.sort_unstable();
+        lines.join("\n")
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for OpenSpans
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let parent = ctx
+            .span(id)
+            .and_then(|span| span.parent())
+            .map(|parent| parent.id().into_u64());
+        let span = Open {
+            name: attrs.metadata().name(),
+            parent,
+            entered_on: "no thread".to_owned(),
+        };
+        self.0.lock().unwrap().insert(id.into_u64(), span);
+    }
+
+    fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
+        if let Some(span) = self.0.lock().unwrap().get_mut(&id.into_u64()) {
+            let thread = std::thread::current();
+            span.entered_on = thread.name().unwrap_or("an unnamed thread").to_owned();
+        }
+    }
+
+    fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
+        self.0.lock().unwrap().remove(&id.into_u64());
+    }
+}
+
 #[tokio::test]
 async fn one_trace_runs_from_publish_through_router_and_sender_to_the_request() {
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
+    let open = OpenSpans::default();
     let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("e2e")));
-    let _recording = tracing::subscriber::set_default(subscriber);
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("e2e")))
+        .with(open.clone());
+    tracing::subscriber::set_global_default(subscriber)
+        .expect("the only test of this binary installs the subscriber");
     // As the `herald` command does when it installs the layer.
     herald_bus::trace::record();
 
@@ -136,11 +224,16 @@ async fn one_trace_runs_from_publish_through_router_and_sender_to_the_request() 
     );
 
     // The registry's API requests are server spans named by their route template, with the
-    // database calls they made as children. A request's span ends when the last handle on it
-    // goes, and on SQLite the connection that ran its queries may keep one until its next
-    // command: the registry is stopped (its connections closed) before the spans are read.
+    // database calls they made as children. A request's span ends once its children have, and
+    // SQLite's connection threads let go of a query's span just after they answer it: the
+    // registry is stopped (its connections closed) before the spans are read.
     herald.stop_registry().await;
     let registry_spans = herald_testkit::wait_for(WAIT, || async {
+        // Every request's span has ended (`request` is its name before the OpenTelemetry
+        // layer renames it): none is left open in the subscriber.
+        if open.any_named("request") {
+            return None;
+        }
         let spans = exporter.get_finished_spans().unwrap();
         let created = spans.iter().position(|s| {
             attribute(s, "http.route").map(Value::as_str) == Some("/v1/accounts".into())
@@ -161,8 +254,10 @@ async fn one_trace_runs_from_publish_through_router_and_sender_to_the_request() 
         names.sort_unstable();
         names.dedup();
         panic!(
-            "the account's creation and the delivery's reads are spans named by their route \
-             template; after the registry stopped, the finished spans are {names:?}"
+            "every API request is a span that ends, and the account's creation and the \
+             delivery's reads are named by their route template; after the registry stopped, \
+             the finished spans are {names:?}, and these are still open:\n{}",
+            open.describe()
         );
     };
     let created = &spans[created];
@@ -184,7 +279,6 @@ async fn one_trace_runs_from_publish_through_router_and_sender_to_the_request() 
         Some(&Value::I64(200))
     );
 
-    drop(_recording);
     herald.stop_worker().await;
     provider.shutdown().unwrap();
 }
