@@ -761,10 +761,12 @@ mod tests {
             .expect("the client's own timeout ends it")
     }
 
-    /// An HTTPS endpoint on loopback that speaks HTTP/2 only and serves its first connection
-    /// with `serve`; a client that trusts it, and its URL.
+    /// An HTTPS endpoint on loopback that speaks HTTP/2 only and serves each connection with
+    /// `serve`, given the connection's number (from 1); a client that trusts it, and its URL.
     async fn http2_endpoint<F>(
-        serve: impl FnOnce(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> F + Send + 'static,
+        serve: impl Fn(usize, tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> F
+        + Send
+        + 'static,
     ) -> (DeliveryClient, WebhookUrl)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -775,8 +777,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            serve(acceptor.accept(tcp).await.unwrap()).await;
+            for connection in 1.. {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let tls = acceptor.accept(tcp).await.unwrap();
+                tokio::spawn(serve(connection, tls));
+            }
         });
         let client =
             DeliveryClient::trusting(loopback_allowed(), Duration::from_secs(5), "t", vec![ca])
@@ -787,7 +792,7 @@ mod tests {
 
     #[tokio::test]
     async fn https_speaks_http2_when_the_endpoint_offers_it() {
-        let (client, url) = http2_endpoint(|tls| async move {
+        let (client, url) = http2_endpoint(|_, tls| async move {
             // Answers with the protocol version the request came in.
             let service = hyper::service::service_fn(|request: http::Request<_>| async move {
                 let version = format!("{:?}", request.version());
@@ -828,7 +833,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_refused_unprocessed_over_http2_is_sent_again() {
-        let (client, url) = http2_endpoint(|tls| async move {
+        let (client, url) = http2_endpoint(|_, tls| async move {
             let mut connection = h2::server::handshake(tls).await.unwrap();
             let mut streams = 0;
             // Refuses the first request's stream, answers the next with its number.
@@ -853,6 +858,54 @@ mod tests {
         assert_eq!(
             (response.status, response.body.as_str()),
             (200, "request 2")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_an_http2_endpoint_shut_down_before_processing_is_sent_again() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let (client, url) = http2_endpoint(|connection, mut tls| async move {
+            if connection == 1 {
+                // Reads the client's frames up to the request's HEADERS, then shuts down
+                // gracefully having processed no stream: SETTINGS, then GOAWAY with last stream
+                // 0 and NO_ERROR (RFC 9113, sections 6.5 and 6.8).
+                let mut preface = [0; 24];
+                tls.read_exact(&mut preface).await.unwrap();
+                loop {
+                    let mut head = [0; 9];
+                    tls.read_exact(&mut head).await.unwrap();
+                    let length = u32::from_be_bytes([0, head[0], head[1], head[2]]);
+                    let mut payload = vec![0; length as usize];
+                    tls.read_exact(&mut payload).await.unwrap();
+                    if head[3] == 0x1 {
+                        break;
+                    }
+                }
+                tls.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]).await.unwrap();
+                let go_away = [0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                tls.write_all(&go_away).await.unwrap();
+                tls.flush().await.unwrap();
+                // Held until the client lets go of it.
+                let _ = tls.read_to_end(&mut Vec::new()).await;
+                return;
+            }
+            let service = hyper::service::service_fn(move |_: http::Request<_>| async move {
+                let body = Bytes::from(format!("connection {connection}"));
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        })
+        .await;
+        let response = bounded(client.post(&url, &HeaderMap::new(), Bytes::new()))
+            .await
+            .result
+            .unwrap();
+        assert_eq!(
+            (response.status, response.body.as_str()),
+            (200, "connection 2")
         );
     }
 
