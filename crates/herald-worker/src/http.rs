@@ -790,22 +790,27 @@ mod tests {
         (client, url)
     }
 
+    /// Serves an HTTP/2 connection until the client lets it go, answering every request with
+    /// `answer`'s text.
+    async fn serve_http2(
+        tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        answer: impl Fn(&http::Request<hyper::body::Incoming>) -> String + Send + Sync + 'static,
+    ) {
+        let service = hyper::service::service_fn(move |request| {
+            let body = Bytes::from(answer(&request));
+            async move { Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body))) }
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+            .await;
+    }
+
     #[tokio::test]
     async fn https_speaks_http2_when_the_endpoint_offers_it() {
-        let (client, url) = http2_endpoint(|_, tls| async move {
-            // Answers with the protocol version the request came in.
-            let service = hyper::service::service_fn(|request: http::Request<_>| async move {
-                let version = format!("{:?}", request.version());
-                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
-                    version,
-                ))))
-            });
-            // Ends when the client's pool lets the connection go.
-            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+        // Answers with the protocol version the request came in.
+        let (client, url) =
+            http2_endpoint(|_, tls| serve_http2(tls, |request| format!("{:?}", request.version())))
                 .await;
-        })
-        .await;
         let response = bounded(client.post(&url, &HeaderMap::new(), Bytes::new()))
             .await
             .result
@@ -890,13 +895,7 @@ mod tests {
                 let _ = tls.read_to_end(&mut Vec::new()).await;
                 return;
             }
-            let service = hyper::service::service_fn(move |_: http::Request<_>| async move {
-                let body = Bytes::from(format!("connection {connection}"));
-                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
-            });
-            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
+            serve_http2(tls, move |_| format!("connection {connection}")).await;
         })
         .await;
         let response = bounded(client.post(&url, &HeaderMap::new(), Bytes::new()))
