@@ -773,6 +773,7 @@ mod tests {
     async fn http2_endpoint<F>(
         serve: impl Fn(usize, tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> F
         + Send
+        + Sync
         + 'static,
     ) -> (DeliveryClient, WebhookUrl)
     where
@@ -783,11 +784,19 @@ mod tests {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let serve = Arc::new(serve);
         tokio::spawn(async move {
             for connection in 1.. {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let tls = acceptor.accept(tcp).await.unwrap();
-                tokio::spawn(serve(connection, tls));
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, serve) = (acceptor.clone(), serve.clone());
+                tokio::spawn(async move {
+                    // A handshake fails when the client refuses the certificate.
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        serve(connection, tls).await;
+                    }
+                });
             }
         });
         let client =
