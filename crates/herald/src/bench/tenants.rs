@@ -16,6 +16,8 @@ use herald_core::{AccountId, EventType, SigningSecret, WebhookId};
 use herald_proto::webhooks::v1::{SigningKey, WebhookSpec};
 use tokio_util::sync::CancellationToken;
 
+use super::median;
+
 /// Event patterns the webhooks subscribe to, in turn: exact types, wildcards and everything.
 const PATTERNS: [&[&str]; 5] = [
     &["booking.created"],
@@ -200,24 +202,18 @@ fn time_alternately(
         || match_ns(small.0, small.1, &event_type),
         || match_ns(large.0, large.1, &event_type),
     )?;
-    let ratios: Vec<f64> = small_rounds
+    let match_ratios = ratios(&small_rounds, &large_rounds);
+    let ratio_range = match_ratios
         .iter()
-        .zip(&large_rounds)
-        .map(|(small, large)| large / small.max(1e-9))
-        .collect();
-    let ratio_range = ratios.iter().fold((f64::MAX, 0.0_f64), |(low, high), r| {
-        (low.min(*r), high.max(*r))
-    });
+        .fold((f64::MAX, 0.0_f64), |(low, high), r| {
+            (low.min(*r), high.max(*r))
+        });
     let (small_map, large_map) = (account_map(small.1), account_map(large.1));
     let (small_lookups, large_lookups) = alternate(
         || Ok(lookup_ns(&small_map, small.1)),
         || Ok(lookup_ns(&large_map, large.1)),
     )?;
-    let lookup_ratios: Vec<f64> = small_lookups
-        .iter()
-        .zip(&large_lookups)
-        .map(|(small, large)| large / small.max(1e-9))
-        .collect();
+    let lookup_ratios = ratios(&small_lookups, &large_lookups);
     Ok(Timed {
         small: Costs {
             match_ns: median(small_rounds),
@@ -227,7 +223,7 @@ fn time_alternately(
             match_ns: median(large_rounds),
             lookup_ns: median(large_lookups),
         },
-        ratio: median(ratios),
+        ratio: median(match_ratios),
         lookup_ratio: median(lookup_ratios),
         ratio_range,
     })
@@ -268,9 +264,13 @@ fn match_ns(
     Ok(ns)
 }
 
-fn median(mut rounds: Vec<f64>) -> f64 {
-    rounds.sort_by(f64::total_cmp);
-    rounds[rounds.len() / 2]
+/// Each round's large-to-small ratio.
+fn ratios(small: &[f64], large: &[f64]) -> Vec<f64> {
+    small
+        .iter()
+        .zip(large)
+        .map(|(small, large)| large / small.max(1e-9))
+        .collect()
 }
 
 /// The `n`th account of a match loop: strides through all of them, so that consecutive
