@@ -92,8 +92,11 @@ impl TryFrom<Url> for WebhookUrl {
         if url.fragment().is_some() {
             return Err(UrlError::Fragment);
         }
-        // Normalisation percent-encodes, so a URL can grow past the limit it passed as text.
-        if url.as_str().len() > WEBHOOK_URL_MAX_LEN {
+        // Normalisation percent-encodes, so a URL can grow past the limit it passed as text. It
+        // also gives a URL without a path the root path `/`, which is not counted: a URL at the
+        // limit is not refused for what normalisation added to it.
+        let root = usize::from(url.path() == "/");
+        if url.as_str().len() - root > WEBHOOK_URL_MAX_LEN {
             return Err(UrlError::TooLong {
                 len: url.as_str().len(),
             });
@@ -174,6 +177,10 @@ mod tests {
         );
         check("http://[::1]:9000/", Ok("http://[::1]:9000/"));
         check("https://example.com/a b", Ok("https://example.com/a%20b"));
+        // Normalisation adds the root path to a URL at the limit without one.
+        let at_limit = format!("https://{}.example", "a".repeat(2048 - 16));
+        assert_eq!(at_limit.len(), 2048);
+        assert_eq!(WebhookUrl::parse(&at_limit).unwrap().as_str().len(), 2049);
     }
 
     #[test]
