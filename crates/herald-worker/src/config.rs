@@ -9,6 +9,7 @@ use figment::providers::{Env, Serialized};
 use herald_bus::{ConsumerLimits, ProvisionOptions, RetryTiers};
 use herald_core::{AddressPolicy, Keyring, RetrySchedule};
 use ipnet::IpNet;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use crate::breaker::BreakerConfig;
@@ -214,6 +215,10 @@ pub struct WorkerConfig {
     pub outbound_trace: OutboundTrace,
     /// Sent as `user-agent`.
     pub user_agent: String,
+    /// Certificate authorities trusted beside the platform's, for endpoints whose certificates
+    /// they issued. Set in code (the bench trusts its own receiver this way); an operator adds
+    /// a company's authority to the platform's store instead.
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 /// `Herald/<version>`.
@@ -253,6 +258,7 @@ impl WorkerConfig {
             sender_max_ack_pending: DEFAULT_SENDER_MAX_ACK_PENDING,
             outbound_trace: OutboundTrace::default(),
             user_agent: user_agent(),
+            extra_roots: Vec::new(),
         }
     }
 
@@ -422,6 +428,7 @@ impl WorkerConfig {
             sender_max_ack_pending: raw.sender_max_ack_pending,
             outbound_trace: raw.outbound_trace,
             user_agent: user_agent(),
+            extra_roots: Vec::new(),
         };
         config.validate()?;
         Ok(config)

@@ -221,7 +221,7 @@ impl DeliveryClient {
     }
 
     /// A client that also trusts `extra_roots`.
-    fn trusting(
+    pub fn trusting(
         policy: AddressPolicy,
         timeout: Duration,
         user_agent: &str,

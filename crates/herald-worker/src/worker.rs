@@ -124,10 +124,11 @@ impl Worker {
         let counters = Arc::new(Counters::default());
         let stopping = Stopping::new();
         let tracker = TaskTracker::new();
-        let delivery_client = DeliveryClient::new(
+        let delivery_client = DeliveryClient::trusting(
             config.address_policy.clone(),
             config.request_timeout,
             &config.user_agent,
+            config.extra_roots.clone(),
         )?;
         let limits = WebhookLimits::new(config.per_webhook_in_flight);
         let (lane_opener, opened_lanes) = LaneOpener::new(limits.clone());
