@@ -33,6 +33,7 @@ mod minimal;
 mod registry;
 mod scaleout;
 mod tenants;
+mod tls;
 
 /// Publishes `events` 256 at a time, as a busy platform would; a failed publish is logged
 /// (the run then misses that delivery and says so when it waits for them).
@@ -118,6 +119,10 @@ pub struct BenchArgs {
     /// Print the report as JSON (for comparing runs) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Serve the throughput scenario's receiver over HTTPS, with a certificate issued by an
+    /// authority of the run's own that every client of the run trusts.
+    #[arg(long)]
+    pub tls: bool,
     #[command(flatten)]
     pub isolation: isolation::IsolationArgs,
     #[command(flatten)]
@@ -455,6 +460,9 @@ fn body(epoch: Instant) -> String {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<String> {
+    if args.tls && args.scenario != Scenario::Throughput {
+        anyhow::bail!("--tls applies to the throughput scenario only");
+    }
     match args.scenario {
         Scenario::Throughput => throughput(args).await,
         Scenario::Isolation => isolation::run(&args.isolation, args.json).await,
@@ -492,7 +500,9 @@ impl BenchNats {
 }
 
 async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
-    let stage = Stage::start().await?;
+    let tls = args.tls.then(tls::Tls::generate).transpose()?;
+    let roots: Vec<_> = tls.iter().map(|tls| tls.root.clone()).collect();
+    let stage = Stage::start_with(tls).await?;
     let (nats_url, stop, sink, receiver, secret, epoch) = (
         &stage.nats.url,
         &stage.stop,
@@ -506,12 +516,14 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     // It starts first and idles through the baselines (a pull request a second).
     let mut config = herald_worker::WorkerConfig::for_local(nats_url);
     config.address_policy.allow = vec!["127.0.0.0/8".parse().context("loopback CIDR")?];
+    config.extra_roots.clone_from(&roots);
     // The baselines send with the worker's own delivery client and settings, so that the
     // ratios compare pipelines, not HTTP clients.
-    let http = DeliveryClient::new(
+    let http = DeliveryClient::trusting(
         config.address_policy.clone(),
         config.request_timeout,
         &config.user_agent,
+        roots,
     )?;
     let receiver_url = WebhookUrl::parse(receiver)?;
     let worker = herald_worker::Worker::start(config, stop.clone()).await?;
@@ -684,6 +696,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
     if args.json {
         return Ok(serde_json::json!({
             "scenario": "throughput",
+            "tls": args.tls,
             "events": args.events,
             "webhooks": accounts.len(),
             "bare_post_per_s": baseline,
@@ -729,7 +742,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         .to_string());
     }
     Ok(format!(
-        "herald bench: {events} deliveries over {webhooks} webhooks, file-backed JetStream, receiver on loopback, {rounds} rounds\n\
+        "herald bench: {events} deliveries over {webhooks} webhooks, file-backed JetStream, receiver on loopback{over}, {rounds} rounds\n\
          {table}\
          {bare_label:<32}{baseline:>9.0} requests/s (median)\n\
          {minimal_label:<32}{minimal:>9.0} deliveries/s (median; {minimal_tally})\n\
@@ -741,6 +754,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
          worker counters: delivered {delivered}, failed {failed}, dead {dead}, laned {laned}, lanes {lanes}, nacked {nacked}",
         events = args.events,
         webhooks = accounts.len(),
+        over = if args.tls { " over HTTPS" } else { "" },
         bare_label = format!("bare POST loop ({} in flight):", args.concurrency),
         minimal_label = "minimal durable pipeline:",
         two_hop_label = "two-hop durable pipeline:",
@@ -787,10 +801,18 @@ struct Stage {
 
 impl Stage {
     async fn start() -> anyhow::Result<Stage> {
+        Self::start_with(None).await
+    }
+
+    /// A stage whose receiver serves HTTPS with `tls`, when given.
+    async fn start_with(tls: Option<tls::Tls>) -> anyhow::Result<Stage> {
         let nats = BenchNats::start().await?;
         let stop = CancellationToken::new();
         let sink = Arc::new(Sink::default());
-        let receiver = serve_sink(sink.clone(), stop.clone()).await?;
+        let receiver = match tls {
+            None => serve_sink(sink.clone(), stop.clone()).await?,
+            Some(tls) => serve_sink_over_tls(sink.clone(), stop.clone(), tls).await?,
+        };
         let secret = SigningSecret::generate();
         let epoch = Instant::now();
         let _ = sink.epoch.set(epoch);
@@ -809,10 +831,30 @@ impl Stage {
 
 /// Serves `sink` on a loopback port until `stop`; its URL.
 async fn serve_sink(sink: Arc<Sink>, stop: CancellationToken) -> anyhow::Result<String> {
-    let app = axum::Router::new()
+    Ok(format!("{}/hook", serve(sink_app(sink), stop).await?))
+}
+
+/// Serves `sink` over HTTPS with `tls` on a loopback port until `stop`; its URL.
+async fn serve_sink_over_tls(
+    sink: Arc<Sink>,
+    stop: CancellationToken,
+    tls: tls::Tls,
+) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("https://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(tls.listener(listener), sink_app(sink))
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    Ok(url)
+}
+
+/// The receiver: `/hook` counts into `sink`.
+fn sink_app(sink: Arc<Sink>) -> axum::Router {
+    axum::Router::new()
         .route("/hook", axum::routing::post(receive))
-        .with_state(sink);
-    Ok(format!("{}/hook", serve(app, stop).await?))
+        .with_state(sink)
 }
 
 /// Serves `app` on a loopback port until `stop`; its base URL.
@@ -954,6 +996,34 @@ mod tests {
             Bytes::new(),
         )
         .await;
+    }
+
+    #[tokio::test]
+    async fn the_https_receiver_takes_requests_from_clients_that_trust_the_runs_authority() {
+        let tls = tls::Tls::generate().unwrap();
+        let root = tls.root.clone();
+        let sink = Arc::new(Sink::default());
+        let stop = CancellationToken::new();
+        let _stop = stop.clone().drop_guard();
+        let url = serve_sink_over_tls(sink.clone(), stop, tls).await.unwrap();
+        let url = WebhookUrl::parse(&url).unwrap();
+        let loopback =
+            || herald_core::AddressPolicy::allowing(vec!["127.0.0.0/8".parse().unwrap()]);
+
+        let trusting =
+            DeliveryClient::trusting(loopback(), Duration::from_secs(5), "t", vec![root]).unwrap();
+        let sent = trusting
+            .post(&url, &HeaderMap::new(), Bytes::from_static(b"{}"))
+            .await;
+        assert_eq!(sent.result.map(|response| response.status), Ok(204));
+
+        // The platform's authorities alone do not vouch for the run's certificate.
+        let stranger = DeliveryClient::new(loopback(), Duration::from_secs(5), "t").unwrap();
+        let refused = stranger
+            .post(&url, &HeaderMap::new(), Bytes::from_static(b"{}"))
+            .await;
+        assert!(refused.result.is_err(), "{refused:?}");
+        assert_eq!(sink.received.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
