@@ -148,9 +148,8 @@ pub enum Put {
     Stale,
 }
 
-/// The webhooks an event matches, each once, in id order. Shared: a match hands out one
-/// reference, not one per webhook.
-pub type Matches = Arc<[Arc<Subscription>]>;
+/// The webhooks an event matches, each once, in id order, as the index keeps them.
+type Matches = Box<[Arc<Subscription>]>;
 
 /// An event type that some webhook names exactly, numbered by the index (see [`TypeNumbers`]).
 type TypeNo = u32;
@@ -271,12 +270,10 @@ pub struct SubscriptionIndex {
     /// For each account and each type one of its webhooks names exactly: what an event of that
     /// type matches, worked out at its first event since the account last changed. Most events
     /// are of such a type, so most matches find this one small entry and take one reference,
-    /// touching neither the account's lists nor the webhooks themselves. With many accounts,
-    /// cache misses are what a match costs: the key is the account's ULID, held in the entry,
-    /// not its text behind a pointer.
+    /// touching neither the account's lists nor the webhooks themselves, and lend it. With many
+    /// accounts, cache misses are what a match costs: the key is the account's ULID, held in the
+    /// entry, not its text behind a pointer, and the entry holds the list's length.
     resolved: HashMap<(Ulid, TypeNo), OnceLock<Matches>>,
-    /// What an event of an account without enabled webhooks matches.
-    nothing: Matches,
 }
 
 impl Default for SubscriptionIndex {
@@ -300,7 +297,6 @@ impl SubscriptionIndex {
             tombstone_limit,
             types: TypeNumbers::default(),
             resolved: HashMap::new(),
-            nothing: Matches::default(),
         }
     }
 
@@ -432,17 +428,22 @@ impl SubscriptionIndex {
         self.webhooks.get(id).cloned()
     }
 
-    /// The enabled webhooks of `account` that subscribe to `event_type`, each once, by id.
-    pub fn matching(&self, account: &AccountId, event_type: &EventType) -> Matches {
+    /// Calls `f` with the enabled webhooks of `account` that subscribe to `event_type`, each
+    /// once, by id. They are lent, not shared: a match takes no reference count, which every
+    /// router handler on every core would otherwise take and give back on one cache line.
+    pub fn with_matching<T>(
+        &self,
+        account: &AccountId,
+        event_type: &EventType,
+        f: impl FnOnce(&[Arc<Subscription>]) -> T,
+    ) -> T {
         let resolved = self
             .types
             .get(event_type.as_str())
             .and_then(|number| self.resolved.get(&(account.ulid(), number)));
         match resolved {
-            Some(matches) => matches
-                .get_or_init(|| self.work_out(account, event_type))
-                .clone(),
-            None => self.work_out(account, event_type),
+            Some(matches) => f(matches.get_or_init(|| self.work_out(account, event_type))),
+            None => f(&self.work_out(account, event_type)),
         }
     }
 
@@ -450,7 +451,7 @@ impl SubscriptionIndex {
     fn work_out(&self, account: &AccountId, event_type: &EventType) -> Matches {
         match self.accounts.get(account) {
             Some(subscriptions) => subscriptions.work_out(event_type),
-            None => self.nothing.clone(),
+            None => Matches::default(),
         }
     }
 
@@ -526,8 +527,15 @@ impl SharedIndex {
         }
     }
 
-    pub fn matching(&self, account: &AccountId, event_type: &EventType) -> Matches {
-        self.read(|index| index.matching(account, event_type))
+    /// [`SubscriptionIndex::with_matching`] under the read lock: `f` must be short, and must
+    /// not use the index.
+    pub fn with_matching<T>(
+        &self,
+        account: &AccountId,
+        event_type: &EventType,
+        f: impl FnOnce(&[Arc<Subscription>]) -> T,
+    ) -> T {
+        self.read(|index| index.with_matching(account, event_type, f))
     }
 
     pub fn get(&self, id: &WebhookId) -> Option<Arc<Subscription>> {
@@ -588,14 +596,12 @@ mod tests {
 
     /// The ids of the webhooks of `account_n` matching `type_text`, in id order.
     fn matched(index: &SubscriptionIndex, account_n: u128, type_text: &str) -> Vec<u128> {
-        index
-            .matching(&account(account_n), &event_type(type_text))
-            .iter()
-            .map(|s| {
-                let ulid = Ulid::from_string(&s.id.as_str()[3..]).unwrap();
-                ulid.0
-            })
-            .collect()
+        index.with_matching(&account(account_n), &event_type(type_text), |matches| {
+            matches
+                .iter()
+                .map(|s| Ulid::from_string(&s.id.as_str()[3..]).unwrap().0)
+                .collect()
+        })
     }
 
     #[test]
@@ -872,11 +878,10 @@ mod tests {
                     .map(|s| s.id.clone())
                     .collect();
                 expected.sort();
-                let got: Vec<WebhookId> = index
-                    .matching(&account(account_n), &event_type)
-                    .iter()
-                    .map(|s| s.id.clone())
-                    .collect();
+                let got: Vec<WebhookId> =
+                    index.with_matching(&account(account_n), &event_type, |matches| {
+                        matches.iter().map(|s| s.id.clone()).collect()
+                    });
                 prop_assert_eq!(got, expected, "{} for account {}", type_text, account_n);
             }
         }

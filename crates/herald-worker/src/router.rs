@@ -303,8 +303,13 @@ impl Router {
         if !self.index.is_current() {
             return Err(RouteError::StaleIndex);
         }
-        let matching = self.index.matching(&event.account, &event.event_type);
-        if matching.is_empty() {
+        // Only the ids are taken under the index's lock; the delivery ids are hashed after.
+        let webhooks: Vec<WebhookId> =
+            self.index
+                .with_matching(&event.account, &event.event_type, |matching| {
+                    matching.iter().map(|webhook| webhook.id.clone()).collect()
+                });
+        if webhooks.is_empty() {
             self.counters.events_unmatched(1);
             self.counters.events_routed(1);
             return Ok(());
@@ -314,11 +319,11 @@ impl Router {
         let traceparent = herald_bus::trace::traceparent_of(&tracing::Span::current())
             .or_else(|| headers.and_then(traceparent).map(str::to_owned))
             .unwrap_or_else(new_traceparent);
-        let tasks: Vec<(WebhookId, DeliveryId)> = matching
-            .iter()
-            .map(|subscription| {
-                let delivery_id = DeliveryId::derive(&event.id, &subscription.id);
-                (subscription.id.clone(), delivery_id)
+        let tasks: Vec<(WebhookId, DeliveryId)> = webhooks
+            .into_iter()
+            .map(|webhook| {
+                let delivery_id = DeliveryId::derive(&event.id, &webhook);
+                (webhook, delivery_id)
             })
             .collect();
         self.fan_out(message, &event, &tasks, &traceparent).await?;
