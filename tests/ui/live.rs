@@ -84,6 +84,11 @@ async fn a_test_event_reaches_the_receiver_and_appears_in_the_live_log() {
     let body = request.body_json().unwrap();
     assert_eq!(body["type"], "booking.created");
     assert_eq!(body["data"], json!({ "booking_id": "bk_live" }));
+    // The health chart above the log follows it.
+    browser
+        .wait_for_text("#health figcaption", "1 attempt delivered, 0 failed")
+        .await
+        .unwrap();
 
     // An event published while the page is open appears by itself.
     let event = herald
@@ -92,6 +97,10 @@ async fn a_test_event_reaches_the_receiver_and_appears_in_the_live_log() {
     let published = DeliveryId::derive(&event, &WebhookId::parse(&hook).unwrap());
     browser
         .wait_for_text(&format!("tr[id='{published}']"), "Delivered")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#health figcaption", "2 attempts delivered, 0 failed")
         .await
         .unwrap();
     let marker = browser

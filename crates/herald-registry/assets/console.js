@@ -84,23 +84,49 @@
     const size = Number(table.dataset.pageSize) || 25;
     const status = document.querySelector("[data-live-status]");
     const say = (text) => { if (status) status.textContent = text; };
-    // Reads the log again: on (re)connecting, so that changes made
-    // between the page's rendering and the subscription are not missed,
-    // and when the server says too much changed to follow one by one.
-    const resync = async () => {
-      // The header tells the page not to use up a one-time notice meant
-      // for the next page load.
+    // The page as the server renders it now. The header tells the page
+    // not to use up a one-time notice meant for the next page load.
+    const read = async () => {
       const response = await fetch(window.location.href, {
         credentials: "same-origin",
         headers: { "herald-resync": "1" },
       });
-      if (!response.ok) return;
-      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      if (!response.ok) return null;
+      return new DOMParser().parseFromString(await response.text(), "text/html");
+    };
+    // A webhook's page has its health chart above the log: it is read
+    // again with the log, and a little after deliveries change, once for
+    // a burst of them.
+    const health = document.getElementById("health");
+    const renewHealth = (page) => {
+      if (!health) return;
+      for (const part of ["figure", "details tbody"]) {
+        const fresh = page.querySelector(`#health ${part}`);
+        const held = health.querySelector(part);
+        if (fresh && held) held.replaceWith(document.adoptNode(fresh));
+      }
+    };
+    let healthDue = null;
+    const renewHealthSoon = () => {
+      if (!health || healthDue) return;
+      healthDue = setTimeout(async () => {
+        const page = await read().catch(() => null);
+        healthDue = null;
+        if (page) renewHealth(page);
+      }, 2000);
+    };
+    // Reads the log again: on (re)connecting, so that changes made
+    // between the page's rendering and the subscription are not missed,
+    // and when the server says too much changed to follow one by one.
+    const resync = async () => {
+      const page = await read();
+      if (!page) return;
       const fresh = page.querySelector("table[data-live] tbody");
       if (fresh) table.tBodies[0].replaceWith(document.adoptNode(fresh));
       if (fresh && fresh.rows.length > 0) {
         for (const empty of document.querySelectorAll("[data-empty]")) empty.remove();
       }
+      renewHealth(page);
     };
     const source = new EventSource(table.dataset.live);
     source.addEventListener("open", () => {
@@ -127,9 +153,11 @@
       }
       row.classList.add("fresh");
       for (const empty of document.querySelectorAll("[data-empty]")) empty.remove();
+      renewHealthSoon();
     });
     source.addEventListener("drop", (event) => {
       document.getElementById(event.data)?.remove();
+      renewHealthSoon();
     });
     source.addEventListener("resync", resync);
   }

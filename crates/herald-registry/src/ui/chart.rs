@@ -103,12 +103,18 @@ impl Chart {
 
     /// One sentence for screen readers and the figure's caption.
     pub fn summary(&self) -> String {
+        let attempts = |count: u64| match count {
+            1 => "1 attempt".to_owned(),
+            _ => format!("{count} attempts"),
+        };
         if self.delivered + self.failed == 0 {
             "No attempts in the last 24 hours.".to_owned()
         } else {
             format!(
-                "Last 24 hours: {} attempts delivered, {} failed; the busiest hour had {}.",
-                self.delivered, self.failed, self.max
+                "Last 24 hours: {} delivered, {} failed; the busiest hour had {}.",
+                attempts(self.delivered),
+                self.failed,
+                attempts(self.max)
             )
         }
     }
@@ -175,5 +181,20 @@ mod tests {
         assert_eq!(chart.max, 0);
         assert_eq!(chart.summary(), "No attempts in the last 24 hours.");
         assert!(chart.bars.iter().all(|b| b.delivered_height == 0));
+    }
+
+    #[test]
+    fn the_summary_counts_attempts_in_words() {
+        let mut counts = [(0, 0); 24];
+        counts[23] = (1, 0);
+        assert_eq!(
+            Chart::new(&hours(&counts)).summary(),
+            "Last 24 hours: 1 attempt delivered, 0 failed; the busiest hour had 1 attempt."
+        );
+        counts[22] = (2, 3);
+        assert_eq!(
+            Chart::new(&hours(&counts)).summary(),
+            "Last 24 hours: 3 attempts delivered, 3 failed; the busiest hour had 5 attempts."
+        );
     }
 }
