@@ -84,41 +84,54 @@
     const size = Number(table.dataset.pageSize) || 25;
     const status = document.querySelector("[data-live-status]");
     const say = (text) => { if (status) status.textContent = text; };
-    // The page as the server renders it now. The header tells the page
-    // not to use up a one-time notice meant for the next page load.
+    // The page as the server renders it now, or null when it cannot be
+    // read (the connection's retry reads it again). The header tells the
+    // page not to use up a one-time notice meant for the next page load.
     const read = async () => {
-      const response = await fetch(window.location.href, {
-        credentials: "same-origin",
-        headers: { "herald-resync": "1" },
-      });
-      if (!response.ok) return null;
-      return new DOMParser().parseFromString(await response.text(), "text/html");
+      try {
+        const response = await fetch(window.location.href, {
+          credentials: "same-origin",
+          headers: { "herald-resync": "1" },
+        });
+        if (!response.ok) return null;
+        return new DOMParser().parseFromString(await response.text(), "text/html");
+      } catch {
+        return null;
+      }
     };
     // A webhook's page has its health chart above the log: it is read
     // again with the log, and a little after deliveries change, once for
-    // a burst of them.
+    // a burst of them. Reads are numbered, so that a slow one never
+    // replaces what a later one showed.
     const health = document.getElementById("health");
-    const renewHealth = (page) => {
-      if (!health) return;
+    let healthReads = 0;
+    let healthShown = 0;
+    const renewHealth = (page, number) => {
+      if (!health || number < healthShown) return;
+      healthShown = number;
       for (const part of ["figure", "details tbody"]) {
         const fresh = page.querySelector(`#health ${part}`);
         const held = health.querySelector(part);
         if (fresh && held) held.replaceWith(document.adoptNode(fresh));
       }
     };
+    // A change that comes while a read is under way schedules another:
+    // that read may have been rendered before the change was stored.
     let healthDue = null;
     const renewHealthSoon = () => {
       if (!health || healthDue) return;
       healthDue = setTimeout(async () => {
-        const page = await read().catch(() => null);
         healthDue = null;
-        if (page) renewHealth(page);
+        const number = ++healthReads;
+        const page = await read();
+        if (page) renewHealth(page, number);
       }, 2000);
     };
     // Reads the log again: on (re)connecting, so that changes made
     // between the page's rendering and the subscription are not missed,
     // and when the server says too much changed to follow one by one.
     const resync = async () => {
+      const number = ++healthReads;
       const page = await read();
       if (!page) return;
       const fresh = page.querySelector("table[data-live] tbody");
@@ -126,7 +139,7 @@
       if (fresh && fresh.rows.length > 0) {
         for (const empty of document.querySelectorAll("[data-empty]")) empty.remove();
       }
-      renewHealth(page);
+      renewHealth(page, number);
     };
     const source = new EventSource(table.dataset.live);
     source.addEventListener("open", () => {
