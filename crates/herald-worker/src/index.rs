@@ -269,8 +269,8 @@ pub struct SubscriptionIndex {
     types: TypeNumbers,
     /// For each account and each type one of its webhooks names exactly: what an event of that
     /// type matches, worked out at its first event since the account last changed. Most events
-    /// are of such a type, so most matches find this one small entry and take one reference,
-    /// touching neither the account's lists nor the webhooks themselves, and lend it. With many
+    /// are of such a type, so most matches find this one small entry and lend its list,
+    /// touching neither the account's lists nor the webhooks themselves. With many
     /// accounts, cache misses are what a match costs: the key is the account's ULID, held in the
     /// entry, not its text behind a pointer, and the entry holds the list's length.
     resolved: HashMap<(Ulid, TypeNo), OnceLock<Matches>>,

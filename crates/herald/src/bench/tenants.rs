@@ -7,8 +7,9 @@
 //! The two indexes' matches are timed in alternating rounds once both are loaded, so that a
 //! change in the host's speed during the run (other tenants of a shared machine) falls on both
 //! alike: each size's figure is its median round, each ratio the median of the rounds' ratios.
-//! As in a router, each match reads an account id that is in the cache (see
-//! [`timed_per_account`]), so the figures are what the index costs.
+//! As in a router, each worked-out match reads an account id that is in the cache (see
+//! [`timed_per_account`]), so the figures are what the index costs. The first match of each
+//! account, which works its list out, is timed once over all accounts as they are listed.
 
 use std::time::{Duration, Instant};
 
