@@ -416,6 +416,7 @@ impl Publisher {
         // A producer span, child of the caller's span (or of the `traceparent` it passed); the
         // event carries it on to the router.
         let span = tracing::info_span!(
+            target: crate::trace::HOP_TARGET,
             "publish",
             otel.name = "publish events",
             otel.kind = "producer",

@@ -16,6 +16,11 @@ use opentelemetry::trace::{SpanContext, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// The target of every hop's span (`publish`, `route`, `attempt`). They are made for traces:
+/// a log line names what it is about in its own fields, so logs can leave them out, and
+/// without an OpenTelemetry layer such a span then costs nothing.
+pub const HOP_TARGET: &str = "herald::hop";
+
 /// Whether an OpenTelemetry layer records this process's spans: set once, by whoever installs
 /// the layer.
 static RECORDING: AtomicBool = AtomicBool::new(false);

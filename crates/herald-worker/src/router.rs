@@ -219,6 +219,7 @@ impl Router {
         }
         // A consumer span, child of the publisher's; the tasks carry it on to the sender.
         let span = tracing::info_span!(
+            target: herald_bus::trace::HOP_TARGET,
             "route",
             otel.name = "route event",
             otel.kind = "consumer",

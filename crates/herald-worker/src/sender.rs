@@ -286,6 +286,7 @@ impl Sender {
         // The attempt's span: a child of the router's (the task carries its context), linked
         // to the attempt before when this is a retry.
         let span = tracing::info_span!(
+            target: herald_bus::trace::HOP_TARGET,
             "attempt",
             otel.name = "POST webhook",
             otel.kind = "client",

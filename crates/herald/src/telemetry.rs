@@ -1,7 +1,8 @@
 //! Logs and traces.
 //!
 //! Logs: `RUST_LOG` filters (default info), `HERALD_LOG_FORMAT=json` for
-//! machine-readable lines.
+//! machine-readable lines. The spans of a delivery's hops (target `herald::hop`) are left
+//! out of logs unless `RUST_LOG` names that target.
 //!
 //! Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, spans go to that collector
@@ -13,12 +14,14 @@
 //! database's at info). When no endpoint is set no OpenTelemetry layer is
 //! installed and spans cost what `tracing` spans cost.
 
+use herald_bus::trace::HOP_TARGET;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 const LOG_FILTER: &str = "info,sea_orm=warn,sqlx=warn,async_nats=warn";
 /// The exporter's own HTTP client must not trace itself.
@@ -42,16 +45,14 @@ impl Drop for Telemetry {
     }
 }
 
+/// A layer of the process's subscriber, with its own filter.
+type FilteredLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
 /// Installs logging, and tracing export when configured, for `service`.
 pub fn init(service: &'static str) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(LOG_FILTER));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let json = std::env::var("HERALD_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let logs = if json {
-        logs.json().with_filter(filter).boxed()
-    } else {
-        logs.with_filter(filter).boxed()
-    };
+    let logs = log_layer(std::io::stderr, json, filter);
     let (provider, problem) = match tracer_provider(service) {
         Ok(provider) => (provider, None),
         Err(error) => (None, Some(error)),
@@ -61,15 +62,9 @@ pub fn init(service: &'static str) -> Telemetry {
             .ok()
             .and_then(|text| EnvFilter::try_new(text).ok())
             .unwrap_or_else(|| EnvFilter::new(TRACE_FILTER));
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer(service))
-            .with_filter(filter)
+        trace_layer(provider.tracer(service), filter)
     });
-    if let Err(error) = tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .try_init()
-    {
+    if let Err(error) = subscriber(logs, traces).try_init() {
         eprintln!("herald: logging already initialised: {error}");
     }
     if let Some(error) = problem {
@@ -79,6 +74,57 @@ pub fn init(service: &'static str) -> Telemetry {
         tracing::info!(service, "exporting traces over OTLP");
     }
     Telemetry { provider }
+}
+
+/// The subscriber: logs, and traces when they are exported. A span or event is made only
+/// when one of them wants it. The layers are a list rather than an `Option` layer: a `None`
+/// layer in the stack would enable every span at the logs' level, even those the logs leave
+/// out, and each would cost its slot and its closing.
+fn subscriber(
+    logs: FilteredLayer,
+    traces: Option<FilteredLayer>,
+) -> impl tracing::Subscriber + Send + Sync + 'static {
+    let mut layers = vec![logs];
+    layers.extend(traces);
+    tracing_subscriber::registry().with(layers)
+}
+
+/// Log lines written to `writer`, as text or JSON, filtered by `filter`.
+fn log_layer<W>(writer: W, json: bool, filter: EnvFilter) -> FilteredLayer
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let logs = tracing_subscriber::fmt::layer().with_writer(writer);
+    if json {
+        logs.json().with_filter(filter).boxed()
+    } else {
+        logs.with_filter(filter).boxed()
+    }
+}
+
+/// Spans exported through `tracer`, filtered by `filter`.
+fn trace_layer(tracer: opentelemetry_sdk::trace::SdkTracer, filter: EnvFilter) -> FilteredLayer {
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(filter)
+        .boxed()
+}
+
+/// What logs show: `rust_log`'s directives, or [`LOG_FILTER`] when it is unset or invalid,
+/// and no hop's span unless `rust_log` names [`HOP_TARGET`]. A hop's span is made for traces;
+/// were it enabled for logs, every delivery would format its fields to give log lines a
+/// context they do not need (about a tenth of the worker's CPU at the default level).
+fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+    let filter = rust_log
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new(LOG_FILTER));
+    if rust_log.is_some_and(|directives| directives.contains(HOP_TARGET)) {
+        return filter;
+    }
+    match format!("{HOP_TARGET}=off").parse() {
+        Ok(hops_off) => filter.add_directive(hops_off),
+        Err(_) => filter,
+    }
 }
 
 /// The OTLP tracer provider, when an endpoint is configured and the SDK not disabled.
@@ -109,4 +155,108 @@ fn tracer_provider(
             .with_batch_exporter(exporter)
             .build(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Log lines kept in memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut lines = self.0.lock().map_err(|_| std::io::ErrorKind::Other)?;
+            lines.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        /// The lines, without their colours.
+        fn text(&self) -> String {
+            let bytes = self.0.lock().map(|bytes| bytes.clone()).unwrap_or_default();
+            let coloured = String::from_utf8_lossy(&bytes).into_owned();
+            let mut text = String::with_capacity(coloured.len());
+            let mut in_escape = false;
+            for c in coloured.chars() {
+                match (in_escape, c) {
+                    (false, '\x1b') => in_escape = true,
+                    (false, c) => text.push(c),
+                    (true, 'm') => in_escape = false,
+                    (true, _) => {}
+                }
+            }
+            text
+        }
+    }
+
+    /// Logs filtered as `rust_log` says, written to the lines returned.
+    fn logs(rust_log: Option<&str>) -> (FilteredLayer, Lines) {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let layer = log_layer(move || writer.clone(), false, log_filter(rust_log));
+        (layer, lines)
+    }
+
+    /// Under `subscriber`: whether a hop's span is made, and what an event inside it logs.
+    fn a_hop(subscriber: impl tracing::Subscriber + Send + Sync + 'static) -> bool {
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(target: HOP_TARGET, "route", subject = "events.a.b");
+            span.in_scope(|| tracing::warn!("routing failed"));
+            !span.is_disabled()
+        })
+    }
+
+    #[test]
+    fn without_traces_a_hops_span_is_not_made_unless_the_logs_ask_for_it() {
+        for rust_log in [None, Some("info"), Some("herald=debug"), Some("debug")] {
+            let (logs, lines) = logs(rust_log);
+            assert!(!a_hop(subscriber(logs, None)), "{rust_log:?}");
+            let text = lines.text();
+            assert!(text.contains("routing failed"), "{rust_log:?}: {text}");
+            assert!(!text.contains("route{"), "{rust_log:?}: {text}");
+        }
+        let (logs, lines) = logs(Some("info,herald::hop=info"));
+        assert!(a_hop(subscriber(logs, None)));
+        let text = lines.text();
+        assert!(text.contains("route{subject=\"events.a.b\"}: "), "{text}");
+    }
+
+    #[test]
+    fn with_traces_a_hops_span_is_made_for_them_and_left_out_of_the_logs() {
+        let provider = SdkTracerProvider::builder().build();
+        let traces = trace_layer(provider.tracer("test"), EnvFilter::new(TRACE_FILTER));
+        let (logs, lines) = logs(None);
+        let subscriber = subscriber(logs, Some(traces));
+        let traced = tracing::subscriber::with_default(subscriber, || {
+            use opentelemetry::trace::TraceContextExt as _;
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            let span = tracing::info_span!(target: HOP_TARGET, "route", subject = "events.a.b");
+            span.in_scope(|| tracing::warn!("routing failed"));
+            span.context().span().span_context().is_valid()
+        });
+        assert!(traced, "the hop's span is an OpenTelemetry span");
+        let text = lines.text();
+        assert!(text.contains("routing failed"), "{text}");
+        assert!(!text.contains("route{"), "{text}");
+    }
+
+    #[test]
+    fn other_spans_stay_in_the_logs() {
+        let (logs, lines) = logs(None);
+        tracing::subscriber::with_default(subscriber(logs, None), || {
+            let span = tracing::info_span!("request", method = "GET");
+            span.in_scope(|| tracing::warn!("slow"));
+        });
+        let text = lines.text();
+        assert!(text.contains("request{method=\"GET\"}: "), "{text}");
+    }
 }
