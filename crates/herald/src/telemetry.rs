@@ -12,7 +12,7 @@
 //! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SDK_DISABLED`. `HERALD_TRACE_FILTER`
 //! chooses which spans are exported (default: Herald's, the API's and the
 //! database's at info). When no endpoint is set no OpenTelemetry layer is
-//! installed and spans cost what `tracing` spans cost.
+//! installed, and a span that the logs leave out is not made at all.
 
 use herald_bus::trace::HOP_TARGET;
 use opentelemetry::trace::TracerProvider as _;
@@ -112,8 +112,8 @@ fn trace_layer(tracer: opentelemetry_sdk::trace::SdkTracer, filter: EnvFilter) -
 
 /// What logs show: `rust_log`'s directives, or [`LOG_FILTER`] when it is unset or invalid,
 /// and no hop's span unless `rust_log` names [`HOP_TARGET`]. A hop's span is made for traces;
-/// were it enabled for logs, every delivery would format its fields to give log lines a
-/// context they do not need (about a tenth of the worker's CPU at the default level).
+/// were it enabled for logs, every delivery would make it and format its fields to give log
+/// lines a context they do not need (about a tenth of the worker's CPU at the default level).
 fn log_filter(rust_log: Option<&str>) -> EnvFilter {
     let filter = rust_log
         .and_then(|directives| EnvFilter::try_new(directives).ok())
