@@ -180,29 +180,18 @@ mod tests {
     }
 
     impl Lines {
-        /// The lines, without their colours.
         fn text(&self) -> String {
             let bytes = self.0.lock().map(|bytes| bytes.clone()).unwrap_or_default();
-            let coloured = String::from_utf8_lossy(&bytes).into_owned();
-            let mut text = String::with_capacity(coloured.len());
-            let mut in_escape = false;
-            for c in coloured.chars() {
-                match (in_escape, c) {
-                    (false, '\x1b') => in_escape = true,
-                    (false, c) => text.push(c),
-                    (true, 'm') => in_escape = false,
-                    (true, _) => {}
-                }
-            }
-            text
+            String::from_utf8_lossy(&bytes).into_owned()
         }
     }
 
-    /// Logs filtered as `rust_log` says, written to the lines returned.
+    /// Logs filtered as `rust_log` says, written as JSON (no colours, each line's spans
+    /// named) to the lines returned.
     fn logs(rust_log: Option<&str>) -> (FilteredLayer, Lines) {
         let lines = Lines::default();
         let writer = lines.clone();
-        let layer = log_layer(move || writer.clone(), false, log_filter(rust_log));
+        let layer = log_layer(move || writer.clone(), true, log_filter(rust_log));
         (layer, lines)
     }
 
@@ -222,12 +211,15 @@ mod tests {
             assert!(!a_hop(subscriber(logs, None)), "{rust_log:?}");
             let text = lines.text();
             assert!(text.contains("routing failed"), "{rust_log:?}: {text}");
-            assert!(!text.contains("route{"), "{rust_log:?}: {text}");
+            assert!(!text.contains(r#""name":"route""#), "{rust_log:?}: {text}");
         }
         let (logs, lines) = logs(Some("info,herald::hop=info"));
         assert!(a_hop(subscriber(logs, None)));
         let text = lines.text();
-        assert!(text.contains("route{subject=\"events.a.b\"}: "), "{text}");
+        assert!(
+            text.contains(r#"{"subject":"events.a.b","name":"route"}"#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -246,7 +238,7 @@ mod tests {
         assert!(traced, "the hop's span is an OpenTelemetry span");
         let text = lines.text();
         assert!(text.contains("routing failed"), "{text}");
-        assert!(!text.contains("route{"), "{text}");
+        assert!(!text.contains(r#""name":"route""#), "{text}");
     }
 
     #[test]
@@ -257,6 +249,9 @@ mod tests {
             span.in_scope(|| tracing::warn!("slow"));
         });
         let text = lines.text();
-        assert!(text.contains("request{method=\"GET\"}: "), "{text}");
+        assert!(
+            text.contains(r#"{"method":"GET","name":"request"}"#),
+            "{text}"
+        );
     }
 }
