@@ -656,6 +656,12 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
         median_of(|r| r.herald / r.minimal),
         median_of(|r| r.herald / r.two_hop),
     );
+    // The design's floor against the bounds: what Herald would make if its own work cost
+    // nothing beyond the two stored hops.
+    let (floor_vs_bare, floor_vs_minimal) = (
+        median_of(|r| r.two_hop / r.bare),
+        median_of(|r| r.two_hop / r.minimal),
+    );
 
     // Latency at half the rate Herald just sustained.
     let rate = (herald / 2.0).max(1.0);
@@ -706,6 +712,8 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
             "herald_vs_bare_post": vs_bare,
             "herald_vs_minimal_pipeline": vs_minimal,
             "herald_vs_two_hop_pipeline": vs_two_hop,
+            "two_hop_vs_bare_post": floor_vs_bare,
+            "two_hop_vs_minimal_pipeline": floor_vs_minimal,
             "rounds": rounds.iter().map(|r| serde_json::json!({
                 "bare_post_per_s": r.bare,
                 "minimal_pipeline_per_s": r.minimal,
@@ -714,6 +722,8 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
                 "herald_vs_bare_post": r.herald / r.bare,
                 "herald_vs_minimal_pipeline": r.herald / r.minimal,
                 "herald_vs_two_hop_pipeline": r.herald / r.two_hop,
+                "two_hop_vs_bare_post": r.two_hop / r.bare,
+                "two_hop_vs_minimal_pipeline": r.two_hop / r.minimal,
                 "cpu_per_delivery": {
                     "bare_post": r.bare_cpu.json(),
                     "minimal_pipeline": r.minimal_cpu.json(),
@@ -749,6 +759,7 @@ async fn throughput(args: BenchArgs) -> anyhow::Result<String> {
          {two_hop_label:<32}{two_hop:>9.0} deliveries/s (median; {two_hop_tally})\n\
          {herald_label:<32}{herald:>9.0} deliveries/s (median; {herald_tally})\n\
          herald / bare POST loop: {vs_bare:.2}    herald / minimal pipeline: {vs_minimal:.2}    herald / two-hop pipeline: {vs_two_hop:.2}    (medians of the rounds' ratios)\n\
+         the design's floor, two-hop / bare POST loop: {floor_vs_bare:.2}    two-hop / minimal pipeline: {floor_vs_minimal:.2}    (Herald's ceiling under two stored hops)\n\
          latency at {rate:.0}/s (half of that), {n} events: p50 {p50:.1} ms, p90 {p90:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({latency_tally})\n\
          {fan_out}\n\
          worker counters: delivered {delivered}, failed {failed}, dead {dead}, laned {laned}, lanes {lanes}, nacked {nacked}",
