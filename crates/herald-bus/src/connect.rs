@@ -112,11 +112,11 @@ pub async fn connect_with(
     .retry(backoff)
     .when(is_transient)
     .notify(|err, wait| {
-        tracing::warn!(url = %redact(url), %err, ?wait, "NATS not reachable yet; retrying");
+        tracing::warn!(url = %redact_url(url), %err, ?wait, "NATS not reachable yet; retrying");
     })
     .await;
     result.map_err(|source| {
-        let url = redact(url);
+        let url = redact_url(url);
         if is_transient(&source) {
             ConnectError::Unreachable {
                 url,
@@ -156,19 +156,33 @@ fn is_transient(err: &async_nats::ConnectError) -> bool {
     )
 }
 
-/// The URL with any password replaced, for logs and errors.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+/// `url`, one server or a comma-separated list of them, with every password or token
+/// replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(redact_server)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One server's URL with its password or token replaced; the scheme is optional, as it is
+/// to the client.
+fn redact_server(server: &str) -> String {
+    let (scheme, rest) = match server.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, server),
     };
     let host_start = rest.find(['/', '?']).unwrap_or(rest.len());
     let Some(at) = rest[..host_start].rfind('@') else {
-        return url.to_owned();
+        return server.to_owned();
     };
     let (userinfo, host) = (&rest[..at], &rest[at..]);
+    let scheme = scheme
+        .map(|scheme| format!("{scheme}://"))
+        .unwrap_or_default();
     match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***{host}"),
-        None => format!("{scheme}://***{host}"),
+        Some((user, _password)) => format!("{scheme}{user}:***{host}"),
+        None => format!("{scheme}***{host}"),
     }
 }
 
@@ -178,13 +192,27 @@ mod tests {
 
     #[test]
     fn redact_hides_credentials() {
-        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         assert_eq!(
-            redact("nats://user:secret@nats:4222"),
+            redact_url("nats://user:secret@nats:4222"),
             "nats://user:***@nats:4222"
         );
-        assert_eq!(redact("nats://token@nats:4222"), "nats://***@nats:4222");
-        assert_eq!(redact("nats:4222"), "nats:4222");
+        assert_eq!(redact_url("nats://token@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(redact_url("nats:4222"), "nats:4222");
+        // Without a scheme, as the client also takes a server.
+        assert_eq!(redact_url("user:secret@nats:4222"), "user:***@nats:4222");
+    }
+
+    #[test]
+    fn redact_hides_the_credentials_of_every_server_of_a_list() {
+        assert_eq!(
+            redact_url("nats://alice:pw1@n1:4222,nats://bob:pw2@n2:4222"),
+            "nats://alice:***@n1:4222,nats://bob:***@n2:4222"
+        );
+        assert_eq!(
+            redact_url("nats://n1:4222, nats://bob:pw2@n2:4222,tls://token@n3"),
+            "nats://n1:4222, nats://bob:***@n2:4222,tls://***@n3"
+        );
     }
 
     #[tokio::test]

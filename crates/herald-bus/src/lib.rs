@@ -15,7 +15,7 @@ pub mod tiers;
 pub mod topology;
 pub mod trace;
 
-pub use connect::{ConnectError, ConnectRetry, connect, connect_with, jetstream};
+pub use connect::{ConnectError, ConnectRetry, connect, connect_with, jetstream, redact_url};
 pub use kv::{Current, Held, KvError, SpecChange, SpecWatch, WebhookBucket, Written};
 pub use names::DeadSource;
 pub use publish::{

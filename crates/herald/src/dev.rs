@@ -67,17 +67,20 @@ fn nats_server_binary() -> Option<PathBuf> {
 
 /// Uses the NATS at `url`, or starts one with JetStream under `data_dir`.
 pub async fn ensure_nats(url: &str, data_dir: &Path) -> anyhow::Result<Option<LocalNats>> {
+    // Logs and errors name the server without its password.
+    let shown = herald_bus::redact_url(url);
     if nats_answers(url).await {
-        tracing::info!(%url, "using the running NATS");
+        tracing::info!(url = %shown, "using the running NATS");
         return Ok(None);
     }
     let binary = nats_server_binary().with_context(|| {
         format!(
-            "no NATS answers at {url} and nats-server is not installed; \
+            "no NATS answers at {shown} and nats-server is not installed; \
              install it (Debian: apt-get install nats-server) or set NATS_URL"
         )
     })?;
-    let parsed = url::Url::parse(url).with_context(|| format!("NATS_URL {url:?} is not a URL"))?;
+    let parsed =
+        url::Url::parse(url).with_context(|| format!("NATS_URL {shown:?} is not a URL"))?;
     let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
     let port = parsed.port().unwrap_or(4222);
     let store = data_dir.join("nats");
@@ -101,7 +104,7 @@ pub async fn ensure_nats(url: &str, data_dir: &Path) -> anyhow::Result<Option<Lo
     while !nats_answers(url).await {
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "the local nats-server did not answer at {url}; see {}",
+            "the local nats-server did not answer at {shown}; see {}",
             data_dir.join("nats-server.log").display()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
