@@ -5,7 +5,7 @@ use herald_core::EventType;
 use super::{ServiceResult, require_admin};
 use crate::principal::Principal;
 use crate::state::AppState;
-use crate::store::EventTypeRecord;
+use crate::store::{EventTypeRecord, StoreError};
 
 /// The longest description of an event type.
 const MAX_DESCRIPTION: usize = 1000;
@@ -41,12 +41,17 @@ impl AppState {
         deprecated: Option<bool>,
     ) -> ServiceResult<EventTypeRecord> {
         require_admin(principal)?;
+        // No event type has a name that does not parse, and such a name (one holding a NUL,
+        // which PostgreSQL's text refuses) must not reach the database.
+        let Ok(name) = EventType::parse(name) else {
+            return Err(StoreError::NotFound("event type").into());
+        };
         if let Some(description) = &description {
             check_description(description)?;
         }
         Ok(self
             .store
-            .update_event_type(name, description, deprecated)
+            .update_event_type(name.as_str(), description, deprecated)
             .await?)
     }
 }

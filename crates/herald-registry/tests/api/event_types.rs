@@ -103,4 +103,15 @@ async fn the_catalogue_is_seeded_and_admins_extend_and_deprecate_it() {
         .await
         .unwrap();
     expect(missing, StatusCode::NOT_FOUND).await;
+    // A name no event type can have, NUL included (PostgreSQL's text refuses it): not found,
+    // on either database.
+    for name in ["%00", "booking%00created", "Booking.Created", "a..b"] {
+        let response = registry
+            .admin(Method::PATCH, &format!("/v1/event-types/{name}"))
+            .json(&json!({ "deprecated": true }))
+            .send()
+            .await
+            .unwrap();
+        expect(response, StatusCode::NOT_FOUND).await;
+    }
 }
