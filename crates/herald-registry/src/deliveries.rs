@@ -32,7 +32,7 @@ struct RawOutcomes {
     outcomes: Vec<bytes::Bytes>,
 }
 
-pub const DISABLED_BY_410: &str = "the endpoint answered 410 Gone";
+pub use crate::store::DISABLED_BY_410;
 
 /// Converts a worker's outcome into a log record; an error says why it is
 /// not usable.
@@ -47,7 +47,10 @@ pub fn outcome_record(outcome: &DeliveryOutcome) -> anyhow::Result<OutcomeRecord
         Ok(DeliveryStatus::Exhausted) => DeliveryState::Exhausted,
         _ => anyhow::bail!("outcome with unknown status {}", outcome.status),
     };
-    let payload = if event.data.is_empty() {
+    // Only an event too large to deliver comes without its data (every other carries at
+    // least `{}`): its delivery is logged, and marked so that it is never sent again empty.
+    let payload_omitted = event.data.is_empty();
+    let payload = if payload_omitted {
         "{}".to_owned()
     } else {
         String::from_utf8(event.data.clone()).context("event data is not UTF-8")?
@@ -64,6 +67,7 @@ pub fn outcome_record(outcome: &DeliveryOutcome) -> anyhow::Result<OutcomeRecord
             .and_then(herald_proto::datetime)
             .unwrap_or_else(chrono::Utc::now),
         payload,
+        payload_omitted,
         attempt: outcome.attempt,
         state,
         trigger: trigger_name(outcome.trigger).to_owned(),
@@ -85,6 +89,7 @@ pub fn outcome_record(outcome: &DeliveryOutcome) -> anyhow::Result<OutcomeRecord
             .iter()
             .map(|(name, value)| (without_nul(name), without_nul(value)))
             .collect(),
+        disable_webhook: outcome.disable_webhook,
     })
 }
 
@@ -237,7 +242,6 @@ async fn record_batch(
     messages: &[jetstream::Message],
 ) -> Option<Vec<usize>> {
     let mut records = Vec::with_capacity(messages.len());
-    let mut disables = Vec::with_capacity(messages.len());
     let mut sources = Vec::with_capacity(messages.len());
     let mut counts = Vec::with_capacity(messages.len());
     for message in messages {
@@ -258,10 +262,9 @@ async fn record_batch(
                 Some(raw) => Source::one_of(message, index, raw),
                 None => Source::whole(message),
             };
-            match outcome.and_then(|o| outcome_record(&o).map(|r| (o.disable_webhook, r))) {
-                Ok((disable, record)) => {
+            match outcome.and_then(|o| outcome_record(&o)) {
+                Ok(record) => {
                     records.push(record);
-                    disables.push(disable);
                     sources.push(source);
                 }
                 Err(error) => dead_letter(js, &source, &format!("{error:#}")).await,
@@ -270,11 +273,10 @@ async fn record_batch(
     }
     // A worker's batches can make a fetch thousands of outcomes: they are
     // written some at a time, and the messages acked once all are.
-    let mut new = Vec::new();
+    let mut disabled = Vec::new();
     for start in (0..records.len()).step_by(RECORDS_PER_TRANSACTION) {
         let end = (start + RECORDS_PER_TRANSACTION).min(records.len());
-        let written = record_chunk(js, store, &records[start..end], &sources[start..end]).await?;
-        new.extend(written.into_iter().map(|index| start + index));
+        disabled.extend(record_chunk(js, store, &records[start..end], &sources[start..end]).await?);
     }
     notices
         .announce_all(
@@ -283,23 +285,30 @@ async fn record_batch(
                 .map(|r| (&r.account, &r.webhook_id, &r.delivery_id)),
         )
         .await;
-    // Only a newly recorded 410: a redelivered old one must not turn off a
-    // webhook that was enabled again since.
-    for index in new.into_iter().filter(|&i| disables[i]) {
-        let record = &records[index];
-        disable_gone(store, projector, &record.account, &record.webhook_id).await;
+    // Disabled with their outcomes; the bucket follows (the reconciler heals a projection
+    // that fails here).
+    for (account, webhook) in disabled {
+        tracing::info!(%webhook, "webhook disabled: its endpoint answered 410 Gone");
+        match store.authorize(&Principal::Admin, &account).await {
+            Ok(scope) => projector.project(store, &scope, &webhook).await,
+            Err(error) => tracing::warn!(
+                %webhook,
+                error = format!("{:#}", anyhow::Error::from(error)),
+                "cannot project a webhook disabled after 410 Gone; the reconciler will"
+            ),
+        }
     }
     Some(counts)
 }
 
-/// Writes `records` in one transaction and says which were new; `None` when
-/// the database is away and they must come back later.
+/// Writes `records` in one transaction and says which webhooks it disabled (their endpoints
+/// answered 410 Gone); `None` when the database is away and they must come back later.
 async fn record_chunk(
     js: &jetstream::Context,
     store: &Store,
     records: &[OutcomeRecord],
     sources: &[Source<'_>],
-) -> Option<Vec<usize>> {
+) -> Option<Vec<(AccountId, WebhookId)>> {
     match store.ingest_outcomes(records).await {
         Ok(report) => {
             tracing::debug!(
@@ -307,7 +316,7 @@ async fn record_chunk(
                 duplicates = report.duplicates,
                 "outcomes recorded"
             );
-            Some(report.new)
+            Some(report.disabled)
         }
         Err(error) => {
             let error = anyhow::Error::from(error);
@@ -323,11 +332,10 @@ async fn record_chunk(
             // database refuses for what it is. A temporary error (a lock, a
             // lost connection) says nothing about the outcome: the batch
             // comes back, and what was recorded meanwhile is a duplicate then.
-            let mut new = Vec::new();
+            let mut disabled = Vec::new();
             for (index, record) in records.iter().enumerate() {
-                match store.ingest_one(record).await {
-                    Ok(true) => new.push(index),
-                    Ok(false) => {}
+                match store.ingest_outcomes(std::slice::from_ref(record)).await {
+                    Ok(report) => disabled.extend(report.disabled),
                     Err(error) if is_temporary(&error) => {
                         tracing::warn!(
                             error = format!("{:#}", anyhow::Error::from(error)),
@@ -341,7 +349,7 @@ async fn record_chunk(
                     }
                 }
             }
-            Some(new)
+            Some(disabled)
         }
     }
 }
@@ -481,26 +489,6 @@ async fn dead_letter(js: &jetstream::Context, source: &Source<'_>, reason: &str)
     .await;
     if let Err(error) = stored {
         tracing::error!(%error, "cannot dead-letter an outcome; dropping it");
-    }
-}
-
-async fn disable_gone(store: &Store, projector: &Projector, account: &AccountId, id: &WebhookId) {
-    let result = async {
-        let scope = store.authorize(&Principal::Admin, account).await?;
-        if store.disable_webhook(&scope, id, DISABLED_BY_410).await? {
-            tracing::info!(webhook = %id, "webhook disabled: its endpoint answered 410 Gone");
-            projector.project(store, &scope, id).await;
-        }
-        Ok::<_, StoreError>(())
-    }
-    .await;
-    match result {
-        Ok(()) | Err(StoreError::NotFound(_)) => {}
-        Err(error) => tracing::warn!(
-            webhook = %id,
-            error = format!("{:#}", anyhow::Error::from(error)),
-            "cannot disable a webhook after 410 Gone"
-        ),
     }
 }
 

@@ -129,6 +129,9 @@ pub struct DeliveryDetail {
     /// The event's `data`.
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
+    /// The event was too large to deliver and its data was not kept: `payload` is `{}` in its
+    /// place, and the delivery cannot be redelivered or replayed.
+    pub payload_omitted: bool,
     pub attempt_log: Vec<AttemptOut>,
 }
 
@@ -341,9 +344,11 @@ pub async fn read(
         .get_delivery(&principal, &account_id(&account)?, &delivery_id(&delivery)?)
         .await?;
     let payload = serde_json::from_str(&delivery.payload).unwrap_or(serde_json::Value::Null);
+    let payload_omitted = delivery.payload_omitted;
     Ok(Json(DeliveryDetail {
         delivery: delivery.into(),
         payload,
+        payload_omitted,
         attempt_log: attempts.into_iter().map(Into::into).collect(),
     }))
 }

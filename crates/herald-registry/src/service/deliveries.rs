@@ -29,6 +29,10 @@ pub const REPLAY_TIME_LIMIT: Duration = Duration::from_secs(20);
 /// What a test event carries when the caller gives no data.
 const TEST_DATA: &str = r#"{"message":"This is a test event sent by Herald."}"#;
 
+/// Why a delivery of an event too large to deliver is not sent again.
+pub const NOT_KEPT: &str = "the event was too large to deliver and its data was not kept, \
+     so this delivery cannot be sent again; publish the event again, smaller";
+
 /// The window of the health summaries.
 const HEALTH_WINDOW: TimeDelta = TimeDelta::hours(24);
 
@@ -181,6 +185,9 @@ impl AppState {
 
     /// Hands the delivery over as its next attempt; returns that attempt's number.
     async fn requeue(&self, delivery: &Delivery, trigger: Trigger) -> ServiceResult<u32> {
+        if delivery.payload_omitted {
+            return Err(ServiceError::Conflict(NOT_KEPT.into()));
+        }
         let event = crate::deliveries::event_of(delivery)?;
         let attempt = delivery.last_attempt + 1;
         let task =
@@ -305,6 +312,7 @@ impl AppState {
             event_type: event.event_type.to_string(),
             event_timestamp: event.timestamp,
             payload: event.data.as_str().to_owned(),
+            payload_omitted: false,
         };
         self.store.record_pending(&scope, &pending).await?;
         let task = crate::deliveries::task(&delivery_id, webhook, &event, 1, Trigger::Test);

@@ -49,6 +49,9 @@ impl DeliveryState {
     }
 }
 
+/// Why a webhook was disabled when its endpoint answered 410 Gone.
+pub const DISABLED_BY_410: &str = "the endpoint answered 410 Gone";
+
 /// One attempt's outcome as the workers report it.
 #[derive(Debug, Clone)]
 pub struct OutcomeRecord {
@@ -59,6 +62,8 @@ pub struct OutcomeRecord {
     pub event_type: String,
     pub event_timestamp: DateTime<Utc>,
     pub payload: String,
+    /// The worker did not send the event's data (the event was too large to deliver).
+    pub payload_omitted: bool,
     pub attempt: u32,
     pub state: DeliveryState,
     pub trigger: String,
@@ -70,6 +75,9 @@ pub struct OutcomeRecord {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The request's headers as sent, by name.
     pub request_headers: BTreeMap<String, String>,
+    /// The endpoint answered 410 Gone: the webhook is disabled, in the transaction that
+    /// records the outcome, when the outcome is new.
+    pub disable_webhook: bool,
 }
 
 /// A delivery about to be handed to the workers by the registry itself
@@ -82,6 +90,7 @@ pub struct PendingDelivery {
     pub event_type: String,
     pub event_timestamp: DateTime<Utc>,
     pub payload: String,
+    pub payload_omitted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +102,9 @@ pub struct Delivery {
     pub event_type: String,
     pub event_timestamp: DateTime<Utc>,
     pub payload: String,
+    /// The event's data was not kept (it was too large to deliver): `payload` is `{}` and the
+    /// delivery cannot be sent again.
+    pub payload_omitted: bool,
     pub state: DeliveryState,
     pub attempts: u32,
     pub last_attempt: u32,
@@ -144,6 +156,8 @@ pub struct IngestReport {
     pub duplicates: usize,
     /// Indexes of the outcomes recorded for the first time.
     pub new: Vec<usize>,
+    /// Webhooks this call disabled because their endpoint answered 410 Gone.
+    pub disabled: Vec<(AccountId, WebhookId)>,
 }
 
 /// Rows per multi-row INSERT: far below SQLite's and PostgreSQL's limits on
@@ -236,6 +250,7 @@ fn delivery_row(
         event_type: Set(pending.event_type),
         event_timestamp: Set(pending.event_timestamp),
         payload: Set(pending.payload),
+        payload_omitted: Set(pending.payload_omitted),
         status: Set(DeliveryState::Pending.as_str().to_owned()),
         attempts: Set(0),
         last_attempt: Set(0),
@@ -257,6 +272,7 @@ fn pending_of(outcome: &OutcomeRecord) -> PendingDelivery {
         event_type: outcome.event_type.clone(),
         event_timestamp: outcome.event_timestamp,
         payload: outcome.payload.clone(),
+        payload_omitted: outcome.payload_omitted,
     }
 }
 
@@ -299,6 +315,7 @@ impl TryFrom<delivery::Model> for Delivery {
             event_type: row.event_type,
             event_timestamp: row.event_timestamp,
             payload: row.payload,
+            payload_omitted: row.payload_omitted,
             state: DeliveryState::parse(&row.status)?,
             attempts: uint(row.attempts),
             last_attempt: uint(row.last_attempt),
@@ -358,16 +375,6 @@ impl Store {
         let report = self.record_outcomes(&txn, outcomes).await?;
         txn.commit().await?;
         Ok(report)
-    }
-
-    /// Records one outcome in its own transaction, for when a batch failed:
-    /// true when it was newly recorded.
-    pub async fn ingest_one(&self, outcome: &OutcomeRecord) -> StoreResult<bool> {
-        Ok(self
-            .ingest_outcomes(std::slice::from_ref(outcome))
-            .await?
-            .recorded
-            == 1)
     }
 
     /// Records outcomes in a few set-wise statements: every delivery's row
@@ -455,10 +462,30 @@ impl Store {
             conn.execute_raw(advance_deliveries(conn.get_database_backend(), chunk, at))
                 .await?;
         }
+        // A 410 disables its webhook with the outcome, or not at all: a redelivered outcome is
+        // no longer new, so a disable left for later would never happen. Only a new one: an
+        // old 410 must not turn off a webhook enabled again since.
+        let mut disabled = Vec::new();
+        for &index in &new {
+            let outcome = &outcomes[index];
+            if outcome.disable_webhook
+                && self
+                    .disable_webhook_in(
+                        conn,
+                        &outcome.account,
+                        &outcome.webhook_id,
+                        DISABLED_BY_410,
+                    )
+                    .await?
+            {
+                disabled.push((outcome.account.clone(), outcome.webhook_id.clone()));
+            }
+        }
         Ok(IngestReport {
             recorded: new.len(),
             duplicates: outcomes.len() - new.len(),
             new,
+            disabled,
         })
     }
 
@@ -580,6 +607,8 @@ impl Store {
             .filter(delivery::Column::AccountId.eq(scope.account().as_str()))
             .filter(delivery::Column::WebhookId.eq(webhook.as_str()))
             .filter(delivery::Column::Status.eq(DeliveryState::Exhausted.as_str()))
+            // One whose event's data was not kept cannot be sent again.
+            .filter(delivery::Column::PayloadOmitted.eq(false))
             .filter(delivery::Column::CreatedAt.gte(since))
             .order_by_asc(delivery::Column::CreatedAt)
             .order_by_asc(delivery::Column::Id);
@@ -759,19 +788,19 @@ impl Store {
         Ok((delivered, failed))
     }
 
-    /// Disables a webhook on the workers' word (its endpoint answered 410
-    /// Gone). Returns false when it was already disabled or is gone.
-    pub async fn disable_webhook(
+    /// Disables webhook `id` of `account` within `conn`'s transaction; false when it is
+    /// missing or already disabled.
+    async fn disable_webhook_in(
         &self,
-        scope: &AccountScope,
+        conn: &impl ConnectionTrait,
+        account: &AccountId,
         id: &WebhookId,
         reason: &str,
     ) -> StoreResult<bool> {
-        let txn = self.write().await?;
         let Some(row) = webhook::Entity::find_by_id(id.as_str())
-            .filter(webhook::Column::AccountId.eq(scope.account().as_str()))
+            .filter(webhook::Column::AccountId.eq(account.as_str()))
             .lock_exclusive()
-            .one(&txn)
+            .one(conn)
             .await?
         else {
             return Ok(false);
@@ -782,8 +811,7 @@ impl Store {
         let mut active: webhook::ActiveModel = row.clone().into();
         active.enabled = Set(false);
         active.disabled_reason = Set(Some(reason.to_owned()));
-        self.bump(&txn, &row, active).await?;
-        txn.commit().await?;
+        self.bump(conn, &row, active).await?;
         Ok(true)
     }
 }

@@ -158,6 +158,9 @@ pub mod delivery {
         pub event_timestamp: DateTimeUtc,
         /// The event's `data`, verbatim JSON.
         pub payload: String,
+        /// The event was too large to deliver and its data was not kept (`payload` is `{}`):
+        /// the delivery cannot be sent again.
+        pub payload_omitted: bool,
         /// `pending`, `delivered`, `failed` or `exhausted`: the latest
         /// attempt's outcome.
         pub status: String,

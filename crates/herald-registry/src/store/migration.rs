@@ -11,7 +11,12 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(DeliveryLog), Box::new(Console)]
+        vec![
+            Box::new(Initial),
+            Box::new(DeliveryLog),
+            Box::new(Console),
+            Box::new(PayloadOmitted),
+        ]
     }
 }
 
@@ -242,6 +247,7 @@ enum Deliveries {
     NextAttemptAt,
     CreatedAt,
     UpdatedAt,
+    PayloadOmitted,
 }
 
 #[derive(DeriveIden)]
@@ -445,5 +451,31 @@ impl MigrationTrait for Console {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// Deliveries of an event too large to deliver: the worker reports them without the event's
+/// data, so the log must know not to send them again with none.
+struct PayloadOmitted;
+
+impl MigrationName for PayloadOmitted {
+    fn name(&self) -> &str {
+        "m20261207_000004_payload_omitted"
+    }
+}
+
+// async_trait's expansion rejects `SchemaManager<'_>` here.
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for PayloadOmitted {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Deliveries::Table)
+                    .add_column(boolean(Deliveries::PayloadOmitted).default(false))
+                    .to_owned(),
+            )
+            .await
     }
 }

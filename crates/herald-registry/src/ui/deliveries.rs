@@ -368,6 +368,8 @@ struct DeliveryPage {
     account: AccountView,
     delivery: DeliveryView,
     body: String,
+    /// The event's data was not kept: there is no body to show.
+    body_omitted: bool,
     attempts: Vec<AttemptView>,
     redeliver_action: String,
     /// Why redelivery is not offered now, if it is not.
@@ -399,6 +401,11 @@ async fn show(
         .map(|event| event.webhook_body())
         .map_err(UiError::Internal)?;
     let redeliver_blocked = match (&webhook, delivery.state) {
+        _ if delivery.payload_omitted => Some(
+            "The event was too large to deliver and its data was not kept, so this delivery \
+             cannot be sent again."
+                .to_owned(),
+        ),
         (None, _) => Some("The webhook has been removed.".to_owned()),
         (Some(w), _) if !w.enabled => {
             Some("The webhook is disabled; enable it to redeliver.".to_owned())
@@ -453,6 +460,7 @@ async fn show(
         account: AccountView::new(&owner, Tab::Deliveries, &viewer),
         delivery: view,
         body,
+        body_omitted: delivery.payload_omitted,
         attempts,
         redeliver_action: account_path(&account, &format!("/deliveries/{}/redeliver", delivery.id)),
         redeliver_blocked,

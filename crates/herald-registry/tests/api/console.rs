@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::common::{ADMIN_KEY, TestRegistry, WAIT, expect};
 
 /// A signed-in console user: the session cookie and the CSRF token.
-struct Console<'a> {
+pub(crate) struct Console<'a> {
     registry: &'a TestRegistry,
     http: reqwest::Client,
     cookie: String,
@@ -51,7 +51,7 @@ fn form(pairs: &[(&str, &str)]) -> String {
 }
 
 impl<'a> Console<'a> {
-    async fn sign_in(registry: &'a TestRegistry, key: &str) -> Console<'a> {
+    pub(crate) async fn sign_in(registry: &'a TestRegistry, key: &str) -> Console<'a> {
         let http = no_redirects();
         let page = http
             .get(format!("{}/ui/sign-in", registry.base))
@@ -90,7 +90,7 @@ impl<'a> Console<'a> {
         console
     }
 
-    async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.registry.base))
             .header(COOKIE, &self.cookie)

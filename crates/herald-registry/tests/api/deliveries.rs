@@ -367,10 +367,13 @@ async fn gone_endpoints_disable_their_webhook() {
     )
     .await;
     let path = format!("/webhooks/{}", f.webhook);
-    herald_testkit::wait_until(WAIT, || async { f.get(&path).await["enabled"] == false })
-        .await
-        .unwrap();
+    // Disabled in the transaction that records the outcome: once the delivery shows, the
+    // webhook is off.
+    let delivery = DeliveryId::derive(&e.id, &f.webhook).to_string();
+    f.wait_for_delivery(&delivery, |d| d["status"] == "exhausted")
+        .await;
     let webhook = f.get(&path).await;
+    assert_eq!(webhook["enabled"], false, "{webhook}");
     assert_eq!(webhook["disabled_reason"], "the endpoint answered 410 Gone");
     // The projection follows the database write, so it is waited for too.
     let bucket = f.registry.bucket().await;
@@ -395,6 +398,24 @@ async fn gone_endpoints_disable_their_webhook() {
         .unwrap();
     let webhook = expect(response, StatusCode::OK).await;
     assert!(webhook["disabled_reason"].is_null());
+
+    // The same 410 once more (its message redelivered) is a duplicate, and does not turn off
+    // the webhook enabled since. A later outcome shows when both have been read.
+    report(
+        &f.js,
+        &outcome(&e, &f.webhook, 1, DeliveryStatus::Exhausted, 410),
+    )
+    .await;
+    let later = event(&f.account, "booking.updated");
+    report(
+        &f.js,
+        &outcome(&later, &f.webhook, 1, DeliveryStatus::Delivered, 200),
+    )
+    .await;
+    let later = DeliveryId::derive(&later.id, &f.webhook).to_string();
+    f.wait_for_delivery(&later, |d| d["status"] == "delivered")
+        .await;
+    assert_eq!(f.get(&path).await["enabled"], true);
 }
 
 #[tokio::test]
@@ -529,6 +550,77 @@ async fn test_events_redelivery_and_replay_hand_tasks_to_the_workers() {
         StatusCode::CONFLICT,
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_delivery_of_an_event_too_large_to_deliver_is_never_sent_again_without_its_data() {
+    let f = fixture().await;
+    // As a worker reports an event too large to make tasks of: exhausted at once, without
+    // the event's data.
+    let large = event(&f.account, "booking.created");
+    let refused = DeliveryId::derive(&large.id, &f.webhook).to_string();
+    let mut without_data = outcome(&large, &f.webhook, 1, DeliveryStatus::Exhausted, 0);
+    if let Some(event) = without_data.event.as_mut() {
+        event.data.clear();
+    }
+    without_data.error = "not sent: the event makes delivery tasks of 2000000 bytes".into();
+    without_data.request_headers.clear();
+    report(&f.js, &without_data).await;
+    // And an ordinary exhausted one beside it, which replays.
+    let ordinary = event(&f.account, "booking.updated");
+    let exhausted = DeliveryId::derive(&ordinary.id, &f.webhook).to_string();
+    report(
+        &f.js,
+        &outcome(&ordinary, &f.webhook, 8, DeliveryStatus::Exhausted, 500),
+    )
+    .await;
+    f.wait_for_delivery(&exhausted, |d| d["status"] == "exhausted")
+        .await;
+    let detail = f
+        .wait_for_delivery(&refused, |d| d["status"] == "exhausted")
+        .await;
+    assert_eq!(detail["payload_omitted"], true, "{detail}");
+    let other = f.get(&format!("/deliveries/{exhausted}")).await;
+    assert_eq!(other["payload_omitted"], false, "{other}");
+
+    let problem = expect(
+        f.post(&format!("/deliveries/{refused}/redeliver"), json!({}))
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("not kept"),
+        "{problem}"
+    );
+    let since = (Utc::now() - Age::minutes(5)).to_rfc3339();
+    let replayed = expect(
+        f.post(
+            &format!("/webhooks/{}/replay", f.webhook),
+            json!({ "since": since }),
+        )
+        .await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    assert_eq!(replayed["replayed"], 1, "only the ordinary one is replayed");
+    let task = f.last_task().await;
+    assert_eq!(task.delivery_id, exhausted);
+    let still = f.get(&format!("/deliveries/{refused}")).await;
+    assert_eq!(still["status"], "exhausted", "{still}");
+
+    // The console says why, and offers no redelivery.
+    let console = crate::console::Console::sign_in(&f.registry, &f.key).await;
+    let page = console
+        .get(&format!("/ui/accounts/{}/deliveries/{refused}", f.account))
+        .await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("data was not kept"), "{page}");
+    assert!(
+        !page.contains("<button type=\"submit\">Redeliver</button>"),
+        "{page}"
+    );
 }
 
 #[tokio::test]
