@@ -179,6 +179,12 @@ impl AppState {
                     .into(),
             ));
         }
+        // Its attempt would be the one on its way, which the stream drops as a repeat.
+        if delivery.state == DeliveryState::Pending {
+            return Err(ServiceError::Conflict(
+                "an attempt of this delivery is on its way; redeliver once it is answered".into(),
+            ));
+        }
         let attempt = self.requeue(&delivery, Trigger::Redelivery).await?;
         Ok((self.store.get_delivery(&scope, id).await?.0, attempt))
     }

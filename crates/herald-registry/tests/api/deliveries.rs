@@ -491,6 +491,15 @@ async fn test_events_redelivery_and_replay_hand_tasks_to_the_workers() {
     )
     .await;
     assert_eq!(again["status"], "pending");
+    // Not again while that attempt is on its way: it would be the same attempt.
+    let on_its_way = f
+        .post(&format!("/deliveries/{delivery}/redeliver"), json!({}))
+        .await;
+    let problem = expect(on_its_way, StatusCode::CONFLICT).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("on its way"),
+        "{problem}"
+    );
     let task = f.last_task().await;
     assert_eq!(
         (task.delivery_id.as_str(), task.attempt),
