@@ -135,6 +135,18 @@ impl Fixture {
         }
     }
 
+    /// Replays the webhook's deliveries exhausted in the last five minutes; the answer's body.
+    async fn replay_recent(&self) -> Value {
+        let since = (Utc::now() - Age::minutes(5)).to_rfc3339();
+        let response = self
+            .post(
+                &format!("/webhooks/{}/replay", self.webhook),
+                json!({ "since": since }),
+            )
+            .await;
+        expect(response, StatusCode::ACCEPTED).await
+    }
+
     /// The newest task handed over for the webhook.
     async fn last_task(&self) -> DeliveryTask {
         let stream = self
@@ -518,16 +530,7 @@ async fn test_events_redelivery_and_replay_hand_tasks_to_the_workers() {
     .await;
     f.wait_for_delivery(&d2, |d| d["status"] == "exhausted")
         .await;
-    let since = (Utc::now() - Age::minutes(5)).to_rfc3339();
-    let replayed = expect(
-        f.post(
-            &format!("/webhooks/{}/replay", f.webhook),
-            json!({ "since": since }),
-        )
-        .await,
-        StatusCode::ACCEPTED,
-    )
-    .await;
+    let replayed = f.replay_recent().await;
     assert_eq!(replayed["replayed"], 1, "only d2 is still exhausted");
     let task = f.last_task().await;
     assert_eq!((task.delivery_id.as_str(), task.attempt), (d2.as_str(), 9));
@@ -602,16 +605,7 @@ async fn a_delivery_of_an_event_too_large_to_deliver_is_never_sent_again_without
         problem["detail"].as_str().unwrap().contains("not kept"),
         "{problem}"
     );
-    let since = (Utc::now() - Age::minutes(5)).to_rfc3339();
-    let replayed = expect(
-        f.post(
-            &format!("/webhooks/{}/replay", f.webhook),
-            json!({ "since": since }),
-        )
-        .await,
-        StatusCode::ACCEPTED,
-    )
-    .await;
+    let replayed = f.replay_recent().await;
     assert_eq!(replayed["replayed"], 1, "only the ordinary one is replayed");
     let task = f.last_task().await;
     assert_eq!(task.delivery_id, exhausted);
@@ -676,16 +670,7 @@ async fn a_replay_reads_its_deliveries_in_pages() {
     })
     .await
     .unwrap();
-    let since = (Utc::now() - Age::minutes(5)).to_rfc3339();
-    let replayed = expect(
-        f.post(
-            &format!("/webhooks/{}/replay", f.webhook),
-            json!({ "since": since }),
-        )
-        .await,
-        StatusCode::ACCEPTED,
-    )
-    .await;
+    let replayed = f.replay_recent().await;
     assert_eq!(replayed["replayed"], count);
     let stream =
         f.js.get_stream(herald_bus::names::DELIVERIES_STREAM)
