@@ -49,8 +49,15 @@ fn check_description(description: Option<String>) -> ServiceResult<Option<String
 
 impl AppState {
     /// Checks event patterns against the catalogue: an exact type must exist
-    /// and not be deprecated; a wildcard must match at least one type.
-    async fn check_events(&self, patterns: Vec<EventPattern>) -> ServiceResult<EventFilter> {
+    /// and not be deprecated, unless the webhook already has it (`kept`: a
+    /// webhook subscribed to a type keeps it when the type is deprecated, and
+    /// saving the webhook again must not take it away); a wildcard must match
+    /// at least one type.
+    async fn check_events(
+        &self,
+        patterns: Vec<EventPattern>,
+        kept: &[EventPattern],
+    ) -> ServiceResult<EventFilter> {
         let catalogue = self.store.list_event_types().await?;
         let mut errors = Vec::new();
         for (i, pattern) in patterns.iter().enumerate() {
@@ -63,10 +70,9 @@ impl AppState {
                             "unknown event type {exact}: it is not in the event type catalogue"
                         ),
                     )),
-                    Some(t) if t.deprecated => errors.push(FieldError::new(
-                        field,
-                        format!("event type {exact} is deprecated"),
-                    )),
+                    Some(t) if t.deprecated && !kept.contains(pattern) => errors.push(
+                        FieldError::new(field, format!("event type {exact} is deprecated")),
+                    ),
                     Some(_) => {}
                 },
                 None => {
@@ -109,7 +115,7 @@ impl AppState {
         let name = webhook_name(&input.name)?;
         let description = check_description(input.description)?;
         self.check_url(&input.url)?;
-        let events = self.check_events(input.events).await?;
+        let events = self.check_events(input.events, &[]).await?;
         let secret = input.secret.unwrap_or_else(SigningSecret::generate);
         let new = NewWebhook {
             name,
@@ -169,7 +175,13 @@ impl AppState {
             self.check_url(url)?;
         }
         let events = match change.events {
-            Some(patterns) => Some(self.check_events(patterns).await?),
+            Some(patterns) => {
+                let current = self.store.get_webhook(&scope, id).await?;
+                Some(
+                    self.check_events(patterns, current.events.patterns())
+                        .await?,
+                )
+            }
             None => None,
         };
         let patch = WebhookPatch {

@@ -72,8 +72,11 @@ async fn the_catalogue_is_seeded_and_admins_extend_and_deprecate_it() {
         .unwrap();
     expect(again, StatusCode::CONFLICT).await;
 
-    registry
+    let subscriber = registry
         .create_webhook(&account, &key, json!({ "events": ["booking.checked_in"] }))
+        .await;
+    let other = registry
+        .create_webhook(&account, &key, json!({ "events": ["booking.created"] }))
         .await;
 
     let deprecated = expect(
@@ -94,6 +97,39 @@ async fn the_catalogue_is_seeded_and_admins_extend_and_deprecate_it() {
         .await
         .unwrap();
     let problem = expect_field_error(response, StatusCode::UNPROCESSABLE_ENTITY, "events[0]").await;
+    assert!(problem["detail"].as_str().unwrap().contains("deprecated"));
+
+    // A webhook that has the type keeps it when saved again with its events (as the console's
+    // edit form sends them), another type added beside it; one that has not cannot add it.
+    let path = |hook: &serde_json::Value| {
+        format!(
+            "/v1/accounts/{account}/webhooks/{}",
+            hook["id"].as_str().unwrap()
+        )
+    };
+    let saved = expect(
+        registry
+            .request(Method::PATCH, &path(&subscriber), Some(&key))
+            .json(
+                &json!({ "name": "renamed", "events": ["booking.checked_in", "booking.created"] }),
+            )
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        saved["events"],
+        json!(["booking.checked_in", "booking.created"])
+    );
+    let response = registry
+        .request(Method::PATCH, &path(&other), Some(&key))
+        .json(&json!({ "events": ["booking.created", "booking.checked_in"] }))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_field_error(response, StatusCode::UNPROCESSABLE_ENTITY, "events[1]").await;
     assert!(problem["detail"].as_str().unwrap().contains("deprecated"));
 
     let missing = registry
