@@ -554,11 +554,15 @@ impl LiveLog {
     async fn next_events(&mut self) -> Option<Vec<SseEvent>> {
         let mut ids: Vec<DeliveryId> = Vec::new();
         let mut lagged = false;
-        // Wait for the first relevant notice, then gather for a moment;
-        // a quiet log still checks its session now and then.
+        // Wait for the first relevant notice, then gather for a moment; a log
+        // that gets none (a quiet one, or one that sees only other accounts'
+        // notices) still checks its session every RECHECK.
+        let mut recheck_at = tokio::time::Instant::now() + RECHECK;
         loop {
-            let Ok(received) = tokio::time::timeout(RECHECK, self.notices.recv()).await else {
+            let Ok(received) = tokio::time::timeout_at(recheck_at, self.notices.recv()).await
+            else {
                 if self.session_live().await {
+                    recheck_at = tokio::time::Instant::now() + RECHECK;
                     continue;
                 }
                 return None;
