@@ -631,8 +631,15 @@ pub async fn ensure_consumer(
                 return Ok(Ensured::Unchanged);
             }
             tracing::info!(stream = %stream_name, consumer = %name, ?differences, "updating consumer settings");
+            // Its start position stays as it is: NATS refuses an update that names another
+            // ("deliver policy can not be updated"), and a consumer made again from where a
+            // worker had got to has one of its own.
+            let update = pull::Config {
+                deliver_policy: info.config.deliver_policy,
+                ..desired
+            };
             stream
-                .update_consumer(desired)
+                .update_consumer(update)
                 .await
                 .map_err(|err| TopologyError::consumer(&stream_name, &name, "update", err))?;
             Ok(Ensured::Updated)

@@ -102,6 +102,38 @@ async fn changed_settings_are_applied_to_existing_consumers_and_streams() -> any
 }
 
 #[tokio::test]
+async fn a_consumer_made_again_from_a_resume_point_still_takes_changed_settings()
+-> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let js = nats.jetstream().await?;
+    let mut opts = ProvisionOptions::development();
+    Topology::provision(&js, &opts).await?;
+    // Deleted from under the workers, then made again from where one had got to: its start
+    // position is a sequence now, where provisioning asks for the whole stream.
+    js.get_stream(names::EVENTS_STREAM)
+        .await?
+        .delete_consumer(names::ROUTER_CONSUMER)
+        .await?;
+    Topology::open_router(&js, &opts, Some(7)).await?;
+
+    // A changed setting is applied, at start-up and when the router opens its consumer again,
+    // and the start position is left as it was (NATS refuses to change it).
+    opts.router.ack_wait = Duration::from_secs(75);
+    let report = Topology::provision(&js, &opts).await?;
+    assert_eq!(report.get("EVENTS/herald-router"), Some(Ensured::Updated));
+    opts.router.max_ack_pending = 77;
+    let mut router = Topology::open_router(&js, &opts, Some(9)).await?;
+    let config = &router.info().await?.config;
+    assert_eq!(config.ack_wait, Duration::from_secs(75));
+    assert_eq!(config.max_ack_pending, 77);
+    assert_eq!(
+        config.deliver_policy,
+        async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: 7 }
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn racing_provisioners_both_succeed() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let opts = ProvisionOptions::development();
