@@ -147,7 +147,7 @@ async fn create(
     let made = claim
         .run(viewer.clone(), create, |account| {
             let flash = Flash::notice(format!("Account “{}” created.", account.name));
-            (account.id.to_string(), flash)
+            (account.id.to_string(), Some(flash))
         })
         .await?;
     match made {

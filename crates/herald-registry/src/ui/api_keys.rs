@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::accounts::account_id;
 use super::errors::UiResult;
 use super::session::{Flash, Posted, Viewer};
+use super::submission::{self, Submission};
 use super::view::{AccountView, ConfirmPage, Layout, Tab, account_path, when};
 use super::{UiError, page, render, see_other};
 use crate::service::ServiceError;
@@ -47,6 +48,8 @@ struct KeysPage {
     name_error: Option<String>,
     /// A key just created: shown this once.
     created: Option<String>,
+    /// The name of this showing of the create form (see [`submission`](super::submission)).
+    submission: String,
     csrf: String,
 }
 
@@ -77,6 +80,7 @@ async fn keys_page(
         new_name,
         name_error,
         created,
+        submission: submission::fresh(),
         csrf: viewer.csrf().to_owned(),
     })
 }
@@ -99,6 +103,8 @@ async fn list(
 struct NewKey {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    submission: String,
 }
 
 /// Creates a key and shows it on the page that answers the form: it is
@@ -111,10 +117,42 @@ async fn create(
     let account = account_id(&account)?;
     let owner = state.get_account(viewer.principal(), &account).await?;
     let layout = Layout::new(format!("{} · API keys", owner.name), &viewer);
-    match state
-        .create_api_key(viewer.principal(), &account, &form.name)
-        .await
-    {
+    // Sent twice (a reload that posts again, a double click), the form creates one key: a
+    // second would be live without anyone having seen it. The repeat cannot show the first's
+    // key (only its hash is kept), so it says so.
+    let content = format!("{account}\n{}", form.name);
+    let claim =
+        match Submission::begin(&state, &viewer, "api-key", &form.submission, &content).await? {
+            Submission::Repeated => {
+                let layout = layout.with_flash(Some(&Flash::notice(
+                    "This form was sent again: its key was created and shown once, the first \
+                 time. If it was not copied, revoke it and create another.",
+                )));
+                let keys =
+                    keys_page(&state, &viewer, &owner, layout, String::new(), None, None).await?;
+                return Ok(page(&keys));
+            }
+            Submission::Fresh(claim) => claim,
+        };
+    let create = {
+        let (state, viewer, account, name) = (
+            state.clone(),
+            viewer.clone(),
+            account.clone(),
+            form.name.clone(),
+        );
+        async move {
+            state
+                .create_api_key(viewer.principal(), &account, &name)
+                .await
+        }
+    };
+    let made = claim
+        .run(viewer.clone(), create, |created| {
+            (created.key.id.to_string(), None)
+        })
+        .await?;
+    match made {
         Ok(created) => {
             let text = created.secret.expose_secret().to_owned();
             let keys = keys_page(

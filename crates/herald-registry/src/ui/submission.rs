@@ -117,7 +117,7 @@ impl Claim {
         self,
         viewer: Viewer,
         create: impl Future<Output = Result<T, E>> + Send + 'static,
-        made: impl FnOnce(&T) -> (String, Flash) + Send + 'static,
+        made: impl FnOnce(&T) -> (String, Option<Flash>) + Send + 'static,
     ) -> UiResult<Result<T, E>>
     where
         T: Send + 'static,
@@ -128,7 +128,9 @@ impl Claim {
             match &created {
                 Ok(value) => {
                     let (id, flash) = made(value);
-                    viewer.flash(&flash).await;
+                    if let Some(flash) = flash {
+                        viewer.flash(&flash).await;
+                    }
                     self.finish(&id).await;
                 }
                 Err(_) => self.abandon().await,

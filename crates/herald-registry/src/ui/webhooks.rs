@@ -621,7 +621,7 @@ async fn create(
                     webhook: id.clone(),
                     why: SecretsShown::Created,
                 };
-                (id, flash)
+                (id, Some(flash))
             })
             .await?;
         match made {

@@ -419,6 +419,51 @@ async fn an_account_key_sees_its_own_account_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn an_api_key_form_sent_twice_creates_one_key() {
+    let registry = TestRegistry::start().await;
+    let account = registry.create_account("Cool Account").await;
+    let console = Console::sign_in(&registry, ADMIN_KEY).await;
+    let path = format!("/ui/accounts/{account}/api-keys");
+    let keys = || async {
+        let listed = registry
+            .admin_get(&format!("/v1/accounts/{account}/api-keys"))
+            .await;
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let page = console.get(&path).await.text().await.unwrap();
+    let first = field_of(&page, "submission").expect("a submission field");
+
+    // A reload that posts the form again: one key, shown the first time only.
+    let answer = console
+        .post(&path, &[("name", "booking sync"), ("submission", &first)])
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(answer.text().await.unwrap().contains("Your new API key"));
+    let again = console
+        .post(&path, &[("name", "booking sync"), ("submission", &first)])
+        .await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let again = again.text().await.unwrap();
+    assert!(!again.contains("Your new API key"), "{again}");
+    assert!(again.contains("This form was sent again"), "{again}");
+    assert_eq!(keys().await, ["booking sync"], "created once");
+
+    // Another showing of the form makes another key.
+    let second = field_of(&again, "submission").expect("a submission field");
+    assert_ne!(second, first, "each showing has a name of its own");
+    let answer = console
+        .post(&path, &[("name", "booking sync"), ("submission", &second)])
+        .await;
+    assert!(answer.text().await.unwrap().contains("Your new API key"));
+    assert_eq!(keys().await.len(), 2);
+}
+
+#[tokio::test]
 async fn revoking_a_key_ends_its_console_sessions() {
     let registry = TestRegistry::start().await;
     let account = registry.create_account("Cool Account").await;
