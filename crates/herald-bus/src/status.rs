@@ -42,6 +42,8 @@ pub struct ConsumerStatus {
     pub ack_pending: u64,
     /// Handed out more than once and not yet acknowledged.
     pub redelivered: u64,
+    /// The stream sequence up to which every message is acknowledged (0 for the lanes' sum).
+    pub ack_floor: u64,
     /// How many consumers this line sums (1 but for lanes).
     pub consumers: u64,
 }
@@ -138,6 +140,7 @@ async fn stream_status(js: &jetstream::Context, name: &str) -> Result<StreamStat
             pending: consumer.num_pending,
             ack_pending: consumer.num_ack_pending as u64,
             redelivered: consumer.num_redelivered as u64,
+            ack_floor: consumer.ack_floor.stream_sequence,
             consumers: 1,
         };
         if consumer.name.starts_with(LANE_CONSUMER_PREFIX) {
@@ -146,6 +149,7 @@ async fn stream_status(js: &jetstream::Context, name: &str) -> Result<StreamStat
                 pending: 0,
                 ack_pending: 0,
                 redelivered: 0,
+                ack_floor: 0,
                 consumers: 0,
             });
             sum.pending += line.pending;

@@ -196,7 +196,14 @@ impl Metrics {
 
     /// Reads the streams and consumers every [`STREAM_POLL`] until `stop`, for their gauges.
     /// A failed read leaves the last values and is tried again at the next tick.
-    pub(crate) async fn poll_streams(&self, js: jetstream::Context, stop: CancellationToken) {
+    /// Reads the streams' and consumers' state every few seconds into the metrics, and hands
+    /// each reading to `observe` too.
+    pub(crate) async fn poll_streams(
+        &self,
+        js: jetstream::Context,
+        stop: CancellationToken,
+        observe: impl Fn(&herald_bus::Status),
+    ) {
         let mut ticker = tokio::time::interval(STREAM_POLL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -205,7 +212,10 @@ impl Metrics {
                 _ = ticker.tick() => {}
             }
             match herald_bus::status(&js).await {
-                Ok(status) => self.set_streams(&status),
+                Ok(status) => {
+                    self.set_streams(&status);
+                    observe(&status);
+                }
                 Err(err) => tracing::debug!(%err, "cannot read stream status for metrics"),
             }
         }
@@ -395,6 +405,7 @@ mod tests {
                         pending: 10,
                         ack_pending: 2,
                         redelivered: 0,
+                        ack_floor: 0,
                         consumers: 1,
                     },
                     // A bucket watcher's random name.
@@ -403,6 +414,7 @@ mod tests {
                         pending: 0,
                         ack_pending: 0,
                         redelivered: 0,
+                        ack_floor: 0,
                         consumers: 1,
                     },
                 ],

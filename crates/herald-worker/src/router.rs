@@ -164,36 +164,80 @@ impl MaxPayload {
     }
 }
 
-/// The stream sequences of the events this worker is routing (or handed back), and the highest
-/// it has finished.
+/// Where routing had got to, for making the router's consumer again if it is lost: the stream
+/// sequences of the events this worker is routing (or handed back) and the highest it has
+/// finished, and the consumer's ack floor as last read (every few seconds): every event up to
+/// it is acknowledged, by this worker or another.
+///
+/// The resume point never passes an event that was not acknowledged when the floor was read
+/// (another replica may hold it or have handed it back), and the events acknowledged since are
+/// routed again, their tasks dropped by the deliveries stream's duplicate window. Events at or
+/// below the floor are forgotten here: one this worker handed back and another routed would
+/// otherwise hold the resume point back for good.
 #[derive(Debug, Default)]
 pub struct Positions {
-    inner: Mutex<(BTreeSet<u64>, u64)>,
+    inner: Mutex<PositionsInner>,
+}
+
+#[derive(Debug, Default)]
+struct PositionsInner {
+    /// Being routed here, or handed back from here.
+    open: BTreeSet<u64>,
+    /// The highest finished here.
+    finished: u64,
+    /// The consumer's ack floor as last read; 0 before a reading that says anything.
+    ack_floor: u64,
 }
 
 impl Positions {
-    fn lock(&self) -> MutexGuard<'_, (BTreeSet<u64>, u64)> {
+    fn lock(&self) -> MutexGuard<'_, PositionsInner> {
         // Updated in single statements; a poisoned value is still consistent.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn started(&self, sequence: u64) {
-        self.lock().0.insert(sequence);
+        self.lock().open.insert(sequence);
     }
 
     fn finished(&self, sequence: u64) {
         let mut positions = self.lock();
-        positions.0.remove(&sequence);
-        positions.1 = positions.1.max(sequence);
+        positions.open.remove(&sequence);
+        positions.finished = positions.finished.max(sequence);
     }
 
-    /// The first event not finished here: the lowest still being routed (or handed back), or
-    /// the one after the highest finished; `None` before any.
+    /// Takes the router consumer's ack floor from a reading of the streams.
+    pub fn observe(&self, status: &herald_bus::Status) {
+        let floor = status
+            .streams
+            .iter()
+            .filter(|stream| stream.name == herald_bus::names::EVENTS_STREAM)
+            .flat_map(|stream| &stream.consumers)
+            .find(|consumer| consumer.name == herald_bus::names::ROUTER_CONSUMER)
+            .map(|consumer| consumer.ack_floor);
+        if let Some(floor) = floor {
+            self.acknowledged_up_to(floor);
+        }
+    }
+
+    fn acknowledged_up_to(&self, floor: u64) {
+        let mut positions = self.lock();
+        positions.ack_floor = floor;
+        positions.open.retain(|&sequence| sequence > floor);
+    }
+
+    /// The first event not known to be finished: the lowest still being routed (or handed back)
+    /// here, or the one after the highest finished here, but never past the one after the ack
+    /// floor; `None` before anything is known.
     pub fn resume_at(&self) -> Option<u64> {
         let positions = self.lock();
-        match positions.0.first() {
+        let here = match positions.open.first() {
             Some(lowest) => Some(*lowest),
-            None => (positions.1 > 0).then_some(positions.1 + 1),
+            None => (positions.finished > 0).then_some(positions.finished + 1),
+        };
+        let floor = (positions.ack_floor > 0).then_some(positions.ack_floor + 1);
+        match (here, floor) {
+            (Some(here), Some(floor)) => Some(here.min(floor)),
+            (here, floor) => here.or(floor),
         }
     }
 }
@@ -529,5 +573,82 @@ mod tests {
         assert_eq!(positions.resume_at(), Some(5));
         positions.finished(5);
         assert_eq!(positions.resume_at(), Some(6));
+    }
+
+    #[test]
+    fn the_resume_point_never_passes_what_the_ack_floor_has_not() {
+        let positions = Positions::default();
+        // Another replica holds 8 to 10: the floor read says 7, while this worker finished 11.
+        positions.started(11);
+        positions.finished(11);
+        positions.acknowledged_up_to(7);
+        assert_eq!(positions.resume_at(), Some(8));
+        // A floor alone, before this worker routed anything.
+        let fresh = Positions::default();
+        fresh.acknowledged_up_to(20);
+        assert_eq!(fresh.resume_at(), Some(21));
+        fresh.acknowledged_up_to(0);
+        assert_eq!(fresh.resume_at(), None, "a floor of 0 says nothing");
+    }
+
+    #[test]
+    fn an_event_handed_back_here_and_routed_elsewhere_stops_holding_the_resume_point() {
+        let positions = Positions::default();
+        positions.started(5);
+        // Handed back (never finished here), then routed by another replica; this worker
+        // finishes later events meanwhile.
+        for sequence in 6..=9 {
+            positions.started(sequence);
+            positions.finished(sequence);
+        }
+        assert_eq!(positions.resume_at(), Some(5));
+        positions.acknowledged_up_to(9);
+        assert_eq!(positions.resume_at(), Some(10));
+        assert!(
+            positions.lock().open.is_empty(),
+            "forgotten, not kept for good"
+        );
+    }
+
+    #[test]
+    fn the_floor_is_read_from_the_router_consumer_of_the_events_stream() {
+        let consumer = |name: &str, ack_floor| herald_bus::ConsumerStatus {
+            name: name.into(),
+            pending: 0,
+            ack_pending: 0,
+            redelivered: 0,
+            ack_floor,
+            consumers: 1,
+        };
+        let stream = |name: &str, consumers| herald_bus::StreamStatus {
+            name: name.into(),
+            role: "",
+            messages: 0,
+            bytes: 0,
+            oldest_age_seconds: None,
+            replicas: 1,
+            leader: None,
+            consumers,
+        };
+        let positions = Positions::default();
+        positions.observe(&herald_bus::Status {
+            streams: vec![
+                stream(
+                    herald_bus::names::DELIVERIES_STREAM,
+                    vec![consumer(herald_bus::names::SENDER_CONSUMER, 90)],
+                ),
+                stream(
+                    herald_bus::names::EVENTS_STREAM,
+                    vec![
+                        consumer("someone-else", 70),
+                        consumer(herald_bus::names::ROUTER_CONSUMER, 41),
+                    ],
+                ),
+            ],
+        });
+        assert_eq!(positions.resume_at(), Some(42));
+        // A reading without the consumer (it is being made again) changes nothing.
+        positions.observe(&herald_bus::Status { streams: vec![] });
+        assert_eq!(positions.resume_at(), Some(42));
     }
 }

@@ -186,8 +186,11 @@ impl Worker {
         loops.spawn(named("bucket watch", watching));
         {
             let (metrics, js, stop) = (metrics.clone(), js.clone(), stopping.fetch.clone());
+            let router = router.clone();
             loops.spawn(named("stream metrics", async move {
-                metrics.poll_streams(js, stop).await;
+                metrics
+                    .poll_streams(js, stop, |status| router.positions.observe(status))
+                    .await;
             }));
         }
         {

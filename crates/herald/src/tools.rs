@@ -345,6 +345,7 @@ mod tests {
             pending: 2,
             ack_pending: 1,
             redelivered: 0,
+            ack_floor: 0,
             consumers,
         };
         let status = herald_bus::Status {
