@@ -32,8 +32,6 @@ struct RawOutcomes {
     outcomes: Vec<bytes::Bytes>,
 }
 
-pub use crate::store::DISABLED_BY_410;
-
 /// Converts a worker's outcome into a log record; an error says why it is
 /// not usable.
 pub fn outcome_record(outcome: &DeliveryOutcome) -> anyhow::Result<OutcomeRecord> {

@@ -194,10 +194,9 @@ impl Metrics {
         }
     }
 
-    /// Reads the streams and consumers every [`STREAM_POLL`] until `stop`, for their gauges.
-    /// A failed read leaves the last values and is tried again at the next tick.
-    /// Reads the streams' and consumers' state every few seconds into the metrics, and hands
-    /// each reading to `observe` too.
+    /// Reads the streams and consumers every [`STREAM_POLL`] until `stop`, for their gauges,
+    /// and hands each reading to `observe` too. A failed read leaves the last values and is
+    /// tried again at the next tick.
     pub(crate) async fn poll_streams(
         &self,
         js: jetstream::Context,

@@ -50,7 +50,7 @@ impl DeliveryState {
 }
 
 /// Why a webhook was disabled when its endpoint answered 410 Gone.
-pub const DISABLED_BY_410: &str = "the endpoint answered 410 Gone";
+const DISABLED_BY_410: &str = "the endpoint answered 410 Gone";
 
 /// One attempt's outcome as the workers report it.
 #[derive(Debug, Clone)]

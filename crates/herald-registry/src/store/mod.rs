@@ -26,8 +26,8 @@ use sea_orm_migration::MigratorTrait as _;
 pub use accounts::Account;
 pub use api_keys::{ApiKey, KEY_PREFIX, KeyOwner, NewApiKey, hash_key};
 pub use deliveries::{
-    Attempt, DISABLED_BY_410, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, IngestReport,
-    OutcomeRecord, PendingDelivery,
+    Attempt, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, IngestReport, OutcomeRecord,
+    PendingDelivery,
 };
 pub use event_types::{EventTypeRecord, SEED_CATALOGUE};
 pub use idempotency::{Begin, IdempotencyRecord};

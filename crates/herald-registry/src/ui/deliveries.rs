@@ -367,9 +367,8 @@ struct DeliveryPage {
     layout: Layout,
     account: AccountView,
     delivery: DeliveryView,
-    body: String,
-    /// The event's data was not kept: there is no body to show.
-    body_omitted: bool,
+    /// The request's body; none when the event's data was not kept.
+    body: Option<String>,
     attempts: Vec<AttemptView>,
     redeliver_action: String,
     /// Why redelivery is not offered now, if it is not.
@@ -397,9 +396,12 @@ async fn show(
         Err(ServiceError::NotFound(_)) => None,
         Err(error) => return Err(error.into()),
     };
-    let body = crate::deliveries::event_of(&delivery)
-        .map(|event| event.webhook_body())
-        .map_err(UiError::Internal)?;
+    let body = if delivery.payload_omitted {
+        None
+    } else {
+        let event = crate::deliveries::event_of(&delivery).map_err(UiError::Internal)?;
+        Some(event.webhook_body())
+    };
     let redeliver_blocked = match (&webhook, delivery.state) {
         _ if delivery.payload_omitted => Some(
             "The event was too large to deliver and its data was not kept, so this delivery \
@@ -460,7 +462,6 @@ async fn show(
         account: AccountView::new(&owner, Tab::Deliveries, &viewer),
         delivery: view,
         body,
-        body_omitted: delivery.payload_omitted,
         attempts,
         redeliver_action: account_path(&account, &format!("/deliveries/{}/redeliver", delivery.id)),
         redeliver_blocked,

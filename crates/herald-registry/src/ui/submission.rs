@@ -109,7 +109,7 @@ impl Submission {
 
 impl Claim {
     /// Runs the form's work: `create`, then, if it made something, leaves the flash `made` says
-    /// for the next page and records the claim with the id it gives (not a secret: it is
+    /// (if any) for the next page and records the claim with the id it gives (not a secret: it is
     /// stored); if it made nothing, lets go of the name. All of it runs to the end even if the
     /// post is cancelled halfway (a browser drops the first of two clicks), so the repeat finds
     /// what the first made, recorded, and a flash set before the record is there for it.
